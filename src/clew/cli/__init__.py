@@ -1,0 +1,1 @@
+"""The command line: one small module per command. Engines return data; commands format and print."""

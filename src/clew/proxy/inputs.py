@@ -1,0 +1,69 @@
+"""Turn command-line inputs (manifests, a KubeProxyConfiguration, flags) into the pure render
+inputs: a `Snapshot` and a `ProxyConfig`. Shared by ``clew render``, the agent and the demo."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clew.model import fields as f
+from clew.model.from_kube import build_snapshot
+from clew.model.objects import Snapshot
+from clew.model.proxy_config import DetectLocal, ProxyConfig, from_kube_proxy_config
+from clew.sources.manifests import ManifestError, load_objects, parse_text
+
+IGNORED_KINDS = ("Deployment", "Pod", "Namespace", "ConfigMap", "ServiceAccount")
+
+
+def read_config_file(path: str | Path | None) -> dict[str, Any]:
+    """The KubeProxyConfiguration document of ``path`` (YAML or JSON), or {} without one."""
+    if path is None:
+        return {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read: {e.strerror}") from None
+    docs = parse_text(text, str(path))
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") in (None, "KubeProxyConfiguration"):
+            return doc
+    raise ManifestError(f"{path}: no KubeProxyConfiguration document in it")
+
+
+def load_snapshot(path: str | Path) -> Snapshot:
+    try:
+        return build_snapshot(load_objects(path), ignored_kinds=IGNORED_KINDS)
+    except yaml.YAMLError as e:  # pragma: no cover - parse_text converts these
+        raise ManifestError(f"{path}: {e}") from None
+
+
+def make_config(
+    snapshot: Snapshot,
+    *,
+    config_file: str | Path | None = None,
+    node_name: str | None = None,
+    node_ips: list[str] | None = None,
+    cluster_cidr: str | None = None,
+    mode: str | None = None,
+) -> ProxyConfig:
+    """Flags win over the config file; node IPs and pod CIDRs default to the Node object's."""
+    doc = dict(read_config_file(config_file))
+    if cluster_cidr is not None:
+        doc["clusterCIDR"] = cluster_cidr
+    if mode is not None:
+        doc["mode"] = mode
+    config = from_kube_proxy_config(doc, node_name=node_name)
+    ips = [str(f.ip(ip, "--node-ip")) for ip in (node_ips or [])]
+    node = next((nd for nd in snapshot.nodes if nd.name == config.node_name), None)
+    if not ips and node is not None:
+        ips = list(node.internal_ips or node.external_ips)
+    config = replace(config, node_ips=tuple(ips))
+    if node is not None and node.pod_cidrs:
+        config = replace(config, node_pod_cidrs=node.pod_cidrs)
+    if config.detect_local is DetectLocal.NODE_CIDR and not config.node_pod_cidrs:
+        note = f"detectLocalMode NodeCIDR but Node {config.node_name} has no podCIDR: pod traffic cannot be told apart"
+        config = replace(config, detect_local=DetectLocal.NONE, warnings=(*config.warnings, note))
+    return config

@@ -1,0 +1,1 @@
+"""kube-proxy's iptables mode: render (pure), jump rules, and the applier. See README.md."""

@@ -1,0 +1,1 @@
+"""Where Kubernetes objects come from: files and folders of manifests, or a kube-apiserver."""
