@@ -54,7 +54,7 @@ def iptables(netns: str, args: Sequence[str], *, check: bool = True) -> subproce
     return _netns.run(netns, [IPTABLES, *_wait_flags(), *args], check=check)
 
 
-def restore(netns: str, payload: str, *, noflush: bool = True, counters: bool = True) -> None:
+def restore(netns: str, payload: str, *, noflush: bool = True, counters: bool = True, timeout: float = 300.0) -> None:
     """Load ``payload`` (iptables-restore input) inside ``netns`` in one transaction.
 
     ``noflush`` keeps the chains the payload does not mention (a partial sync); ``counters``
@@ -66,7 +66,7 @@ def restore(netns: str, payload: str, *, noflush: bool = True, counters: bool = 
         argv.append("--noflush")
     if counters:
         argv.append("--counters")
-    proc = _netns.run(netns, argv, input=payload, check=False)
+    proc = _netns.run(netns, argv, input=payload, check=False, timeout=timeout)
     if proc.returncode != 0:
         raise CommandFailed(netns, "iptables-restore", proc.args, proc.returncode, proc.stderr)
 

@@ -1,0 +1,41 @@
+"""Performance scenarios, measured beside the kernel's own time for the same work in one run."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from clew.cli.errors import UserError
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+
+
+@app.command("render")
+def bench_render(
+    services: Annotated[int, typer.Option("--services", min=1, help="Number of Services.")] = 10000,
+    endpoints: Annotated[int, typer.Option("--endpoints", min=1, help="Endpoints per Service.")] = 3,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Best of this many renders.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Render N Services × K endpoints and time iptables-restore of the payload (target: ≤ 50%)."""
+    if os.geteuid() != 0:
+        raise UserError("clew bench render loads rules into a throwaway network namespace: run it as root")
+    from clew.bench.render import run
+
+    result = run(services, endpoints, runs)
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    print(
+        f"clew bench render: {result.services} Services × {result.endpoints_per_service} endpoints, "
+        f"{result.payload_lines} lines ({result.payload_mb} MB), iptables {result.iptables}"
+    )
+    print(f"  parse objects (from_kube)      {result.parse_s:8.3f} s")
+    print(f"  policy (decide)                {result.decide_s:8.3f} s")
+    print(f"  render (decide+render+text)    {result.render_s:8.3f} s")
+    print(f"  iptables-restore, same payload {result.restore_s:8.3f} s")
+    verdict = "meets" if result.ratio <= 0.5 else "misses"
+    print(f"  render / restore               {result.ratio:8.1%}  ({verdict} the ≤ 50% target)")
