@@ -266,7 +266,8 @@ def _fixed(
             f"-A KUBE-SERVICES {nodeports} -m addrtype --dst-type LOCAL{not_lo} -j KUBE-NODEPORTS",
         )
     else:
-        ips = [ip for ip in config.node_ips if any(_contains(c, ip) for c in config.nodeport_addresses)]
+        v4 = [ip for ip in config.node_ips if ipaddress.ip_address(ip).version == 4]
+        ips = [ip for ip in v4 if any(_contains(c, ip) for c in config.nodeport_addresses)]
         if config.localhost_nodeports and any(_contains(c, "127.0.0.1") for c in config.nodeport_addresses):
             ips.append("127.0.0.1")
         nat_tail = tuple(f"-A KUBE-SERVICES {nodeports} -d {ip} -j KUBE-NODEPORTS" for ip in dict.fromkeys(ips))
