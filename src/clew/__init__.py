@@ -1,1 +1,3 @@
-"""clew."""
+"""clew: Kubernetes node networking you can see through."""
+
+__version__ = "0.1.0"

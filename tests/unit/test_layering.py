@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "clew"
 KERNEL_USERS = {
     "kernel",
     "proxy/iptables/apply.py",
+    "trace/node_view.py",
     "cli",
     "bench",
     "lab",

@@ -39,3 +39,28 @@ def bench_render(
     print(f"  iptables-restore, same payload {result.restore_s:8.3f} s")
     verdict = "meets" if result.ratio <= 0.5 else "misses"
     print(f"  render / restore               {result.ratio:8.1%}  ({verdict} the ≤ 50% target)")
+
+
+@app.command("trace")
+def bench_trace(
+    services: Annotated[int, typer.Option("--services", min=1, help="Number of Services.")] = 10000,
+    traces: Annotated[int, typer.Option("--traces", min=1, help="Traces after the first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Parse an N-Service iptables-save and trace packets (targets: ≤ 1 s, then ≤ 20 ms a trace)."""
+    from clew.bench.trace import run
+
+    result = run(services, traces)
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    print(f"clew bench trace: {result.services} Services, {result.ruleset_lines} lines of iptables-save")
+    print(f"  parse                      {result.parse_s:8.3f} s")
+    print(f"  first trace (builds index) {result.first_trace_s:8.3f} s")
+    ok = "meets" if result.parse_and_trace_s <= 1.0 else "misses"
+    print(f"  parse + first trace        {result.parse_and_trace_s:8.3f} s   ({ok} the ≤ 1 s target)")
+    ok = "meets" if result.next_trace_max_ms <= 20 else "misses"
+    print(
+        f"  next traces, p50 / max     {result.next_trace_p50_ms:6.2f} / {result.next_trace_max_ms:.2f} ms "
+        f"over {result.traces}   ({ok} the ≤ 20 ms target)"
+    )

@@ -1,0 +1,41 @@
+"""Write a node's rules, addresses, routes, links, neighbours and FDB as files for offline tracing."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clew import __version__
+from clew.cli.errors import UserError
+
+
+def dump_command(
+    netns: Annotated[str, typer.Option("--netns", help="The node's network namespace.")],
+    folder: Annotated[Path, typer.Argument(help="Folder to write (created if missing).")],
+) -> None:
+    """Write a node's rules, addresses, routes, links, neighbours and FDB as files for offline tracing."""
+    from clew.kernel import netns as kernel_netns
+    from clew.kernel.snapshot import capture
+
+    if os.geteuid() != 0:
+        raise UserError("clew dump reads a network namespace: run it as root")
+    if not kernel_netns.exists(netns):
+        raise UserError(f"network namespace {netns!r} does not exist")
+    files = capture(netns)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    meta = {
+        "netns": netns,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "clew": __version__,
+        "files": sorted(files),
+        "node_names": {},
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {len(files) + 1} files to {folder}; trace them with: clew trace --from-dump {folder} …")

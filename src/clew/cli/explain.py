@@ -1,0 +1,49 @@
+"""Explain what a node does with a Service: its rule tree, shares and why each endpoint is used."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated
+
+import typer
+
+from clew.cli.errors import UserError
+from clew.trace.explain import explain_service, format_explanation
+from clew.trace.sources import SourceError, load_view
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+_QUERY = re.compile(r"^[a-z0-9.-]+/[a-z0-9.-]+(:[a-z0-9-]*)?$")
+
+
+@app.command("service")
+def explain_service_command(
+    name: Annotated[str, typer.Argument(help="NS/NAME or NS/NAME:PORT")],
+    ruleset: Annotated[str | None, typer.Option("--ruleset", help="iptables-save output.")] = None,
+    netns: Annotated[str | None, typer.Option("--netns", help="A live network namespace (root).")] = None,
+    from_dump: Annotated[str | None, typer.Option("--from-dump", help="A folder written by clew dump.")] = None,
+    objects: Annotated[
+        str | None, typer.Option("--objects", help="Manifests, to say why endpoints are unused.")
+    ] = None,
+    node_name: Annotated[str | None, typer.Option("--node-name", help="The node, with --objects.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+) -> None:
+    """A Service's rule tree on a node, with the share of connections each endpoint gets and why."""
+    if not _QUERY.match(name):
+        raise UserError(f"{name!r} is not NS/NAME or NS/NAME:PORT")
+    try:
+        view = load_view(ruleset, [], netns, from_dump)
+    except SourceError as e:
+        raise UserError(str(e)) from None
+    policies = None
+    if objects:
+        from clew.proxy.inputs import load_snapshot, make_config
+        from clew.proxy.policy import decide
+
+        snapshot = load_snapshot(objects)
+        policies = decide(snapshot, make_config(snapshot, node_name=node_name))
+    result = explain_service(view.ruleset, name, policies)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(format_explanation(result), end="")

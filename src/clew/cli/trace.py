@@ -1,0 +1,60 @@
+"""Follow a packet through a node's real rules and routes; every outcome with its probability."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Annotated
+
+import typer
+
+from clew.cli.errors import UserError
+from clew.trace.engine import trace
+from clew.trace.packet import Packet
+from clew.trace.sources import SourceError, load_view
+from clew.trace.story import format_trace
+
+
+def _ipv4(value: str, flag: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise UserError(f"{flag} {value!r} is not an IPv4 address") from None
+
+
+def trace_command(
+    src: Annotated[str, typer.Option("--src", help="Source IPv4 address.")],
+    dst: Annotated[str, typer.Option("--dst", help="Destination IPv4 address.")],
+    dport: Annotated[int, typer.Option("--dport", min=1, max=65535, help="Destination port.")] = 80,
+    sport: Annotated[int, typer.Option("--sport", min=1, max=65535, help="Source port.")] = 40000,
+    proto: Annotated[str, typer.Option("--proto", help="tcp, udp or sctp.")] = "tcp",
+    iif: Annotated[str | None, typer.Option("--iif", help="Interface it arrives on (default: inferred).")] = None,
+    ruleset: Annotated[str | None, typer.Option("--ruleset", help="iptables-save output to trace.")] = None,
+    local_ip: Annotated[list[str] | None, typer.Option("--local-ip", help="A node address (with --ruleset).")] = None,
+    netns: Annotated[str | None, typer.Option("--netns", help="Trace a live network namespace (root).")] = None,
+    from_dump: Annotated[str | None, typer.Option("--from-dump", help="A folder written by clew dump.")] = None,
+    established: Annotated[bool, typer.Option("--established", help="A packet of an existing connection.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of the story.")] = False,
+) -> None:
+    """Follow a packet through a node's real rules and routes; every outcome with its probability."""
+    if proto not in ("tcp", "udp", "sctp"):
+        raise UserError(f"--proto {proto!r}: choose tcp, udp or sctp")
+    packet = Packet(
+        src=_ipv4(src, "--src"),
+        dst=_ipv4(dst, "--dst"),
+        proto=proto,
+        dport=dport,
+        sport=sport,
+        iif=iif,
+        ctstate="ESTABLISHED" if established else "NEW",
+    )
+    locals_ = [_ipv4(ip, "--local-ip") for ip in (local_ip or [])]
+    try:
+        view = load_view(ruleset, locals_, netns, from_dump)
+    except SourceError as e:
+        raise UserError(str(e)) from None
+    result = trace(view, packet)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(format_trace(result), end="")

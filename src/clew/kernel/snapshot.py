@@ -1,0 +1,34 @@
+"""Read what a node's network namespace holds, as the raw text of the standard tools.
+
+The outputs are kept as the tools print them (``ip -j …`` JSON, ``iptables-save`` text), so a
+dump written from them (`clew dump`) is exactly what the tracer parses on another machine.
+Read-only: nothing here changes the namespace.
+"""
+
+from __future__ import annotations
+
+from clew.kernel import netns as _netns
+from clew.kernel.errors import CommandFailed
+
+# file name in a dump → argv run inside the namespace; optional ones may fail (tool missing).
+COMMANDS: dict[str, tuple[list[str], bool]] = {
+    "iptables-save.txt": (["iptables-save"], True),
+    "ip-addr.json": (["ip", "-j", "addr", "show"], True),
+    "ip-route.json": (["ip", "-j", "route", "show", "table", "all"], True),
+    "ip-link.json": (["ip", "-j", "-d", "link", "show"], True),
+    "ip-neigh.json": (["ip", "-j", "neigh", "show"], True),
+    "bridge-fdb.json": (["bridge", "-j", "fdb", "show"], False),
+    "ipset.txt": (["ipset", "save"], False),
+}
+
+
+def capture(netns: str) -> dict[str, str]:
+    """Every file of a dump for ``netns`` (optional tools that fail are left out)."""
+    files: dict[str, str] = {}
+    for name, (argv, required) in COMMANDS.items():
+        try:
+            files[name] = _netns.run(netns, argv).stdout
+        except CommandFailed:
+            if required:
+                raise
+    return files

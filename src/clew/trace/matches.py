@@ -1,0 +1,281 @@
+"""Does a rule match a packet? Core options and the match modules, evaluated on a `State`.
+
+`evaluate` returns the branches a rule splits a packet into: ``[(1.0, True)]`` or
+``[(1.0, False)]`` for a plain match, ``[(p, True), (1-p, False)]`` for ``statistic``. A module
+the tracer does not know is assumed to match, and a warning names the rule — never a silent
+guess.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+from clew.netfilter.rules import Match, Option, Rule
+from clew.trace.node_view import NodeView
+from clew.trace.state import State
+
+PROTOCOL_NUMBERS = {"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp"}
+CT_STATES = {"NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED", "SNAT", "DNAT"}
+
+Branches = list[tuple[float, bool]]
+YES: Branches = [(1.0, True)]
+NO: Branches = [(1.0, False)]
+
+
+class Warn:
+    """Collects warnings once each (a rule met on many branches warns once)."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self._seen: set[str] = set()
+
+    def __call__(self, text: str) -> None:
+        if text not in self._seen:
+            self._seen.add(text)
+            self.items.append(text)
+
+
+def _in_cidr(ip: str, cidr: str) -> bool:
+    try:
+        return ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(cidr, strict=False)
+    except ValueError:
+        return False
+
+
+def _iface(name: str | None, pattern: str) -> bool:
+    if name is None:
+        return False
+    return name.startswith(pattern[:-1]) if pattern.endswith("+") else name == pattern
+
+
+def _port_in(port: int, spec: str) -> bool:
+    lo, sep, hi = spec.partition(":")
+    try:
+        low = int(lo) if lo else 0
+        high = int(hi) if hi else (65535 if sep else low)
+    except ValueError:
+        return False
+    return low <= port <= high
+
+
+def _neg(ok: bool, opt: Option) -> bool:
+    return ok != opt.negated
+
+
+def core_matches(rule: Rule, st: State, warn: Warn) -> bool:
+    for opt in rule.core:
+        if opt.name == "-s":
+            ok = _in_cidr(st.src, opt.value)
+        elif opt.name == "-d":
+            ok = _in_cidr(st.dst, opt.value)
+        elif opt.name == "-p":
+            proto = PROTOCOL_NUMBERS.get(opt.value, opt.value.lower())
+            ok = proto in ("all", "0") or proto == st.proto
+        elif opt.name == "-i":
+            ok = _iface(st.iif, opt.value)
+        elif opt.name == "-o":
+            ok = _iface(st.oif, opt.value)
+        elif opt.name == "-f":
+            ok = False  # a first packet is never a later fragment
+        else:  # pragma: no cover - the parser only produces the options above
+            continue
+        if not _neg(ok, opt):
+            return False
+    return True
+
+
+def _ports(m: Match, st: State, rule: Rule, warn: Warn) -> bool:
+    for opt in m.options:
+        if opt.name in ("--dport", "--destination-port"):
+            ok = _port_in(st.dport, opt.value)
+        elif opt.name in ("--sport", "--source-port"):
+            ok = _port_in(st.sport, opt.value)
+        elif opt.name == "--syn" or opt.name == "--tcp-flags":
+            ok = st.ctstate == "NEW"  # a new connection's first packet is a SYN
+        else:
+            warn(
+                f"line {rule.line}: {m.module} option {opt.name} in chain {rule.chain} not evaluated: assumed to match"
+            )
+            continue
+        if not _neg(ok, opt):
+            return False
+    return st.proto == m.module or m.module not in ("tcp", "udp", "sctp")
+
+
+def _multiport(m: Match, st: State, rule: Rule, warn: Warn) -> bool:
+    for opt in m.options:
+        ports = opt.value.split(",")
+        if opt.name in ("--dports", "--destination-ports"):
+            ok = any(_port_in(st.dport, p) for p in ports)
+        elif opt.name in ("--sports", "--source-ports"):
+            ok = any(_port_in(st.sport, p) for p in ports)
+        elif opt.name == "--ports":
+            ok = any(_port_in(st.dport, p) or _port_in(st.sport, p) for p in ports)
+        else:
+            continue
+        if not _neg(ok, opt):
+            return False
+    return True
+
+
+def _addrtype(m: Match, st: State, view: NodeView, rule: Rule, warn: Warn) -> bool:
+    for opt in m.options:
+        if opt.name not in ("--src-type", "--dst-type"):
+            if opt.name.startswith("--limit-iface"):
+                warn(f"line {rule.line}: addrtype {opt.name} in chain {rule.chain} ignored")
+            continue
+        ip = st.src if opt.name == "--src-type" else st.dst
+        types = set(opt.value.split(","))
+        if types - {"LOCAL", "UNICAST"}:
+            warn(
+                f"line {rule.line}: addrtype {opt.value} in chain {rule.chain}: only LOCAL/UNICAST known; "
+                "assumed UNICAST"
+            )
+        local = view.is_local(ip)
+        ok = (
+            ("LOCAL" in types and local)
+            or ("UNICAST" in types and not local)
+            or (bool(types - {"LOCAL", "UNICAST"}) and not local)
+        )
+        if not _neg(ok, opt):
+            return False
+    return True
+
+
+def _mark(m: Match, st: State) -> bool:
+    for opt in m.options:
+        if opt.name != "--mark":
+            continue
+        value, _, mask = opt.value.partition("/")
+        mask_int = int(mask, 0) if mask else 0xFFFFFFFF
+        ok = (st.mark & mask_int) == int(value, 0)
+        if not _neg(ok, opt):
+            return False
+    return True
+
+
+def _ctstate(m: Match, st: State) -> bool:
+    for opt in m.options:
+        if opt.name not in ("--ctstate", "--state"):
+            continue
+        states = set(opt.value.split(","))
+        have = {st.ctstate}
+        if st.dnat is not None:
+            have.add("DNAT")
+        if st.snat is not None or st.masquerade:
+            have.add("SNAT")
+        ok = bool(states & have)
+        if not _neg(ok, opt):
+            return False
+    return True
+
+
+def _recent(m: Match, st: State) -> bool:
+    name = m.get("--name")
+    listed = (name.value if name else "DEFAULT") in st.recent
+    for opt in m.options:
+        if opt.name in ("--rcheck", "--update"):
+            return _neg(listed, opt)
+        if opt.name == "--set":
+            return not opt.negated
+        if opt.name == "--remove":
+            return _neg(listed, opt)
+    return True
+
+
+def _physdev(m: Match, st: State) -> bool:
+    for opt in m.options:
+        if opt.name in ("--physdev-is-in", "--physdev-is-bridged"):
+            ok = st.bridged
+        elif opt.name == "--physdev-is-out":
+            ok = st.bridged and st.hook in ("FORWARD", "POSTROUTING")
+        elif opt.name in ("--physdev-in", "--physdev-out"):
+            ok = False  # the bridge port a frame uses is not modelled; a name never matches
+        else:
+            continue
+        if not _neg(ok, opt):
+            return False
+    return True
+
+
+def _set(m: Match, st: State, view: NodeView, rule: Rule, warn: Warn) -> bool | None:
+    for opt in m.options:
+        if opt.name != "--match-set":
+            continue
+        if len(opt.values) < 2:
+            return None
+        name, flags = opt.values[0], opt.values[1].split(",")
+        members = view.ipsets.get(name)
+        if members is None:
+            warn(f"line {rule.line}: ipset {name} in chain {rule.chain} cannot be read: assumed not to match")
+            return False
+        ip = st.src if flags[0] == "src" else st.dst
+        ok = any(ip == member or ("/" in member and _in_cidr(ip, member)) for member in members)
+        if not _neg(ok, opt):
+            return False
+    return True
+
+
+ALWAYS = {"comment", "nfacct", "limit", "hashlimit", "connlimit", "pkttype", "length", "ttl", "tos", "dscp"}
+
+
+def evaluate(rule: Rule, st: State, view: NodeView, warn: Warn) -> Branches:
+    """The branches this rule splits ``st`` into (probability, matched)."""
+    if not core_matches(rule, st, warn):
+        return NO
+    split: float | None = None
+    for m in rule.matches:
+        mod = m.module
+        ok: bool | None
+        if mod in ALWAYS:
+            if mod not in ("comment", "nfacct"):
+                warn(f"line {rule.line}: {mod} match in chain {rule.chain}: assumed to match (a first packet)")
+            continue
+        if mod in ("tcp", "udp", "sctp", "udplite"):
+            ok = _ports(m, st, rule, warn)
+        elif mod == "multiport":
+            ok = _multiport(m, st, rule, warn)
+        elif mod == "addrtype":
+            ok = _addrtype(m, st, view, rule, warn)
+        elif mod == "mark":
+            ok = _mark(m, st)
+        elif mod in ("conntrack", "state"):
+            ok = _ctstate(m, st)
+        elif mod == "recent":
+            ok = _recent(m, st)
+        elif mod == "physdev":
+            ok = _physdev(m, st)
+        elif mod == "set":
+            ok = _set(m, st, view, rule, warn)
+        elif mod == "icmp":
+            ok = st.proto == "icmp"
+        elif mod == "statistic":
+            split = _statistic(m, rule, warn)
+            continue
+        else:
+            warn(f"line {rule.line}: unrecognised match -m {mod} in chain {rule.chain}: assumed to match")
+            continue
+        if ok is False:
+            return NO
+    if split is None:
+        return YES
+    return [(split, True), (1.0 - split, False)]
+
+
+def _statistic(m: Match, rule: Rule, warn: Warn) -> float:
+    mode = m.get("--mode")
+    if mode is not None and mode.value == "nth":
+        every = m.get("--every")
+        n = int(every.value) if every else 1
+        warn(f"line {rule.line}: statistic --mode nth in chain {rule.chain}: counted as probability 1/{n}")
+        p = 1.0 / n
+    else:
+        prob = m.get("--probability")
+        p = float(prob.value) if prob else 1.0
+        if prob is not None and prob.negated:
+            p = 1.0 - p
+    return p
+
+
+Evaluator = Callable[[Rule, State, NodeView, Warn], Branches]

@@ -1,0 +1,254 @@
+"""A node as the tracer sees it: rules, addresses, routes, links, neighbours, FDB — plain data.
+
+Built from the JSON that ``ip -j`` prints and the text of ``iptables-save`` (pure parsers here),
+read live from a network namespace (`from_netns`, the only kernel access of the tracer) or from
+a folder written by ``clew dump`` (`from_dump`), so a colleague's node can be traced offline.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clew.netfilter.rules import Ruleset
+
+IPv4Net = ipaddress.IPv4Network
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    dev: str
+    ip: str
+    prefixlen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route. ``type`` is unicast, local, broadcast, blackhole, unreachable or prohibit."""
+
+    dst: IPv4Net
+    type: str = "unicast"
+    dev: str | None = None
+    gateway: str | None = None
+    prefsrc: str | None = None
+    table: str = "main"
+    onlink: bool = False
+    metric: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    name: str
+    kind: str  # veth, bridge, vxlan, loopback, …; "" for a plain device
+    mtu: int = 1500
+    master: str | None = None
+    mac: str | None = None
+    vxlan_id: int | None = None
+    vxlan_port: int | None = None
+    vxlan_local: str | None = None
+    up: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    ip: str
+    dev: str
+    mac: str | None
+    state: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FdbEntry:
+    mac: str
+    dev: str
+    dst: str | None  # the remote VTEP for vxlan entries
+
+
+@dataclass(slots=True)
+class NodeView:
+    """Everything a trace reads. ``node_names`` maps underlay IPs to node names, when known."""
+
+    ruleset: Ruleset = field(default_factory=Ruleset)
+    addresses: list[Address] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    links: dict[str, Link] = field(default_factory=dict)
+    neighbours: list[Neighbour] = field(default_factory=list)
+    fdb: list[FdbEntry] = field(default_factory=list)
+    ipsets: dict[str, list[str]] = field(default_factory=dict)
+    node_names: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+    warnings: list[str] = field(default_factory=list)
+    indexes: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)  # trace.index cache
+
+    def local_ips(self) -> set[str]:
+        return {a.ip for a in self.addresses}
+
+    def is_local(self, ip: str) -> bool:
+        """addrtype LOCAL: an address of the node, or inside a local-type route (127.0.0.0/8)."""
+        if ip in self.local_ips():
+            return True
+        addr = ipaddress.IPv4Address(ip)
+        return any(r.type == "local" and addr in r.dst for r in self.routes)
+
+    def addresses_of(self, dev: str) -> list[Address]:
+        return [a for a in self.addresses if a.dev == dev]
+
+
+def _net(text: str) -> IPv4Net:
+    if text == "default":
+        return IPv4Net("0.0.0.0/0")
+    return IPv4Net(text if "/" in text else text + "/32", strict=False)
+
+
+def addresses_from_json(doc: list[dict[str, Any]]) -> list[Address]:
+    """``ip -j addr`` → IPv4 addresses."""
+    out = []
+    for link in doc:
+        for info in link.get("addr_info", []):
+            if info.get("family") == "inet":
+                out.append(Address(link["ifname"], info["local"], int(info.get("prefixlen", 32))))
+    return out
+
+
+def routes_from_json(doc: list[dict[str, Any]]) -> list[Route]:
+    """``ip -j route show table all`` → IPv4 routes (other families skipped)."""
+    out = []
+    for r in doc:
+        dst = r.get("dst", "")
+        if ":" in dst:
+            continue
+        try:
+            net = _net(dst)
+        except ValueError:
+            continue
+        out.append(
+            Route(
+                dst=net,
+                type=r.get("type", "unicast"),
+                dev=r.get("dev"),
+                gateway=r.get("gateway"),
+                prefsrc=r.get("prefsrc"),
+                table=str(r.get("table", "main")),
+                onlink="onlink" in r.get("flags", []),
+                metric=int(r.get("metric", 0)),
+            )
+        )
+    return out
+
+
+def links_from_json(doc: list[dict[str, Any]]) -> dict[str, Link]:
+    """``ip -j -d link`` → links with their kind, MTU, bridge master and vxlan settings."""
+    out = {}
+    for link in doc:
+        info = link.get("linkinfo", {})
+        kind = info.get("info_kind", "loopback" if link.get("link_type") == "loopback" else "")
+        data = info.get("info_data", {})
+        out[link["ifname"]] = Link(
+            name=link["ifname"],
+            kind=kind,
+            mtu=int(link.get("mtu", 1500)),
+            master=link.get("master"),
+            mac=link.get("address"),
+            vxlan_id=data.get("id") if kind == "vxlan" else None,
+            vxlan_port=data.get("port") if kind == "vxlan" else None,
+            vxlan_local=data.get("local") if kind == "vxlan" else None,
+            up="UP" in link.get("flags", []),
+        )
+    return out
+
+
+def neighbours_from_json(doc: list[dict[str, Any]]) -> list[Neighbour]:
+    """``ip -j neigh`` → IPv4 neighbours."""
+    return [
+        Neighbour(n["dst"], n.get("dev", ""), n.get("lladdr"), ",".join(n.get("state", [])))
+        for n in doc
+        if ":" not in n.get("dst", ":")
+    ]
+
+
+def fdb_from_json(doc: list[dict[str, Any]]) -> list[FdbEntry]:
+    """``bridge -j fdb`` → entries (the vxlan ones carry ``dst``)."""
+    return [FdbEntry(e["mac"], e.get("ifname", e.get("dev", "")), e.get("dst")) for e in doc if "mac" in e]
+
+
+def ipsets_from_save(text: str) -> dict[str, list[str]]:
+    """``ipset save`` → members of each set."""
+    sets: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "create":
+            sets.setdefault(parts[1], [])
+        elif len(parts) >= 3 and parts[0] == "add":
+            sets.setdefault(parts[1], []).append(parts[2])
+    return sets
+
+
+def _json(files: dict[str, str], name: str, warnings: list[str]) -> list[dict[str, Any]]:
+    text = files.get(name)
+    if text is None or not text.strip():
+        return []
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        warnings.append(f"{name}:{e.lineno}: not valid JSON ({e.msg}); ignored")
+        return []
+    if not isinstance(doc, list):
+        warnings.append(f"{name}: expected a JSON list; ignored")
+        return []
+    return [d for d in doc if isinstance(d, dict)]
+
+
+def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, str] | None = None) -> NodeView:
+    """A NodeView from a dump's files (see `clew.kernel.snapshot.COMMANDS` for the names)."""
+    from clew.netfilter.iptables_save import parse
+
+    warnings: list[str] = []
+    ruleset = parse(files.get("iptables-save.txt", ""), origin="iptables-save.txt")
+    view = NodeView(
+        ruleset=ruleset,
+        name=name,
+        node_names=dict(node_names or {}),
+        warnings=warnings,
+    )
+    try:
+        view.addresses = addresses_from_json(_json(files, "ip-addr.json", warnings))
+        view.routes = routes_from_json(_json(files, "ip-route.json", warnings))
+        view.links = links_from_json(_json(files, "ip-link.json", warnings))
+        view.neighbours = neighbours_from_json(_json(files, "ip-neigh.json", warnings))
+        view.fdb = fdb_from_json(_json(files, "bridge-fdb.json", warnings))
+    except (KeyError, TypeError, ValueError) as e:
+        warnings.append(f"a dump file has an unexpected shape ({e!r}); the view may be incomplete")
+    view.ipsets = ipsets_from_save(files.get("ipset.txt", ""))
+    warnings.extend(ruleset.warnings)
+    return view
+
+
+DUMP_FILES = ("iptables-save.txt", "ip-addr.json", "ip-route.json", "ip-link.json", "ip-neigh.json",
+              "bridge-fdb.json", "ipset.txt")  # fmt: skip
+
+
+def from_dump(folder: str | Path) -> NodeView:
+    """A NodeView from a folder written by ``clew dump``."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a dump folder")
+    files = {n: (root / n).read_text(encoding="utf-8") for n in DUMP_FILES if (root / n).is_file()}
+    if "iptables-save.txt" not in files:
+        raise FileNotFoundError(f"{root}: no iptables-save.txt in it (written by clew dump?)")
+    meta: dict[str, Any] = {}
+    if (root / "meta.json").is_file():
+        try:
+            meta = json.loads((root / "meta.json").read_text())
+        except json.JSONDecodeError:
+            meta = {}
+    return from_files(files, name=str(meta.get("netns", root.name)), node_names=meta.get("node_names") or {})
+
+
+def from_netns(netns: str, *, node_names: dict[str, str] | None = None) -> NodeView:
+    """A NodeView read live from a network namespace (read-only; needs root)."""
+    from clew.kernel.snapshot import capture
+
+    return from_files(capture(netns), name=netns, node_names=node_names)

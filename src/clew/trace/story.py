@@ -1,0 +1,80 @@
+"""Words for a trace: the story an expert would tell, hook by hook.
+
+Pure formatting of a `TraceResult`; the JSON form is `TraceResult.to_json()`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from clew.trace.packet import Outcome, TraceResult
+
+WIDTH = 100
+
+
+_COMMENT = re.compile(r'-m comment --comment (?:"((?:[^"\\]|\\.)*)"|(\S+)) ?')
+
+
+def _short(rule: str, width: int = WIDTH) -> str:
+    """The rule with its comment first (it names the Service), cut to ``width``."""
+    m = _COMMENT.search(rule)
+    if m:
+        text = m.group(1) if m.group(1) is not None else m.group(2)
+        rule = f"/* {text} */ " + (rule[: m.start()] + rule[m.end() :]).strip()
+    return rule if len(rule) <= width else rule[: width - 1] + "…"
+
+
+def _pct(p: float) -> str:
+    return f"{p * 100:.1f}%" if p < 0.9995 else "100%"
+
+
+def format_trace(result: TraceResult) -> str:
+    p = result.packet
+    state = "first packet of a new connection" if p.ctstate == "NEW" else f"a packet in state {p.ctstate}"
+    lines = [
+        f"Packet {p.proto} {p.src}:{p.sport} → {p.dst}:{p.dport}, {state}.",
+        f"It {result.entry}.",
+    ]
+    total = len(result.outcomes)
+    for n, o in enumerate(result.outcomes, 1):
+        lines.append("")
+        lines.extend(_outcome(o, n, total))
+    if result.warnings:
+        lines.append("")
+        lines.append("Warnings (the trace made these assumptions):")
+        lines.extend(f"  ! {w}" for w in result.warnings)
+    return "\n".join(lines) + "\n"
+
+
+def _headline(o: Outcome) -> str:
+    service = f"Service {o.service}" if o.service else "no Service"
+    if o.verdict == "ACCEPT":
+        to = f" → {o.dnat}" if o.dnat else ""
+        return f"{service}{to}: delivered"
+    word = {"REJECT": "refused at once (REJECT: ICMP port unreachable)", "DROP": "dropped (the client times out)"}
+    return f"{service}: {word.get(o.verdict, o.verdict)}"
+
+
+def _outcome(o: Outcome, n: int, total: int) -> list[str]:
+    lines = [f"Outcome {n} of {total}, {_pct(o.probability)}: {_headline(o)}"]
+    for h in o.hops:
+        if h.hook == "routing":
+            lines.append(f"  {'routing':<11} {h.action}")
+            continue
+        where = f"{h.table}/{h.chain}"
+        lines.append(f"  {h.hook:<11} {where:<34} {h.action}")
+        lines.append(f"  {'':<11}   {_short(h.rule)}")
+    if o.verdict == "ACCEPT":
+        if o.masquerade:
+            why = f", because of: {_short(o.masquerade_reason or '')}" if o.masquerade_reason else ""
+            lines.append(f"  masquerade: yes, the destination sees {o.source_seen}{why}")
+        else:
+            why = f" ({_short(o.masquerade_skipped)} did not match)" if o.masquerade_skipped else ""
+            lines.append(f"  masquerade: no, the destination sees {o.source_seen}{why}")
+        if o.egress is not None:
+            lines.append(f"  leaves: {o.egress.detail}")
+    else:
+        lines.append(f"  why: {o.reason}")
+    for note in o.notes:
+        lines.append(f"  note: {note}")
+    return lines

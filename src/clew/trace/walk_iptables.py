@@ -1,0 +1,255 @@
+"""Walk one hook's chains: rules in order, jumps and gotos, RETURN, policies, targets.
+
+`run_hook` runs every table registered on a hook in the kernel's priority order and returns
+the branches that survive it (ACCEPT, to continue) or end in it (DROP, REJECT). Within a table a
+branch ends at a terminal target, at a RETURN from the built-in chain, or at the chain's policy.
+nat is consulted only for a connection's first packet, as conntrack does.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+
+from clew.netfilter.rules import Chain, Rule
+from clew.trace.index import build
+from clew.trace.matches import Warn, evaluate
+from clew.trace.node_view import NodeView
+from clew.trace.packet import Hop
+from clew.trace.state import State
+
+# Tables on each hook, in priority order (raw -300, mangle -150, nat DNAT -100, filter 0,
+# security 50, nat SNAT 100).
+HOOK_TABLES = {
+    "PREROUTING": ("raw", "mangle", "nat"),
+    "INPUT": ("mangle", "filter", "security", "nat"),
+    "FORWARD": ("mangle", "filter", "security"),
+    "OUTPUT": ("raw", "mangle", "nat", "filter", "security"),
+    "POSTROUTING": ("mangle", "nat"),
+}
+MAX_DEPTH = 64
+PASS_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "AUDIT", "CHECKSUM", "TCPMSS", "CLASSIFY", "DSCP", "TOS",
+                "TTL", "IDLETIMER", "NFQUEUE_BYPASS"}  # fmt: skip
+WARN_TARGETS = {"CONNMARK", "CT", "NOTRACK", "NFQUEUE", "TPROXY", "SECMARK", "CONNSECMARK", "SET", "HMARK"}
+_SERVICE_COMMENT = re.compile(
+    r"^(?P<spn>[a-z0-9.-]+/[a-z0-9.-]+(?::[a-z0-9-]*)?)"
+    r"(?: cluster IP| external IP| loadbalancer IP| has no endpoints| has no local endpoints| -> \S+)?$"
+)
+
+
+@dataclass(slots=True)
+class Walker:
+    view: NodeView
+    warn: Warn
+    masquerade_src: str | None = None  # set by the engine before POSTROUTING
+
+    def run_hook(self, hook: str, st: State) -> list[tuple[State, str]]:
+        """Branches after the hook: ("ACCEPT", go on) or ("DROP"/"REJECT", ended here)."""
+        st.hook = hook
+        live = [st]
+        done: list[tuple[State, str]] = []
+        for table in HOOK_TABLES[hook]:
+            chain = self.view.ruleset.chain(table, hook)
+            if chain is None:
+                continue
+            if table == "nat" and st.ctstate != "NEW":
+                continue
+            nxt: list[State] = []
+            for s in live:
+                for s2, result in self.walk(table, chain, s, 0, 0):
+                    if result in ("ACCEPT", "RETURN"):
+                        policy = chain.policy or "ACCEPT"
+                        if result == "RETURN" and policy != "ACCEPT":
+                            s2.hops.append(Hop(hook, table, hook, f"policy {policy}", policy))
+                            done.append((s2, policy))
+                            continue
+                        nxt.append(s2)
+                    else:
+                        done.append((s2, result))
+            live = nxt
+        return [(s, "ACCEPT") for s in live] + done
+
+    def walk(self, table: str, chain: Chain, st: State, start: int, depth: int) -> list[tuple[State, str]]:
+        """Rules of ``chain`` from ``start``; results ACCEPT/DROP/REJECT, or RETURN (fell off / RETURN)."""
+        if depth > MAX_DEPTH:
+            self.warn(f"chain {chain.name} in {table}: more than {MAX_DEPTH} nested jumps (a loop?); branch dropped")
+            return [(st, "DROP")]
+        out: list[tuple[State, str]] = []
+        rules = chain.rules
+        order = self._order(table, chain, st)
+        pos = bisect.bisect_left(order, start) if order is not None else start
+        while True:
+            if order is None:
+                if pos >= len(rules):
+                    break
+                i = pos
+            else:
+                if pos >= len(order):
+                    break
+                i = order[pos]
+            pos += 1
+            rule = rules[i]
+            branches = evaluate(rule, st, self.view, self.warn)
+            if len(branches) == 1:
+                if not branches[0][1]:
+                    if rule.target is not None and "MASQ" in rule.target.name and st.masquerade_skipped is None:
+                        st.masquerade_skipped = rule.text
+                    continue
+                dst = (st.dst, st.dport)
+                cont = self._act(table, chain, rule, st, depth, out, None)
+                if not cont:
+                    return out
+                if len(cont) == 1 and (cont[0].dst, cont[0].dport) == dst:
+                    st = cont[0]
+                    continue
+                for s in cont:
+                    out.extend(self.walk(table, chain, s, i + 1, depth))
+                return out
+            for p, matched in branches:
+                s = st.fork(st.probability * p)
+                if matched:
+                    for s2 in self._act(table, chain, rule, s, depth, out, p):
+                        out.extend(self.walk(table, chain, s2, i + 1, depth))
+                else:
+                    out.extend(self.walk(table, chain, s, i + 1, depth))
+            return out
+        out.append((st, "RETURN"))
+        return out
+
+    def _order(self, table: str, chain: Chain, st: State) -> list[int] | None:
+        """The rule indices worth testing for this packet (None: all of them)."""
+        key = (table, chain.name)
+        cache = self.view.indexes
+        if key not in cache or (cache[key] is not None and cache[key].size != len(chain.rules)):  # type: ignore[union-attr]
+            cache[key] = build(chain)
+        index = cache[key]
+        return index.candidates(st.dst, st.dport) if index is not None else None
+
+    def _act(
+        self, table: str, chain: Chain, rule: Rule, st: State, depth: int, out: list[tuple[State, str]], p: float | None
+    ) -> list[State]:
+        """Apply the rule's target. Terminal results go to ``out``; returns the states that go on."""
+        self._note_service(rule, st)
+        self._note_recent(rule, st)
+        target = rule.target
+        chance = f" (probability {p:.4f} of the packets reaching this rule)" if p is not None else ""
+        if target is None:
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"matched, no target{chance}", rule.line))
+            return [st]
+        name = target.name
+        sub = self.view.ruleset.chain(table, name)
+        if sub is not None:
+            verb = "goto" if target.goto else "jump"
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"{verb} {name}{chance}", rule.line))
+            mark = len(st.hops)
+            st.callers = (*st.callers, rule.text)
+            results = self.walk(table, sub, st, 0, depth + 1)
+            going_on: list[State] = []
+            for s, result in results:
+                s.callers = s.callers[:-1]
+                if result == "RETURN" and not target.goto:
+                    if len(s.hops) == mark and p is None:
+                        s.hops.pop()  # the chain was passed through without effect: not worth a line
+                    going_on.append(s)
+                else:
+                    out.append((s, result))
+            return going_on
+        verdict = self._target(table, chain, rule, st)
+        if verdict is None:
+            return [st]
+        out.append((st, verdict))
+        return []
+
+    def _target(self, table: str, chain: Chain, rule: Rule, st: State) -> str | None:
+        """A built-in target: its verdict, or None to go on with the next rule."""
+        assert rule.target is not None
+        name = rule.target.name
+        hop = Hop(st.hook, table, chain.name, rule.text, name, rule.line)
+        if name in ("ACCEPT", "DROP", "REJECT", "RETURN"):
+            st.hops.append(hop)
+            return name
+        if name == "DNAT":
+            to = rule.target.get("--to-destination")
+            ip, port = _split_hostport(to.value if to else "", st.dport)
+            st.dst, st.dport, st.dnat = ip, port, f"{ip}:{port}"
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"DNAT to {ip}:{port}", rule.line))
+            return "ACCEPT"
+        if name == "SNAT":
+            to = rule.target.get("--to-source")
+            ip, port = _split_hostport(to.value if to else "", st.sport)
+            st.src, st.sport, st.snat = ip, port, ip
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"SNAT to {ip}", rule.line))
+            return "ACCEPT"
+        if name == "MASQUERADE":
+            st.masquerade = True
+            st.masquerade_reason = st.mark_reason or rule.text
+            src = self.masquerade_src or "the outgoing interface's address (routes not given)"
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"MASQUERADE to {src}", rule.line))
+            st.src = self.masquerade_src or "?"
+            return "ACCEPT"
+        if name == "REDIRECT":
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, "REDIRECT to this node", rule.line))
+            st.dnat = f"{st.dst}:{st.dport}"
+            return "ACCEPT"
+        if name == "MARK":
+            before = st.mark
+            st.mark = _apply_mark(rule, st.mark)
+            if st.mark & ~before:
+                st.mark_reason = st.callers[-1] if st.callers else rule.text
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"mark {before:#x} → {st.mark:#x}", rule.line))
+            return None
+        if name in PASS_TARGETS:
+            return None
+        if name in WARN_TARGETS:
+            self.warn(f"line {rule.line}: target {name} in {table}/{chain.name} not modelled: the trace goes on")
+            return None
+        self.warn(f"line {rule.line}: unknown target or missing chain {name!r} in {table}/{chain.name}: ignored")
+        return None
+
+    @staticmethod
+    def _note_service(rule: Rule, st: State) -> None:
+        if st.service is not None or not rule.chain.startswith("KUBE-"):
+            return
+        comment = rule.comment
+        if comment:
+            m = _SERVICE_COMMENT.match(comment)
+            if m:
+                st.service = m.group("spn")
+
+    @staticmethod
+    def _note_recent(rule: Rule, st: State) -> None:
+        m = rule.match("recent")
+        if m is not None and m.get("--set") is not None:
+            name = m.get("--name")
+            st.affinity_sets = (*st.affinity_sets, name.value if name else "DEFAULT")
+
+
+def _split_hostport(text: str, default_port: int) -> tuple[str, int]:
+    host, _, port = text.partition(":")
+    host = host.split("-")[0]
+    try:
+        return host, int(port.split("-")[0]) if port else default_port
+    except ValueError:
+        return host, default_port
+
+
+def _apply_mark(rule: Rule, mark: int) -> int:
+    """MARK's forms as the kernel computes them: (mark AND NOT mask) XOR value."""
+    assert rule.target is not None
+    for opt in rule.target.options:
+        value, _, mask = opt.value.partition("/")
+        v = int(value, 0) if value else 0
+        if opt.name == "--set-xmark":
+            m = int(mask, 0) if mask else 0xFFFFFFFF
+            return (mark & ~m & 0xFFFFFFFF) ^ v
+        if opt.name == "--set-mark":
+            m = int(mask, 0) if mask else 0xFFFFFFFF
+            return (mark & ~m & 0xFFFFFFFF) ^ v
+        if opt.name == "--or-mark":
+            return mark | v
+        if opt.name == "--and-mark":
+            return mark & v
+        if opt.name == "--xor-mark":
+            return mark ^ v
+    return mark
