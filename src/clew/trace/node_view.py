@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clew.netfilter.rules import Ruleset
+from clew.trace.index import ChainIndex
 
 IPv4Net = ipaddress.IPv4Network
 
@@ -81,7 +82,7 @@ class NodeView:
     node_names: dict[str, str] = field(default_factory=dict)
     name: str = ""
     warnings: list[str] = field(default_factory=list)
-    indexes: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)  # trace.index cache
+    indexes: dict[tuple[str, str], ChainIndex | None] = field(default_factory=dict, repr=False)
 
     def local_ips(self) -> set[str]:
         return {a.ip for a in self.addresses}
@@ -249,6 +250,9 @@ def from_dump(folder: str | Path) -> NodeView:
 
 def from_netns(netns: str, *, node_names: dict[str, str] | None = None) -> NodeView:
     """A NodeView read live from a network namespace (read-only; needs root)."""
+    from clew.kernel import netns as kernel_netns
     from clew.kernel.snapshot import capture
 
+    if not kernel_netns.exists(netns):
+        raise FileNotFoundError(f"network namespace {netns!r} does not exist")
     return from_files(capture(netns), name=netns, node_names=node_names)

@@ -6,6 +6,7 @@ A ruleset file may be iptables-save output or an nft ruleset; the format is dete
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 from clew.netfilter.iptables_save import parse
@@ -69,12 +70,9 @@ def _load(ruleset: str | None, local_ips: list[str], netns: str | None, dump: st
         except FileNotFoundError as e:
             raise SourceError(str(e)) from None
     assert netns is not None
-    import os
-
-    from clew.kernel import netns as kernel_netns
-
     if os.geteuid() != 0:
         raise SourceError("--netns reads a network namespace: run as root (or use --from-dump)")
-    if not kernel_netns.exists(netns):
-        raise SourceError(f"network namespace {netns!r} does not exist")
-    return from_netns(netns)
+    try:
+        return from_netns(netns)
+    except FileNotFoundError as e:
+        raise SourceError(str(e)) from None

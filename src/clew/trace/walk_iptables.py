@@ -121,9 +121,9 @@ class Walker:
         """The rule indices worth testing for this packet (None: all of them)."""
         key = (table, chain.name)
         cache = self.view.indexes
-        if key not in cache or (cache[key] is not None and cache[key].size != len(chain.rules)):  # type: ignore[union-attr]
-            cache[key] = build(chain)
-        index = cache[key]
+        index = cache.get(key)
+        if key not in cache or (index is not None and index.size != len(chain.rules)):
+            index = cache[key] = build(chain)
         return index.candidates(st.dst, st.dport) if index is not None else None
 
     def _act(
