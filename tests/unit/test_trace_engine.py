@@ -45,7 +45,10 @@ def node(rules: str) -> NodeView:
             Neighbour("10.244.2.0", "flannel.1", "aa:bb:cc:00:00:02", "PERMANENT"),
             Neighbour("10.244.1.5", "cni0", "aa:bb:cc:00:01:05", "REACHABLE"),
         ],
-        fdb=[FdbEntry("aa:bb:cc:00:00:02", "flannel.1", "192.168.50.3"), FdbEntry("aa:bb:cc:00:01:05", "veth1234", None)],
+        fdb=[
+            FdbEntry("aa:bb:cc:00:00:02", "flannel.1", "192.168.50.3"),
+            FdbEntry("aa:bb:cc:00:01:05", "veth1234", None),
+        ],
         node_names={"192.168.50.3": "node-b"},
     )
 
@@ -58,7 +61,11 @@ def test_pod_to_remote_pod_leaves_by_vxlan_naming_the_node() -> None:
     (o,) = r.outcomes
     assert r.entry.startswith("arrives from 10.244.1.5 on cni0")
     assert (o.verdict, o.probability, o.masquerade, o.source_seen) == ("ACCEPT", 1.0, False, "10.244.1.5")
-    assert o.egress is not None and (o.egress.kind, o.egress.remote, o.egress.node) == ("vxlan", "192.168.50.3", "node-b")
+    assert o.egress is not None and (o.egress.kind, o.egress.remote, o.egress.node) == (
+        "vxlan",
+        "192.168.50.3",
+        "node-b",
+    )
     assert "VXLAN VNI 1" in o.egress.detail and "UDP 8472" in o.egress.detail
 
 
@@ -138,15 +145,15 @@ def test_statistic_branches_multiply_and_mark_drives_masquerade() -> None:
 AFFINITY = """*nat
 :PREROUTING ACCEPT [0:0]
 :SVC - [0:0]
-:SEP1 - [0:0]
-:SEP2 - [0:0]
+:KUBE-SEP-1 - [0:0]
+:KUBE-SEP-2 - [0:0]
 -A PREROUTING -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j SVC
--A SVC -m recent --rcheck --seconds 10800 --reap --name SEP1 --mask 255.255.255.255 --rsource -j SEP1
--A SVC -m recent --rcheck --seconds 10800 --reap --name SEP2 --mask 255.255.255.255 --rsource -j SEP2
--A SVC -m statistic --mode random --probability 0.5 -j SEP1
--A SVC -j SEP2
--A SEP1 -p tcp -m recent --set --name SEP1 --mask 255.255.255.255 --rsource -m tcp -j DNAT --to-destination 10.244.1.5:80
--A SEP2 -p tcp -m recent --set --name SEP2 --mask 255.255.255.255 --rsource -m tcp -j DNAT --to-destination 10.244.2.7:80
+-A SVC -m recent --rcheck --seconds 10800 --reap --name KUBE-SEP-1 --mask 255.255.255.255 --rsource -j KUBE-SEP-1
+-A SVC -m recent --rcheck --seconds 10800 --reap --name KUBE-SEP-2 --mask 255.255.255.255 --rsource -j KUBE-SEP-2
+-A SVC -m statistic --mode random --probability 0.5 -j KUBE-SEP-1
+-A SVC -j KUBE-SEP-2
+-A KUBE-SEP-1 -p tcp -m recent --set --name KUBE-SEP-1 -m tcp -j DNAT --to-destination 10.244.1.5:80
+-A KUBE-SEP-2 -p tcp -m recent --set --name KUBE-SEP-2 -m tcp -j DNAT --to-destination 10.244.2.7:80
 COMMIT
 """
 
@@ -156,7 +163,9 @@ def test_affinity_first_and_returning_client() -> None:
     assert {o.dnat for o in r.outcomes} == {"10.244.1.5:80", "10.244.2.7:80"}
     first = next(o for o in r.outcomes if o.dnat == "10.244.1.5:80")
     assert any("returning client" in n and "10.244.1.5:80 (100%)" in n for n in first.notes)
-    returning = trace(node(AFFINITY), Packet("192.168.50.100", "10.96.0.1", iif="eth0"), recent=frozenset({"SEP2"}))
+    returning = trace(
+        node(AFFINITY), Packet("192.168.50.100", "10.96.0.1", iif="eth0"), recent=frozenset({"KUBE-SEP-2"})
+    )
     assert [o.dnat for o in returning.outcomes] == ["10.244.2.7:80"]
 
 

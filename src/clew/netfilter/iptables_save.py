@@ -80,7 +80,7 @@ _COUNTERS = re.compile(r"\[\d+:\d+\]")
 # negates the next piece?); kind is _OPTION, _CORE or _OTHER (only the slow parser can tell).
 _Piece = tuple[int, Any, bool, bool]
 _OPTION, _CORE, _OTHER, _MATCH, _TARGET, _GOTO = range(6)
-FALLBACK: _Piece = (_OTHER, None, False, False)
+_FALLBACK: _Piece = (_OTHER, None, False, False)
 # A cached rule segment: the core options in it and its Match or Target; None: not for the fast path.
 _Segment = tuple[tuple[Option, ...], Any] | None
 # Long words that are not options of a match or target.
@@ -410,13 +410,13 @@ class _Parser:
 
     def piece(self, piece: str) -> _Piece:
         """What one ``-x …`` piece of a match or target segment (the text between two " -")
-        means: a core option or an option; FALLBACK when only the word-by-word parser can tell
+        means: a core option or an option; _FALLBACK when only the word-by-word parser can tell
         (``-m``/``-j`` spelt long, old ``! value`` forms, odd spacing, bad input)."""
         negate_next = piece[-2:] == " !"
         if negate_next:
             piece = piece[:-2]
         head, _, value = piece.partition(" ")
-        if value[:1] not in _SPECIAL and value != "!" and " " not in value:  # ``X value``: the common case
+        if value[:1] not in _SPECIAL and " " not in value and '"' not in piece:  # ``X value``: the common case
             if head[:1] == "-" and head[1:2] != "-" and "-" + head not in _NOT_OPTIONS:
                 name = "-" + head
                 return (_OPTION, [Option(name, (value,)), None], name in PROTO_OPTIONS, negate_next)
@@ -428,19 +428,19 @@ class _Parser:
         try:
             words = tokenize(piece)
         except _Bad:
-            return FALLBACK
+            return _FALLBACK
         if "\0" in piece:
             words = [w.replace("\0", "-") for w in words]
         if not words or words[0][:2] == "--" or any(w[:1] == "-" or w == "!" for w in words[1:]):
-            return FALLBACK
+            return _FALLBACK
         name, values = "-" + words[0], tuple(words[1:])
         short = CORE_OPTIONS.get(name)
         if short is not None:
             if len(values) != (0 if short == "-f" else 1):
-                return FALLBACK
+                return _FALLBACK
             return (_CORE, [Option(short, values), None], False, negate_next)
         if name[:2] != "--" or name in _NOT_OPTIONS or (name in ONE_WORD and len(values) != 1):
-            return FALLBACK
+            return _FALLBACK
         return (_OPTION, [Option(name, values), None], name in PROTO_OPTIONS, negate_next)
 
     def segment(self, cache: dict[str, _Segment], text: str, kind: int) -> _Segment:
@@ -449,7 +449,7 @@ class _Parser:
         target (_TARGET: ``NAME [options]`` after " -j "; _GOTO after " -g ")."""
         if " " not in text and text[:1] not in _SPECIAL and '"' not in text and kind != _CORE:  # ``-j NAME``
             found: _Segment = ((), Target(text, (), kind == _GOTO) if kind != _MATCH else Match(text))
-        elif kind == _CORE and text[:1] == "-" and text.count(" ") == 1:  # ``-s 10.0.0.1``
+        elif kind == _CORE and text[:1] == "-" and text.count(" ") == 1 and '"' not in text:  # ``-s 10.0.0.1``
             name, value = text.split(" ")
             short = CORE_OPTIONS.get(name)
             if short is None or short == "-f" or value[:1] in _SPECIAL:
@@ -457,9 +457,25 @@ class _Parser:
             else:
                 found = ((Option(short, (value,)),), None)
         else:
-            found = self._segment(text, kind)
+            found = self._segment(text, kind) if kind == _CORE else self._one_option(text, kind)
         cache[text] = found
         return found
+
+    def _one_option(self, text: str, kind: int) -> _Segment:
+        """``NAME --option value`` (``DNAT --to-destination …``, ``mark --mark …``) quickly."""
+        words = text.split(" ")
+        if len(words) == 3 and '"' not in text:
+            name, opt, value = words
+            if (
+                name[:1] not in _SPECIAL
+                and opt[:2] == "--"
+                and opt not in _NOT_OPTIONS
+                and value[:1] not in _SPECIAL
+                and (opt not in PROTO_OPTIONS or (kind == _MATCH and name in PROTO_MODULES))
+            ):
+                options = (Option(opt, (value,)),)
+                return ((), Match(name, options) if kind == _MATCH else Target(name, options, kind == _GOTO))
+        return self._segment(text, kind)
 
     def _segment(self, text: str, kind: int) -> _Segment:
         if kind == _CORE:
@@ -479,7 +495,7 @@ class _Parser:
             e = pieces.get(p) or pieces.setdefault(p, piece(p))
             if e[0] == _CORE:
                 core.append((e[1][1] or _negated(e[1])) if neg else e[1][0])
-            elif e[0] != _OPTION or kind == _CORE or (e[2] and kind == _MATCH and name not in PROTO_MODULES):
+            elif e[0] != _OPTION or kind == _CORE or (e[2] and not (kind == _MATCH and name in PROTO_MODULES)):
                 return None
             else:
                 options.append((e[1][1] or _negated(e[1])) if neg else e[1][0])
@@ -492,11 +508,11 @@ class _Parser:
             return tuple(core), None
         return tuple(core), Target(name, tuple(options), kind == _GOTO)
 
-    def fast_rule(self, raw: str, shown: str, lineno: int, table: Table) -> bool:
+    def fast_rule(self, text: str, shown: str, lineno: int, table: Table) -> bool:
         """Add the rule ``-A CHAIN …`` to ``table`` the quick way: split at " -m " and " -j ",
         each segment parsed once and cached. False when the word-by-word parser must decide
-        (it also writes the warnings). ``shown`` is the line as written, for `Rule.text`."""
-        text = raw.rstrip()
+        (it also writes the warnings). ``text`` has no tab and no trailing blank; ``shown`` is
+        the line as written (without quote-hiding), for `Rule.text`."""
         body, sep, tail = text.rpartition(" -j ")
         targets = self.targets_j
         if not sep:
@@ -506,7 +522,7 @@ class _Parser:
                 body, tail = text, ""
         segs = body.split(" -m ")
         chain, _, rest = segs[0][3:].partition(" ")
-        if not chain or "\t" in chain:
+        if not chain:
             return False
         core: tuple[Option, ...] = ()
         if rest:
@@ -531,7 +547,7 @@ class _Parser:
             if e[0]:
                 core += e[0]
             target = e[1]
-        rule = Rule(table.name, chain, core, tuple(matches), target, lineno, shown.rstrip())
+        rule = Rule(table.name, chain, core, tuple(matches), target, lineno, shown)
         (table.chains.get(chain) or self.chain(lineno, table, chain)).rules.append(rule)
         return True
 
@@ -602,12 +618,15 @@ def _lines(p: _Parser, lines: list[str], first: int = 1) -> None:
         if raw[:1] == "[" and (counters := _COUNTERS.match(raw)):  # iptables-save -c
             raw = raw[counters.end() :].lstrip()
         if raw[:3] == "-A " and p.table is not None:
-            if '"' not in raw:
-                if p.fast_rule(raw, raw, lineno, p.table):
+            text = raw.rstrip()
+            if not text.isprintable():  # tabs and other blanks: word by word
+                pass
+            elif '"' not in text:
+                if p.fast_rule(text, text, lineno, p.table):
                     continue
             else:
-                hidden = _hide_quoted_dashes(raw)
-                if hidden is not None and p.fast_rule(hidden, raw, lineno, p.table):
+                hidden = _hide_quoted_dashes(text)
+                if hidden is not None and p.fast_rule(hidden, text, lineno, p.table):
                     continue
         try:
             p.line(lineno, raw)

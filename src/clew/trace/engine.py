@@ -37,7 +37,7 @@ def entry(view: NodeView, packet: Packet) -> tuple[str | None, str]:
     if packet.iif:
         return packet.iif, f"arrives on {packet.iif}"
     if packet.src in view.local_ips():
-        return None, f"sent by a process on this node from {packet.src}"
+        return None, f"is sent by a process on this node from {packet.src}"
     if not view.routes:
         return "?", f"arrives from {packet.src} (routes not given: interface unknown; --iif sets it)"
     back = lookup(view, packet.src)
@@ -69,9 +69,14 @@ def trace(view: NodeView, packet: Packet, *, recent: frozenset[str] = frozenset(
     outcomes = sorted(merged.values(), key=lambda o: (-o.probability, o.dnat or ""))
     if not recent:
         _returning_clients(view, packet, outcomes)
+    for o in outcomes:
+        note = _reply_bypass(view, packet, o)
+        if note:
+            o.notes.append(note)
     if packet.ctstate != "NEW":
         warn("packet of an existing connection: nat tables skipped; conntrack's stored mapping is not known here")
-    return TraceResult(packet, how, outcomes, [*view.warnings, *warn.items])
+    parse_warnings = [w for w in view.ruleset.warnings if w not in view.warnings]
+    return TraceResult(packet, how, outcomes, [*view.warnings, *parse_warnings, *warn.items])
 
 
 def _returning_clients(view: NodeView, packet: Packet, outcomes: list[Outcome]) -> None:
@@ -82,6 +87,28 @@ def _returning_clients(view: NodeView, packet: Packet, outcomes: list[Outcome]) 
         again = trace(view, packet, recent=frozenset(o.affinity))
         where = ", ".join(f"{a.dnat or a.verdict} ({a.probability:.0%})" for a in again.outcomes)
         o.notes.append(f"ClientIP affinity: a returning client (in recent list {o.affinity[-1]}) goes to {where}")
+
+
+def _reply_bypass(view: NodeView, packet: Packet, o: Outcome) -> str | None:
+    """A DNATed, unmasqueraded connection whose endpoint reaches the client without this node:
+    the reply is never un-NATed here, so the client drops it (an asymmetric return path)."""
+    if o.verdict != "ACCEPT" or not o.dnat or o.masquerade or not view.routes:
+        return None
+    endpoint = o.dnat.rsplit(":", 1)[0]
+    to_client, to_endpoint = lookup(view, packet.src), lookup(view, endpoint)
+    if to_client is None or to_endpoint is None or to_client.type != "unicast" or to_endpoint.type != "unicast":
+        return None
+    link = view.links.get(to_endpoint.dev or "")
+    if link is not None and link.kind == "bridge":
+        return None  # the reply crosses this node's bridge, and its netfilter un-NATs it
+    if (to_client.dev, to_client.gateway) != (to_endpoint.dev, to_endpoint.gateway):
+        return None
+    via = f"via {to_client.gateway} " if to_client.gateway else ""
+    return (
+        f"the reply will not return through this node: endpoint {endpoint} and client {packet.src} are both "
+        f"reached {via}on {to_client.dev}, so the endpoint answers the client directly, un-NATed, and the "
+        "client drops it (asymmetric return path; masquerading would avoid it)"
+    )
 
 
 def _arriving(walker: Walker, st: State, finals: list[Outcome]) -> None:

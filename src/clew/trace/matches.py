@@ -127,20 +127,26 @@ def _addrtype(m: Match, st: State, view: NodeView, rule: Rule, warn: Warn) -> bo
             continue
         ip = st.src if opt.name == "--src-type" else st.dst
         types = set(opt.value.split(","))
-        if types - {"LOCAL", "UNICAST"}:
-            warn(
-                f"line {rule.line}: addrtype {opt.value} in chain {rule.chain}: only LOCAL/UNICAST known; "
-                "assumed UNICAST"
-            )
-        local = view.is_local(ip)
-        ok = (
-            ("LOCAL" in types and local)
-            or ("UNICAST" in types and not local)
-            or (bool(types - {"LOCAL", "UNICAST"}) and not local)
-        )
+        ok = bool(types & _addr_types(ip, view))
         if not _neg(ok, opt):
             return False
     return True
+
+
+def _addr_types(ip: str, view: NodeView) -> set[str]:
+    """The kernel's address types of ``ip`` from this node's point of view (addrtype match)."""
+    addr = ipaddress.IPv4Address(ip)
+    if addr.is_multicast:
+        return {"MULTICAST"}
+    if ip == "255.255.255.255" or any(
+        ipaddress.IPv4Network(f"{a.ip}/{a.prefixlen}", strict=False).broadcast_address == addr
+        for a in view.addresses
+        if a.prefixlen < 31
+    ):
+        return {"BROADCAST"}
+    if view.is_local(ip):
+        return {"LOCAL"}
+    return {"UNICAST"}
 
 
 def _mark(m: Match, st: State) -> bool:
@@ -174,6 +180,9 @@ def _ctstate(m: Match, st: State) -> bool:
 def _recent(m: Match, st: State) -> bool:
     name = m.get("--name")
     listed = (name.value if name else "DEFAULT") in st.recent
+    hits = m.get("--hitcount")
+    if hits is not None and hits.value.isdigit() and int(hits.value) > 1:
+        listed = False  # the trace knows at most one earlier packet of this client
     for opt in m.options:
         if opt.name in ("--rcheck", "--update"):
             return _neg(listed, opt)
@@ -217,7 +226,8 @@ def _set(m: Match, st: State, view: NodeView, rule: Rule, warn: Warn) -> bool | 
     return True
 
 
-ALWAYS = {"comment", "nfacct", "limit", "hashlimit", "connlimit", "pkttype", "length", "ttl", "tos", "dscp"}
+ALWAYS = {"comment", "nfacct", "limit", "pkttype", "length", "ttl", "tos", "dscp"}
+RATE = {"hashlimit", "connlimit"}  # a first packet is within any limit: "upto" matches, "above" does not
 
 
 def evaluate(rule: Rule, st: State, view: NodeView, warn: Warn) -> Branches:
@@ -231,6 +241,15 @@ def evaluate(rule: Rule, st: State, view: NodeView, warn: Warn) -> Branches:
         if mod in ALWAYS:
             if mod not in ("comment", "nfacct"):
                 warn(f"line {rule.line}: {mod} match in chain {rule.chain}: assumed to match (a first packet)")
+            continue
+        if mod in RATE:
+            above = any(o.name in ("--hashlimit-above", "--connlimit-above") for o in m.options)
+            warn(
+                f"line {rule.line}: {mod} match in chain {rule.chain}: a first packet is assumed within the limit"
+                f" (so it {'does not match' if above else 'matches'})"
+            )
+            if above:
+                return NO
             continue
         if mod in ("tcp", "udp", "sctp", "udplite"):
             ok = _ports(m, st, rule, warn)

@@ -44,6 +44,7 @@ class Hop:
     rule: str  # the rule's text, "policy ACCEPT", or a routing sentence
     action: str  # what it did, in words ("jump KUBE-SVC-…", "DNAT to 10.244.1.5:8080", "p=0.3333")
     line: int = 0
+    quiet: bool = False  # a chain passed through without effect: told only when explaining a drop
 
     def to_json(self) -> dict[str, Any]:
         return {"hook": self.hook, "table": self.table, "chain": self.chain, "rule": self.rule, "action": self.action}

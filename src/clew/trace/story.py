@@ -58,6 +58,8 @@ def _headline(o: Outcome) -> str:
 def _outcome(o: Outcome, n: int, total: int) -> list[str]:
     lines = [f"Outcome {n} of {total}, {_pct(o.probability)}: {_headline(o)}"]
     for h in o.hops:
+        if h.quiet and o.verdict == "ACCEPT":
+            continue
         if h.hook == "routing":
             lines.append(f"  {'routing':<11} {h.action}")
             continue

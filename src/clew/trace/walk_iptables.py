@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from clew.netfilter.rules import Chain, Rule
 from clew.trace.index import build
@@ -31,7 +31,7 @@ HOOK_TABLES = {
 MAX_DEPTH = 64
 PASS_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "AUDIT", "CHECKSUM", "TCPMSS", "CLASSIFY", "DSCP", "TOS",
                 "TTL", "IDLETIMER", "NFQUEUE_BYPASS"}  # fmt: skip
-WARN_TARGETS = {"CONNMARK", "CT", "NOTRACK", "NFQUEUE", "TPROXY", "SECMARK", "CONNSECMARK", "SET", "HMARK"}
+WARN_TARGETS = {"CONNMARK", "CT", "NFQUEUE", "TPROXY", "SECMARK", "CONNSECMARK", "SET", "HMARK"}
 _SERVICE_COMMENT = re.compile(
     r"^(?P<spn>[a-z0-9.-]+/[a-z0-9.-]+(?::[a-z0-9-]*)?)"
     r"(?: cluster IP| external IP| loadbalancer IP| has no endpoints| has no local endpoints| -> \S+)?$"
@@ -93,8 +93,8 @@ class Walker:
             branches = evaluate(rule, st, self.view, self.warn)
             if len(branches) == 1:
                 if not branches[0][1]:
-                    if rule.target is not None and "MASQ" in rule.target.name and st.masquerade_skipped is None:
-                        st.masquerade_skipped = rule.text
+                    if rule.target is not None and "MARK-MASQ" in rule.target.name and st.masquerade_skipped is None:
+                        st.masquerade_skipped = rule.text  # why no masquerade: the marking rule did not match
                     continue
                 dst = (st.dst, st.dport)
                 cont = self._act(table, chain, rule, st, depth, out, None)
@@ -106,14 +106,13 @@ class Walker:
                 for s in cont:
                     out.extend(self.walk(table, chain, s, i + 1, depth))
                 return out
-            for p, matched in branches:
-                s = st.fork(st.probability * p)
-                if matched:
-                    for s2 in self._act(table, chain, rule, s, depth, out, p):
-                        out.extend(self.walk(table, chain, s2, i + 1, depth))
-                else:
-                    out.extend(self.walk(table, chain, s, i + 1, depth))
-            return out
+            # statistic: the taken branch acts here; the other goes on with the next rule in this
+            # loop (not by recursion: a Service with 1000 endpoints is 1000 such rules)
+            (p, _), (q, _) = branches
+            taken = st.fork(st.probability * p)
+            for s2 in self._act(table, chain, rule, taken, depth, out, p):
+                out.extend(self.walk(table, chain, s2, i + 1, depth))
+            st = st.fork(st.probability * q)
         out.append((st, "RETURN"))
         return out
 
@@ -149,8 +148,9 @@ class Walker:
             for s, result in results:
                 s.callers = s.callers[:-1]
                 if result == "RETURN" and not target.goto:
-                    if len(s.hops) == mark and p is None:
-                        s.hops.pop()  # the chain was passed through without effect: not worth a line
+                    if p is None and all(h.quiet for h in s.hops[mark:]):  # passed through without effect
+                        jump = s.hops[mark - 1]
+                        s.hops[mark - 1] = replace(jump, action=f"{jump.action}: returned, no verdict", quiet=True)
                     going_on.append(s)
                 else:
                     out.append((s, result))
@@ -167,7 +167,13 @@ class Walker:
         name = rule.target.name
         hop = Hop(st.hook, table, chain.name, rule.text, name, rule.line)
         if name in ("ACCEPT", "DROP", "REJECT", "RETURN"):
-            st.hops.append(hop)
+            st.hops.append(replace(hop, quiet=name == "RETURN"))
+            if (
+                name == "RETURN"
+                and not (st.masquerade_skipped or "").startswith("-A KUBE")
+                and any(r.target and r.target.name in ("MASQUERADE", "SNAT") for r in chain.rules)
+            ):
+                st.masquerade_skipped = rule.text  # returned before this chain could masquerade
             return name
         if name == "DNAT":
             to = rule.target.get("--to-destination")
@@ -201,6 +207,10 @@ class Walker:
             return None
         if name in PASS_TARGETS:
             return None
+        if name == "NOTRACK" or (name == "CT" and rule.target.get("--notrack") is not None):
+            st.ctstate = "UNTRACKED"  # conntrack skips it: no nat, ctstate UNTRACKED from here on
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, "not tracked (ctstate UNTRACKED)", rule.line))
+            return None
         if name in WARN_TARGETS:
             self.warn(f"line {rule.line}: target {name} in {table}/{chain.name} not modelled: the trace goes on")
             return None
@@ -220,7 +230,7 @@ class Walker:
     @staticmethod
     def _note_recent(rule: Rule, st: State) -> None:
         m = rule.match("recent")
-        if m is not None and m.get("--set") is not None:
+        if m is not None and m.get("--set") is not None and rule.chain.startswith("KUBE-SEP-"):
             name = m.get("--name")
             st.affinity_sets = (*st.affinity_sets, name.value if name else "DEFAULT")
 
