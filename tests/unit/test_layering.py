@@ -12,7 +12,12 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "clew"
 KERNEL_USERS = {
     "kernel",
     "proxy/iptables/apply.py",
+    "podnet/reconcile.py",
+    "podnet/setup.py",
+    "podnet/masquerade.py",
+    "proxy/sync.py",
     "trace/node_view.py",
+    "cni/bridge.py",
     "cli",
     "bench",
     "lab",

@@ -64,3 +64,31 @@ def bench_trace(
         f"  next traces, p50 / max     {result.next_trace_p50_ms:6.2f} / {result.next_trace_max_ms:.2f} ms "
         f"over {result.traces}   ({ok} the ≤ 20 ms target)"
     )
+
+
+@app.command("cni")
+def bench_cni(
+    pods: Annotated[int, typer.Option("--pods", min=1, max=200, help="Pods to ADD and DEL.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """ADD and DEL latency of clew-cni beside the reference bridge + host-local (target: ≤ 2×)."""
+    if os.geteuid() != 0:
+        raise UserError("clew bench cni attaches pods in throwaway network namespaces: run it as root")
+    from clew.bench.cni import run
+
+    try:
+        result = run(pods)
+    except RuntimeError as exc:
+        raise UserError(str(exc), exit_code=1) from None
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    print(f"clew bench cni: {result.pods} pods, one node; reference {result.reference}")
+    print("                      p50 ms   p95 ms")
+    print(f"  clew-cni  ADD     {result.clew_add_p50_ms:8.1f} {result.clew_add_p95_ms:8.1f}")
+    print(f"  reference ADD     {result.ref_add_p50_ms:8.1f} {result.ref_add_p95_ms:8.1f}")
+    print(f"  clew-cni  DEL     {result.clew_del_p50_ms:8.1f} {result.clew_del_p95_ms:8.1f}")
+    print(f"  reference DEL     {result.ref_del_p50_ms:8.1f} {result.ref_del_p95_ms:8.1f}")
+    for op, ratio in (("ADD", result.add_ratio), ("DEL", result.del_ratio)):
+        verdict = "meets" if ratio <= 2.0 else "misses"
+        print(f"  {op} p50 clew / reference {ratio:5.2f}×  ({verdict} the ≤ 2× target)")

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from clew.cli import bench, demo, dump, explain, render, trace
+from clew.cli import agent, bench, demo, dump, explain, lab, render, trace
 from clew.cli.errors import UserError, fail
 from clew.kernel.errors import KernelError
 from clew.model.fields import Invalid
@@ -31,7 +31,9 @@ app.command("render", help=render.__doc__)(render.render_command)
 app.command("demo", help=demo.__doc__)(demo.demo_command)
 app.command("trace", help=trace.__doc__)(trace.trace_command)
 app.command("dump", help=dump.__doc__)(dump.dump_command)
+app.command("agent", help=agent.__doc__)(agent.agent_command)
 app.add_typer(explain.app, name="explain")
+app.add_typer(lab.app, name="lab")
 app.add_typer(bench.app, name="bench")
 
 

@@ -277,6 +277,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--timeout", type=float, default=1.0)
     p.add_argument("--src", default=None)
+    w = sub.add_parser("sweep", help="probe several IP:PORT targets from here; one JSON list")
+    w.add_argument("--target", action="append", required=True, help="IP:PORT, repeatable")
+    w.add_argument("--proto", choices=["tcp", "udp"], default="tcp")
+    w.add_argument("--count", type=int, default=1)
+    w.add_argument("--timeout", type=float, default=1.0)
     return parser
 
 
@@ -284,6 +289,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         serve(args.name, args.port, args.bind)
+        return 0
+    if args.command == "sweep":
+        results = []
+        for target in args.target:
+            host, _, port = target.rpartition(":")
+            res = probe(host, int(port), args.proto, args.count, args.timeout, None)
+            results.append({"target": target, **res.to_json()})
+        print(json.dumps(results), flush=True)
         return 0
     result = probe(args.dst, args.port, args.proto, args.count, args.timeout, args.src)
     print(json.dumps(result.to_json()), flush=True)

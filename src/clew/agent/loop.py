@@ -1,0 +1,120 @@
+"""The agent's main loop: poll the source, sync when due, report status, stop on SIGTERM.
+
+Each turn: a changed snapshot requests a sync; `SyncRunner` says when it is due (min-sync-period
+after the last one, or every sync-period regardless, to repair rules someone removed); a sync
+runs the Service proxy and then the pod network. After each sync a status file records what was
+done, so the lab (and an operator) can wait for "this change is in the kernel" by polling it.
+Leaving (SIGTERM) keeps the rules in place, as kube-proxy does: traffic keeps flowing while the
+agent restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from clew.model.objects import Snapshot
+from clew.proxy.runner import SyncRunner
+from clew.proxy.sync import ProxySyncer
+from clew.sources.files import FolderSource, write_atomic
+
+log = logging.getLogger("clew.agent")
+POLL_INTERVAL = 0.2  # seconds between looks at the source folder (a stat per file)
+
+
+class PodNetwork(Protocol):
+    def sync(self, snapshot: Snapshot) -> dict[str, Any]: ...
+
+
+@dataclass
+class Agent:
+    source: FolderSource
+    proxy: ProxySyncer
+    runner: SyncRunner
+    status_file: Path | None = None
+    podnet: PodNetwork | None = None
+    clock: Callable[[], float] = time.monotonic
+    stop: threading.Event = field(default_factory=threading.Event)
+    snapshot: Snapshot | None = None
+    syncs: int = 0
+    reported: set[str] = field(default_factory=set)
+    changed_at: float = 0.0  # wall time of the newest source change seen
+
+    def turn(self) -> bool:
+        """One turn of the loop; True if a sync ran."""
+        new = self.source.poll()
+        if new is not None:
+            self.snapshot = new
+            self.changed_at = time.time()
+            self.runner.request()
+            self._report(new)
+        if self.snapshot is None or not self.runner.due(self.clock()):
+            return False
+        started = time.time()
+        result = self.proxy.sync(self.snapshot)
+        podnet: dict[str, Any] = {}
+        ok = result.ok
+        if self.podnet is not None:
+            try:
+                podnet = self.podnet.sync(self.snapshot)
+            except Exception as e:  # a pod network failure must not stop the proxy
+                log.error("pod network sync failed: %s", e)
+                podnet, ok = {"error": str(e)}, False
+        self.runner.done(self.clock(), ok=ok)
+        self.syncs += 1
+        log.info(
+            "sync %d: %s in %.3fs, %d service ports, %d rules",
+            self.syncs,
+            "ok" if ok else "FAILED",
+            result.seconds,
+            result.service_ports,
+            result.rules,
+        )
+        self._write_status(started, ok, result.service_ports, result.rules, result.error, podnet)
+        return True
+
+    def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())
+        log.info(
+            "agent started: source %s, node %s, netns %s",
+            self.source.root,
+            self.proxy.config.node_name,
+            self.proxy.netns,
+        )
+        while not self.stop.is_set():
+            self.turn()
+            wait = min(POLL_INTERVAL, self.runner.next_due(self.clock())) if self.snapshot else POLL_INTERVAL
+            self.stop.wait(max(wait, 0.01))
+        log.info("agent stopping; the rules stay in place")
+
+    def _report(self, snapshot: Snapshot) -> None:
+        for item in [*map(str, snapshot.rejections), *(f"{p}: {e}" for p, e in self.source.errors.items())]:
+            if item not in self.reported:
+                self.reported.add(item)
+                log.warning("rejected: %s", item)
+
+    def _write_status(
+        self, started: float, ok: bool, ports: int, rules: int, error: str | None, podnet: dict[str, Any]
+    ) -> None:
+        if self.status_file is None:
+            return
+        doc = {
+            "ok": ok,
+            "syncs": self.syncs,
+            "sync_started": started,
+            "source_changed": self.changed_at,
+            "service_ports": ports,
+            "rules": rules,
+            "error": error,
+            "podnet": podnet,
+            "rejections": len(self.snapshot.rejections) if self.snapshot else 0,
+        }
+        write_atomic(self.status_file, json.dumps(doc, indent=2) + "\n")

@@ -1,0 +1,79 @@
+"""The agent's pod network half: one node's flannel-like sync, run after each proxy sync.
+
+The order is `clew.podnet`'s (see its package docstring): subnet from the Node, the backend's
+device, the lease published as the Node's flannel annotations, ``subnet.env`` for the CNI
+plugin, masquerade rules, then routes/neighbours/FDB for every other node's lease, by level.
+With the folder source the annotations are merged into the Node's manifest in the watched
+folder, as a PATCH of nodes/status would do against an API server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clew.model.objects import Node, Snapshot
+from clew.podnet import annotations as flannel_annotations
+from clew.podnet import masquerade, netconf, reconcile, setup, subnets
+from clew.podnet.errors import PodnetError
+from clew.podnet.netconf import NetConf
+from clew.podnet.subnet_env import SubnetEnv
+from clew.sources.files import patch_node_annotations
+
+log = logging.getLogger("clew.podnet")
+
+
+@dataclass
+class PodNetAgent:
+    conf: NetConf
+    netns: str
+    node_name: str
+    state_dir: Path
+    objects: Path
+    underlay_dev: str = "eth0"
+
+    @classmethod
+    def from_files(cls, net_conf: Path, *, netns: str, node_name: str, state_dir: Path, objects: Path) -> PodNetAgent:
+        return cls(netconf.load(net_conf), netns, node_name, state_dir, objects)
+
+    @property
+    def subnet_file(self) -> Path:
+        return self.state_dir / "subnet.env"
+
+    def _me(self, snapshot: Snapshot) -> Node:
+        me = next((n for n in snapshot.nodes if n.name == self.node_name), None)
+        if me is None:
+            raise PodnetError(f'node "{self.node_name}" not found among the Node objects')
+        return me
+
+    def sync(self, snapshot: Snapshot) -> dict[str, Any]:
+        me = self._me(snapshot)
+        subnet = subnets.node_subnet(me, self.conf.network)
+        public = ipaddress.IPv4Address(me.internal_ips[0]) if me.internal_ips else None
+        underlay = setup.read_underlay(self.netns, self.underlay_dev, public)
+        mine = flannel_annotations.lease_from_node(me, self.conf.network) if me.annotations else None
+        node = setup.setup_node(self.netns, self.conf, me.name, subnet, underlay,
+                                vtep_mac=mine.vtep_mac if mine else None)  # fmt: skip
+        if patch_node_annotations(self.objects, me.name, flannel_annotations.lease_annotations(node.lease)):
+            log.info("published lease of %s: %s via %s", me.name, subnet, node.lease.public_ip)
+        env = SubnetEnv.for_subnet(self.conf.network, subnet, node.pod_mtu, ipmasq=True)
+        if not self.subnet_file.exists() or self.subnet_file.read_text() != env.render():
+            env.write(self.subnet_file)
+        masquerade.apply(self.netns, self.conf.network, subnet)
+        found = flannel_annotations.leases(snapshot.nodes, self.conf.network)
+        for problem in found.problems:
+            log.warning("lease skipped: %s", problem)
+        changes = reconcile.reconcile(self.netns, node.backend.desired(node.lease, found.leases, underlay))
+        if changes:
+            log.info("pod network: %s", changes)
+        return {
+            "subnet": str(subnet),
+            "mtu": node.pod_mtu,
+            "backend": self.conf.backend_type,
+            "peers": sum(1 for lease in found.leases if lease.node != me.name),
+            "changes": len(changes),
+            "problems": list(found.problems),
+        }

@@ -1,0 +1,65 @@
+"""The node agent: programs Services (iptables) and the pod network for one node, and keeps them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clew.agent.loop import Agent
+from clew.cli.errors import UserError
+from clew.proxy.inputs import read_config_file
+from clew.proxy.runner import SyncRunner
+from clew.proxy.sync import ProxySyncer
+from clew.sources.files import FolderSource
+
+
+def agent_command(
+    config: Annotated[Path, typer.Option("--config", help="KubeProxyConfiguration file.")],
+    objects: Annotated[Path | None, typer.Option("--objects", help="Folder of manifests to watch.")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option("--kubeconfig", help="A kube-apiserver to watch.")] = None,
+    netns: Annotated[str | None, typer.Option("--netns", help="The node's network namespace to program.")] = None,
+    node_name: Annotated[str | None, typer.Option("--node-name", help="This node (default: hostnameOverride).")] = None,
+    net_conf: Annotated[
+        Path | None, typer.Option("--net-conf", help="flannel net-conf.json: run the pod network.")
+    ] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Where subnet.env and status go.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Sync once and exit.")] = False,
+) -> None:
+    """The node agent: programs Services (iptables) and the pod network for one node, and keeps them."""
+    from clew.model.proxy_config import from_kube_proxy_config
+
+    if (objects is None) == (kubeconfig is None):
+        raise UserError("give exactly one of --objects PATH and --kubeconfig FILE")
+    if kubeconfig is not None:
+        raise UserError("--kubeconfig: the Kubernetes API source is not implemented yet; use --objects")
+    if netns is None:
+        raise UserError("--netns NAME is required: clew agent programs a named network namespace")
+    assert objects is not None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = from_kube_proxy_config(read_config_file(config), node_name=node_name)
+    if cfg.mode != "iptables":
+        raise UserError(f"mode {cfg.mode!r}: clew agent runs the iptables mode for now")
+    for warning in cfg.warnings:
+        logging.getLogger("clew.agent").warning("config: %s", warning)
+    state = state_dir or Path("/run/clew") / cfg.node_name
+    podnet = None
+    if net_conf is not None:
+        from clew.agent.podnet import PodNetAgent
+
+        podnet = PodNetAgent.from_files(
+            net_conf, netns=netns, node_name=cfg.node_name, state_dir=state, objects=objects
+        )
+    agent = Agent(
+        source=FolderSource(objects),
+        proxy=ProxySyncer(netns, cfg),
+        runner=SyncRunner(cfg.min_sync_period, cfg.sync_period, cfg.sync_period),
+        status_file=state / "status.json",
+        podnet=podnet,
+    )
+    if once:
+        agent.turn()
+        return
+    agent.run()

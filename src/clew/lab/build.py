@@ -1,0 +1,202 @@
+"""``clew lab up``: namespaces, the underlay, node settings, Node objects and one agent per node.
+
+Everything is created inside namespaces named ``<lab>-…``; the root namespace is never
+touched (links are created directly in the namespaces they belong to). The switch's bridge is
+created before any port is added, so a veth never shares its peer's interface index in
+another namespace (which delays its link-up event by up to a second).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from clew.kernel import netns
+from clew.lab.plan import LabPlan, NodePlan
+from clew.lab.state import LabState, save, state_dir
+from clew.sources.files import write_atomic
+
+NODE_SYSCTLS = {
+    "net.ipv4.ip_forward": 1,
+    "net.ipv4.conf.all.send_redirects": 0,
+    "net.ipv4.conf.default.send_redirects": 0,
+}
+
+
+class LabError(Exception):
+    """A lab that cannot be built or used; one line."""
+
+
+def namespaces(plan: LabPlan) -> list[str]:
+    names = [plan.switch_netns, plan.ext_netns, *(n.netns for n in plan.nodes)]
+    if plan.router_netns:
+        names.insert(1, plan.router_netns)
+    return names
+
+
+def _underlay_commands(plan: LabPlan) -> list[tuple[str, list[str]]]:
+    """(namespace, ip -batch lines) in order."""
+    cmds: list[tuple[str, list[str]]] = []
+    if plan.router_netns is None:
+        sw = plan.switch_netns
+        lines = ["link add br0 type bridge", "link set br0 up", "link set lo up"]
+        for n in plan.nodes:
+            lines += [
+                f"link add {n.switch_port} type veth peer name eth0 netns {n.netns}",
+                f"link set {n.switch_port} master br0 up",
+            ]
+        lines += [f"link add ext type veth peer name eth0 netns {plan.ext_netns}", "link set ext master br0 up"]
+        cmds.append((sw, lines))
+    else:
+        rt = plan.router_netns
+        lines = ["link set lo up"]
+        for n in plan.nodes:
+            lines += [f"link add {n.switch_port} type veth peer name eth0 netns {n.netns}"]
+        lines += [f"link add ext type veth peer name eth0 netns {plan.ext_netns}"]
+        for link, addr in plan.router_addresses:
+            lines += [f"addr add {addr} dev {link}", f"link set {link} up"]
+        cmds.append((rt, lines))
+        cmds.append((plan.switch_netns, ["link set lo up"]))
+    for n in plan.nodes:
+        cmds.append(
+            (
+                n.netns,
+                [
+                    "link set lo up",
+                    f"addr add {n.ip}/{n.prefixlen} dev eth0",
+                    "link set eth0 up",
+                    f"route add default via {n.gateway}",
+                ],
+            )
+        )
+    ext = ["link set lo up", f"addr add {plan.ext_ip}/{plan.ext_prefixlen} dev eth0", "link set eth0 up"]
+    if plan.ext_gateway:
+        ext.append(f"route add default via {plan.ext_gateway}")
+    cmds.append((plan.ext_netns, ext))
+    return cmds
+
+
+def _node_object(n: NodePlan) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name}},
+        "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
+        "status": {"addresses": [{"type": "InternalIP", "address": n.ip}, {"type": "Hostname", "address": n.name}]},
+    }
+
+
+def _write_configs(state: LabState, root: Path) -> None:
+    cfg = state.config
+    objects = root / "objects"
+    net_conf = {"Network": cfg.cluster_cidr, "Backend": {"Type": cfg.backend}}
+    for n in state.plan.nodes:
+        write_atomic(objects / "nodes" / f"{n.name}.json", json.dumps(_node_object(n), indent=2) + "\n")
+        node_dir = root / "nodes" / n.name
+        write_atomic(node_dir / "net-conf.json", json.dumps(net_conf, indent=2) + "\n")
+        write_atomic(
+            node_dir / "kube-proxy.yaml",
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+            f"mode: {cfg.proxy_mode}\nhostnameOverride: {n.name}\nclusterCIDR: {cfg.cluster_cidr}\n"
+            "iptables:\n  minSyncPeriod: 0s\n  syncPeriod: 30s\n",
+        )
+
+
+def start_agent(state: LabState, n: NodePlan, root: Path) -> int:
+    node_dir = root / "nodes" / n.name
+    argv = [sys.executable, "-m", "clew", "agent", "--config", str(node_dir / "kube-proxy.yaml"),
+            "--objects", str(root / "objects"), "--netns", n.netns, "--node-name", n.name,
+            "--net-conf", str(node_dir / "net-conf.json"), "--state-dir", str(node_dir)]  # fmt: skip
+    log = open(node_dir / "agent.log", "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        proc = netns.spawn(
+            n.netns, argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    finally:
+        log.close()
+    return proc.pid
+
+
+def agent_status(root: Path, node: str) -> dict[str, Any] | None:
+    path = root / "nodes" / node / "status.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _synced(st: dict[str, Any] | None, since: float) -> bool:
+    if not st or not st.get("ok"):
+        return False
+    changed = float(st.get("source_changed", 0))
+    return changed >= since and float(st.get("sync_started", 0)) >= changed
+
+
+def wait_synced(state: LabState, root: Path, since: float, deadline_s: float = 30.0) -> None:
+    """Poll every node's status until its agent synced a source change seen after ``since``."""
+    end = time.monotonic() + deadline_s
+    pending = {n.name for n in state.plan.nodes}
+    while pending:
+        for name in sorted(pending):
+            st = agent_status(root, name)
+            if _synced(st, since):
+                pending.discard(name)
+        if pending and time.monotonic() > end:
+            why = []
+            for name in sorted(pending):
+                st = agent_status(root, name) or {}
+                error = st.get("error") or (st.get("podnet") or {}).get("error")
+                why.append(f"{name}: {error or 'no sync yet'} (log: {root / 'nodes' / name / 'agent.log'})")
+            raise LabError(f"agents did not sync within {deadline_s:g}s: " + "; ".join(why))
+        if pending:
+            time.sleep(0.05)
+
+
+def up(state: LabState, root: Path) -> None:
+    """Build the lab described by ``state.config``. On failure everything made so far is removed."""
+    from clew.lab.teardown import down
+
+    plan = state.plan
+    existing = netns.list_names(plan.prefix)
+    if existing:
+        raise LabError(f"lab {state.config.name!r} is already up ({len(existing)} namespaces); run clew lab down")
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        for name in namespaces(plan):
+            netns.create(name)
+        for ns, lines in _underlay_commands(plan):
+            netns.run_batch(ns, lines)
+        for n in plan.nodes:
+            netns.set_sysctls(n.netns, NODE_SYSCTLS)
+        if plan.router_netns:
+            netns.set_sysctls(plan.router_netns, {"net.ipv4.ip_forward": 1})
+        _write_configs(state, root)
+        save(state)
+        started = time.time()
+        for n in plan.nodes:
+            state.agents[n.name] = start_agent(state, n, root)
+        save(state)
+        wait_synced(state, root, since=started - 1)
+    except BaseException:
+        down(state.config.name)
+        raise
+
+
+def lab_root(name: str) -> Path:
+    return state_dir(name)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

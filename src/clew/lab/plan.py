@@ -1,0 +1,119 @@
+"""The lab's plan: every name and address of a cluster made of network namespaces. Pure.
+
+Two underlays:
+
+* ``l2`` — every node and the outside client plug into one bridge in the ``<lab>-sw``
+  namespace: 192.168.50.0/24, nodes .11, .12, …, the outside client .100. host-gw works.
+* ``routed`` — each node sits on its own subnet behind the ``<lab>-rt`` router namespace
+  (node i: 192.168.5i.2/24, router .1; outside client 192.168.100.2). Node addresses are not
+  on-link for each other, so host-gw must refuse and vxlan must work.
+
+Every namespace is named ``<lab>-lab-…`` (``clew-lab-n1``, ``clew-lab-p-web-0``): node i gets
+``n<i>`` and pod subnet 10.244.i.0/24 of the cluster network, a pod ``p-<pod>``. Nothing here
+touches the kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+MAX_NODES = 9
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    name: str = "clew"
+    nodes: int = 3
+    underlay: str = "l2"  # l2 | routed
+    backend: str = "vxlan"  # vxlan | host-gw
+    proxy_mode: str = "iptables"
+    service_cidr: str = "10.96.0.0/12"
+    cluster_cidr: str = "10.244.0.0/16"
+    mtu: int = 1500
+
+    def validate(self) -> None:
+        if not 1 <= self.nodes <= MAX_NODES:
+            raise ValueError(f"nodes: {self.nodes} is out of range 1-{MAX_NODES}")
+        if self.underlay not in ("l2", "routed"):
+            raise ValueError(f"underlay: {self.underlay!r} is not l2 or routed")
+        if self.backend not in ("vxlan", "host-gw"):
+            raise ValueError(f"backend: {self.backend!r} is not vxlan or host-gw")
+        if self.proxy_mode != "iptables":
+            raise ValueError(f"proxy_mode: {self.proxy_mode!r}: the lab runs the iptables mode for now")
+        if not self.name.replace("-", "").isalnum() or len(self.name) > 8:
+            raise ValueError(f"name: {self.name!r} must be ≤ 8 letters, digits or dashes")
+        ipaddress.IPv4Network(self.service_cidr)
+        ipaddress.IPv4Network(self.cluster_cidr)
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str  # the Kubernetes node name: node-1, …
+    netns: str
+    ip: str  # underlay address
+    prefixlen: int
+    gateway: str  # default route
+    pod_cidr: str
+    switch_port: str  # the link's name on the switch / router side
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    config: LabConfig
+    switch_netns: str
+    router_netns: str | None
+    ext_netns: str
+    ext_ip: str
+    ext_prefixlen: int
+    ext_gateway: str | None
+    nodes: tuple[NodePlan, ...]
+    router_addresses: tuple[tuple[str, str], ...] = field(default=())  # (router link, address/prefix)
+
+    def pod_netns(self, pod: str) -> str:
+        return f"{self.prefix}p-{pod}"
+
+    @property
+    def prefix(self) -> str:
+        return prefix(self.config.name)
+
+    def node(self, name: str) -> NodePlan:
+        for n in self.nodes:
+            if n.name == name or n.netns == name:
+                return n
+        raise KeyError(name)
+
+
+def prefix(name: str) -> str:
+    """Every namespace of lab ``name`` starts with this (and nothing else does)."""
+    return f"{name}-lab-"
+
+
+def plan(config: LabConfig) -> LabPlan:
+    config.validate()
+    lab = prefix(config.name).rstrip("-")
+    cluster = ipaddress.IPv4Network(config.cluster_cidr)
+    subnets = list(cluster.subnets(new_prefix=24))
+    nodes = []
+    router_addresses: list[tuple[str, str]] = []
+    for i in range(1, config.nodes + 1):
+        if config.underlay == "l2":
+            ip, plen, gw = f"192.168.50.{10 + i}", 24, "192.168.50.100"
+        else:
+            ip, plen, gw = f"192.168.{50 + i}.2", 24, f"192.168.{50 + i}.1"
+            router_addresses.append((f"n{i}", f"192.168.{50 + i}.1/24"))
+        nodes.append(NodePlan(f"node-{i}", f"{lab}-n{i}", ip, plen, gw, str(subnets[i]), f"n{i}"))
+    if config.underlay == "l2":
+        return LabPlan(config, f"{lab}-sw", None, f"{lab}-ext", "192.168.50.100", 24, None, tuple(nodes))
+    router_addresses.append(("ext", "192.168.100.1/24"))
+    return LabPlan(
+        config,
+        f"{lab}-sw",
+        f"{lab}-rt",
+        f"{lab}-ext",
+        "192.168.100.2",
+        24,
+        "192.168.100.1",
+        tuple(nodes),
+        tuple(router_addresses),
+    )

@@ -1,0 +1,86 @@
+"""What a running lab holds, on disk, so that every ``clew lab`` command (a new process each
+time) sees the same cluster: the config, the pods, the Services with their allocations.
+
+Layout of ``<state>/`` (default ``/run/clew/lab/<name>``)::
+
+    lab.json                 this module's LabState
+    objects/                 the API objects every node's agent watches (nodes/, services/, slices/)
+    nodes/<node>/            subnet.env, ipam store, CNI config, agent config, status.json, agent.log
+    pods/<pod>.log           each echo server's output
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clew.lab.plan import LabConfig, LabPlan, plan
+from clew.sources.files import write_atomic
+
+STATE_ROOT = Path("/run/clew/lab")
+
+
+@dataclass
+class Pod:
+    name: str
+    namespace: str
+    deployment: str
+    labels: dict[str, str]
+    node: str
+    netns: str
+    ip: str
+    ports: dict[str, int]  # container port name (or the number as text) → port
+    pid: int = 0
+    container_id: str = ""
+
+
+@dataclass
+class LabState:
+    config: LabConfig
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)  # ns/name → manifest
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)  # ns/name → manifest (allocated)
+    pods: dict[str, Pod] = field(default_factory=dict)
+    agents: dict[str, int] = field(default_factory=dict)  # node → pid
+    placed: int = 0  # pods placed so far: round robin over nodes
+
+    @property
+    def plan(self) -> LabPlan:
+        return plan(self.config)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "deployments": self.deployments,
+            "services": self.services,
+            "pods": {k: asdict(v) for k, v in self.pods.items()},
+            "agents": self.agents,
+            "placed": self.placed,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> LabState:
+        return cls(
+            config=LabConfig(**doc["config"]),
+            deployments=doc.get("deployments", {}),
+            services=doc.get("services", {}),
+            pods={k: Pod(**v) for k, v in doc.get("pods", {}).items()},
+            agents={k: int(v) for k, v in doc.get("agents", {}).items()},
+            placed=int(doc.get("placed", 0)),
+        )
+
+
+def state_dir(name: str, root: Path = STATE_ROOT) -> Path:
+    return root / name
+
+
+def load(name: str, root: Path = STATE_ROOT) -> LabState | None:
+    path = state_dir(name, root) / "lab.json"
+    if not path.exists():
+        return None
+    return LabState.from_json(json.loads(path.read_text()))
+
+
+def save(state: LabState, root: Path = STATE_ROOT) -> None:
+    write_atomic(state_dir(state.config.name, root) / "lab.json", json.dumps(state.to_json(), indent=2) + "\n")

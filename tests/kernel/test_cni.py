@@ -1,0 +1,317 @@
+"""clew-cni against the kernel: exec'ed as a runtime does, in a throwaway node namespace.
+
+::
+
+    PREFIX-node   the "host": clew-cni runs here (ip netns exec), cni0 10.244.1.1/24 appears here
+      vethXXXXXXXX (hairpin, in cni0)  ⇄  eth0 10.244.1.N/24 in PREFIX-<pod>, default via .1
+
+Every supported spec version goes through ADD, CHECK, DEL, DEL again; DEL also runs after the
+pod's namespace is gone; GC, STATUS, failures half-way and 50 concurrent ADDs on one node. The
+IPAM store and result cache live in pytest's tmp_path. Names are ``clewc-XXXX-…``; every namespace
+is deleted afterwards, also on failure, and the caller's namespace is never touched.
+"""
+
+from __future__ import annotations
+
+import compileall
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from poll import poll_until
+from topology import unique_prefix
+
+import clew
+from clew.cni import errors
+from clew.cni.config import SUPPORTED_VERSIONS
+from clew.kernel import netns
+
+pytestmark = pytest.mark.kernel
+
+SUBNET_ENV = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
+PLUGIN = str(Path(sys.executable).with_name("clew-cni"))
+Reply = tuple[int, dict[str, object] | None]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bytecode() -> None:
+    """Compile once: with PYTHONDONTWRITEBYTECODE each plugin run would recompile everything."""
+    compileall.compile_dir(str(Path(clew.__file__).parent), quiet=2)
+
+
+class Node:
+    """A node namespace, its pods and the plugin's files; :meth:`close` deletes the namespaces."""
+
+    def __init__(self, state: Path) -> None:
+        self.prefix = unique_prefix("clewc")
+        self.node = f"{self.prefix}-node"
+        self.state = state
+        (state / "subnet.env").write_text(SUBNET_ENV)
+        netns.create(self.node)
+        netns.run_batch(self.node, ["link set lo up"])
+
+    def close(self) -> None:
+        names = netns.list_names(self.prefix + "-")
+        if names:
+            netns.run_batch(None, [f"netns del {n}" for n in names])
+        for name in netns.list_names(self.prefix + "-"):
+            netns.delete(name)
+
+    def pods(self, *names: str) -> list[str]:
+        full = [f"{self.prefix}-{n}" for n in names]
+        netns.run_batch(None, [f"netns add {n}" for n in full])
+        return full
+
+    def conf(self, version: str = "1.1.0", **over: object) -> dict[str, object]:
+        base: dict[str, object] = {
+            "cniVersion": version,
+            "name": "cbr0",
+            "type": "clew",
+            "subnetFile": str(self.state / "subnet.env"),
+            "dataDir": str(self.state / "data"),
+        }
+        return {**base, **over}
+
+    @property
+    def store(self) -> Path:
+        return self.state / "data" / "cbr0"
+
+    def store_ips(self) -> list[str]:
+        return sorted(p.name for p in self.store.iterdir() if p.name[0].isdigit()) if self.store.exists() else []
+
+    def call(
+        self, command: str, conf: dict[str, object], container: str = "", pod: str | None = None, ifname: str = "eth0"
+    ) -> Reply:
+        """Exec clew-cni in the node namespace with the runtime's environment."""
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_COMMAND": command}
+        if container:
+            env |= {"CNI_CONTAINERID": container, "CNI_IFNAME": ifname, "CNI_PATH": "/opt/cni/bin"}
+        if pod is not None:
+            env["CNI_NETNS"] = f"/run/netns/{pod}"
+        proc = subprocess.run(
+            netns.exec_argv(self.node, [PLUGIN]),
+            input=json.dumps(conf),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc.returncode, (json.loads(proc.stdout) if proc.stdout.strip() else None)
+
+    def add(self, pod: str, container: str, version: str = "1.1.0", **over: object) -> dict[str, object]:
+        rc, res = self.call("ADD", self.conf(version, **over), container, pod)
+        assert rc == 0 and res is not None, res
+        return res
+
+    def node_run(self, *argv: str) -> str:
+        return netns.run(self.node, list(argv)).stdout
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    n = Node(tmp_path)
+    try:
+        yield n
+    finally:
+        n.close()
+    assert netns.list_names(n.prefix + "-") == []
+
+
+def link_json(ns: str, dev: str) -> dict[str, object] | None:
+    proc = netns.run(ns, ["ip", "-j", "-d", "addr", "show", "dev", dev], check=False)
+    return json.loads(proc.stdout)[0] if proc.returncode == 0 else None  # type: ignore[no-any-return]
+
+
+def host_veth(res: dict[str, object]) -> str:
+    interfaces = res["interfaces"]
+    assert isinstance(interfaces, list)
+    return str(interfaces[1]["name"])
+
+
+def pod_ip(res: dict[str, object]) -> str:
+    ips = res["ips"]
+    assert isinstance(ips, list)
+    return str(ips[0]["address"])
+
+
+def pings(pod: str, dst: str) -> bool:
+    return netns.run(pod, ["ping", "-c", "1", "-W", "1", dst], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
+def test_add_check_del_per_version(node: Node, version: str) -> None:
+    (pod,) = node.pods("pod")
+    res = node.add(pod, "c1", version)
+
+    # the result, in the request's version
+    assert res["cniVersion"] == version
+    ips = res["ips"]
+    assert isinstance(ips, list) and len(ips) == 1
+    want_ip = {"address": "10.244.1.2/24", "gateway": "10.244.1.1", "interface": 2}
+    assert ips[0] == (want_ip if version >= "1.0.0" else {"version": "4", **want_ip})
+    assert res["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}]
+    interfaces = res["interfaces"]
+    assert isinstance(interfaces, list)
+    assert [i["name"] for i in interfaces] == ["cni0", host_veth(res), "eth0"]
+    assert interfaces[2]["sandbox"] == f"/run/netns/{pod}"
+    assert ("mtu" in interfaces[2]) is (version == "1.1.0")
+    veth = host_veth(res)
+    assert veth.startswith("veth") and len(veth) == 12
+
+    # the kernel agrees: pod side
+    eth0 = link_json(pod, "eth0")
+    assert eth0 is not None and eth0["mtu"] == 1450 and eth0["address"] == interfaces[2]["mac"]
+    assert "10.244.1.2" in [a["local"] for a in eth0["addr_info"] if a["family"] == "inet"]  # type: ignore[attr-defined]
+    assert "UP" in eth0["flags"]  # type: ignore[operator]
+    routes = json.loads(netns.run(pod, ["ip", "-j", "route", "show", "default"]).stdout)
+    assert [(r["gateway"], r["dev"]) for r in routes] == [("10.244.1.1", "eth0")]
+    assert "UP" in link_json(pod, "lo")["flags"]  # type: ignore[index,operator]
+    # node side: bridge with the gateway, veth in it with hairpin, forwarding on
+    cni0 = link_json(node.node, "cni0")
+    assert cni0 is not None and cni0["linkinfo"]["info_kind"] == "bridge"  # type: ignore[index]
+    assert [f"{a['local']}/{a['prefixlen']}" for a in cni0["addr_info"] if a["family"] == "inet"] == ["10.244.1.1/24"]  # type: ignore[attr-defined]
+    host = link_json(node.node, veth)
+    assert host is not None and host["mtu"] == 1450 and host["master"] == "cni0"
+    assert node.node_run("cat", f"/sys/class/net/{veth}/brport/hairpin_mode").strip() == "1"
+    assert node.node_run("sysctl", "-n", "net.ipv4.ip_forward").strip() == "1"
+    poll_until(lambda: pings(pod, "10.244.1.1"), 5, what=f"ping 10.244.1.1 from {pod}")
+
+    # CHECK passes on the ADD result (0.3.x has no CHECK)
+    check = node.conf(version, prevResult=res)
+    if version >= "0.4.0":
+        assert node.call("CHECK", check, "c1", pod) == (0, None)
+    else:
+        rc, err = node.call("CHECK", check, "c1", pod)
+        assert rc == 1 and err is not None and err["code"] == errors.INCOMPATIBLE_VERSION
+
+    # DEL, and DEL again
+    assert node.call("DEL", node.conf(version, prevResult=res), "c1", pod) == (0, None)
+    assert link_json(pod, "eth0") is None and link_json(node.node, veth) is None
+    assert node.store_ips() == []
+    assert list((node.store / "results").iterdir()) == []
+    assert node.call("DEL", node.conf(version), "c1", pod) == (0, None)
+    assert link_json(node.node, "cni0") is not None  # the bridge stays, as the reference's does
+
+
+def test_check_finds_differences(node: Node) -> None:
+    (pod,) = node.pods("pod")
+    res = node.add(pod, "c1")
+    check = node.conf(prevResult=res)
+    netns.run_batch(pod, ["addr flush dev eth0"])
+    rc, err = node.call("CHECK", check, "c1", pod)
+    assert rc == 1 and err is not None and "lacks address 10.244.1.2/24" in str(err["msg"])
+    rc, err = node.call("CHECK", check, "other", pod)
+    assert rc == 1 and err is not None and err["code"] == errors.UNKNOWN_CONTAINER
+    netns.run_batch(pod, ["link del eth0"])
+    rc, err = node.call("CHECK", check, "c1", pod)
+    assert rc == 1 and err is not None and "not found" in str(err["msg"])
+
+
+@pytest.mark.parametrize("with_netns_env", [True, False], ids=["stale-CNI_NETNS", "no-CNI_NETNS"])
+def test_del_after_the_netns_is_gone(node: Node, with_netns_env: bool) -> None:
+    (pod,) = node.pods("pod")
+    res = node.add(pod, "c1")
+    netns.delete(pod)
+    rc, out = node.call("DEL", node.conf(), "c1", pod if with_netns_env else None)
+    assert (rc, out) == (0, None)
+    assert node.store_ips() == []
+    assert list((node.store / "results").iterdir()) == []
+    poll_until(lambda: link_json(node.node, host_veth(res)) is None, 5, what="host veth gone")
+    assert node.call("DEL", node.conf(), "c1", None) == (0, None)
+
+
+def test_add_into_taken_ifname_fails_and_leaks_nothing(node: Node) -> None:
+    (pod,) = node.pods("pod")
+    node.add(pod, "c1")
+    rc, err = node.call("ADD", node.conf(), "c2", pod)
+    assert rc == 1 and err is not None and "eth0 already exists" in str(err["msg"])
+    assert node.store_ips() == ["10.244.1.2"]
+    assert node.node_run("ip", "-o", "link", "show", "type", "veth").count("veth") == 1
+    rc, err = node.call("ADD", node.conf(), "c1", pod)  # the same attachment again
+    assert rc == 1 and err is not None and "duplicate allocation" in str(err["msg"])
+    assert node.store_ips() == ["10.244.1.2"]
+
+
+def test_add_failing_half_way_releases_what_it_took(node: Node) -> None:
+    """The pod already has a default route: the last step fails; the veth and address go back."""
+    (pod,) = node.pods("pod")
+    netns.run_batch(pod, ["link add x0 type veth peer name x1", "link set x0 up", "route add default dev x0"])
+    rc, err = node.call("ADD", node.conf(), "c1", pod)
+    assert rc == 1 and err is not None and "route add default" in str(err["msg"])
+    assert node.store_ips() == []
+    assert link_json(pod, "eth0") is None
+    assert "veth" not in node.node_run("ip", "-o", "link", "show")
+
+
+def test_bridge_with_another_address_is_refused(node: Node) -> None:
+    (pod,) = node.pods("pod")
+    netns.run_batch(node.node, ["link add cni0 type bridge", "addr add 10.99.0.1/24 dev cni0"])
+    rc, err = node.call("ADD", node.conf(), "c1", pod)
+    assert rc == 1 and err is not None
+    assert '"cni0" already has an IP address different from 10.244.1.1/24' in str(err["msg"])
+    assert node.store_ips() == []
+
+
+def test_bridge_name_taken_by_another_kind(node: Node) -> None:
+    (pod,) = node.pods("pod")
+    netns.run_batch(node.node, ["link add cni0 type veth peer name cni0p"])
+    rc, err = node.call("ADD", node.conf(), "c1", pod)
+    assert rc == 1 and err is not None and "already exists but is not a bridge" in str(err["msg"])
+
+
+def test_mtu_override_and_hairpin_off(node: Node) -> None:
+    (pod,) = node.pods("pod")
+    res = node.add(pod, "c1", mtu=1400, hairpinMode=False)
+    assert link_json(pod, "eth0")["mtu"] == 1400  # type: ignore[index]
+    assert node.node_run("cat", f"/sys/class/net/{host_veth(res)}/brport/hairpin_mode").strip() == "0"
+
+
+def test_gc_releases_stale_attachments(node: Node) -> None:
+    pods = node.pods("a", "b", "c")
+    results = [node.add(pod, f"c{i}") for i, pod in enumerate(pods)]
+    valid = [{"containerID": "c0", "ifname": "eth0"}]
+    assert node.call("GC", node.conf(**{"cni.dev/valid-attachments": valid})) == (0, None)
+    assert node.store_ips() == [pod_ip(results[0]).split("/")[0]]
+    assert [p.name for p in (node.store / "results").iterdir()] == ["c0-eth0.json"]
+    assert link_json(node.node, host_veth(results[0])) is not None
+    for res in results[1:]:
+        assert link_json(node.node, host_veth(res)) is None
+    assert link_json(pods[0], "eth0") is not None
+
+
+def test_status(node: Node) -> None:
+    assert node.call("STATUS", node.conf()) == (0, None)
+    rc, err = node.call("STATUS", node.conf(subnetFile=str(node.state / "missing.env")))
+    assert rc == 1 and err is not None and err["code"] == errors.NOT_AVAILABLE
+
+
+def test_version(node: Node) -> None:
+    assert node.call("VERSION", {"cniVersion": "1.1.0"}) == (
+        0,
+        {"cniVersion": "1.1.0", "supportedVersions": list(SUPPORTED_VERSIONS)},
+    )
+
+
+def test_fifty_concurrent_adds_then_dels(node: Node) -> None:
+    pods = node.pods(*(f"p{i}" for i in range(50)))
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        adds = list(pool.map(lambda ip: node.call("ADD", node.conf(), f"c{ip[0]}", ip[1]), enumerate(pods)))
+    assert all(rc == 0 for rc, _ in adds), [r for r in adds if r[0] != 0][:3]
+    addresses = [pod_ip(res) for _, res in adds if res is not None]
+    assert len(set(addresses)) == 50
+    assert len(node.store_ips()) == 50
+    for i in (0, 49):  # two of them actually work
+        poll_until(lambda i=i: pings(pods[i], "10.244.1.1"), 5, what=f"ping from {pods[i]}")
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        dels = list(pool.map(lambda ip: node.call("DEL", node.conf(), f"c{ip[0]}", ip[1]), enumerate(pods)))
+    assert all(r == (0, None) for r in dels), [r for r in dels if r != (0, None)][:3]
+    assert sorted(p.name for p in node.store.iterdir()) == ["last_reserved_ip.0", "lock", "results"]
+    assert list((node.store / "results").iterdir()) == []
+    assert "veth" not in node.node_run("ip", "-o", "link", "show")
