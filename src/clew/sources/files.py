@@ -31,6 +31,7 @@ class FolderSource:
     root: Path
     _files: dict[Path, tuple[tuple[int, int], list[Any]]] = field(default_factory=dict)
     errors: dict[Path, str] = field(default_factory=dict)  # files that failed to parse, and why
+    _primed: bool = False  # the first poll always answers, even for an empty folder
 
     def poll(self) -> Snapshot | None:
         """A new snapshot if any file changed, appeared or went away since the last poll."""
@@ -38,7 +39,8 @@ class FolderSource:
             present = manifest_files(self.root) if self.root.exists() else []
         except ManifestError:
             present = []
-        changed = False
+        changed = not self._primed
+        self._primed = True
         seen = set()
         for path in present:
             seen.add(path)
