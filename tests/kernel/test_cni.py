@@ -85,14 +85,26 @@ class Node:
         return sorted(p.name for p in self.store.iterdir() if p.name[0].isdigit()) if self.store.exists() else []
 
     def call(
-        self, command: str, conf: dict[str, object], container: str = "", pod: str | None = None, ifname: str = "eth0"
+        self,
+        command: str,
+        conf: dict[str, object],
+        container: str = "",
+        pod: str | None = None,
+        *,
+        ifname: str = "eth0",
+        netns_path: str | None = None,
     ) -> Reply:
-        """Exec clew-cni in the node namespace with the runtime's environment."""
+        """Exec clew-cni in the node namespace with the runtime's environment.
+
+        ``CNI_NETNS`` is ``/run/netns/POD`` (or ``netns_path``), left out when both are None.
+        """
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_COMMAND": command}
         if container:
             env |= {"CNI_CONTAINERID": container, "CNI_IFNAME": ifname, "CNI_PATH": "/opt/cni/bin"}
-        if pod is not None:
-            env["CNI_NETNS"] = f"/run/netns/{pod}"
+        if netns_path is None and pod is not None:
+            netns_path = f"/run/netns/{pod}"
+        if netns_path is not None:
+            env["CNI_NETNS"] = netns_path
         proc = subprocess.run(
             netns.exec_argv(self.node, [PLUGIN]),
             input=json.dumps(conf),
@@ -200,6 +212,23 @@ def test_add_check_del_per_version(node: Node, version: str) -> None:
     assert link_json(node.node, "cni0") is not None  # the bridge stays, as the reference's does
 
 
+def test_netns_given_as_a_proc_path(node: Node) -> None:
+    """Docker-style ``CNI_NETNS=/proc/PID/ns/net``: the plugin goes through nsenter."""
+    (pod,) = node.pods("pod")
+    holder = netns.spawn(pod, ["sleep", "60"])
+    try:
+        path = f"/proc/{holder.pid}/ns/net"
+        rc, res = node.call("ADD", node.conf(), "c1", netns_path=path)
+        assert rc == 0 and res is not None, res
+        assert "10.244.1.2" in netns.run(pod, ["ip", "-o", "addr", "show", "dev", "eth0"]).stdout
+        assert node.call("CHECK", node.conf(prevResult=res), "c1", netns_path=path) == (0, None)
+        assert node.call("DEL", node.conf(), "c1", netns_path=path) == (0, None)
+        assert link_json(pod, "eth0") is None and node.store_ips() == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_check_finds_differences(node: Node) -> None:
     (pod,) = node.pods("pod")
     res = node.add(pod, "c1")
@@ -225,6 +254,17 @@ def test_del_after_the_netns_is_gone(node: Node, with_netns_env: bool) -> None:
     assert list((node.store / "results").iterdir()) == []
     poll_until(lambda: link_json(node.node, host_veth(res)) is None, 5, what="host veth gone")
     assert node.call("DEL", node.conf(), "c1", None) == (0, None)
+
+
+def test_del_with_a_netns_path_that_is_no_namespace(node: Node) -> None:
+    """A netns file left behind after its namespace went (or any non-namespace): DEL still succeeds."""
+    (pod,) = node.pods("pod")
+    res = node.add(pod, "c1")
+    stale = node.state / "stale-netns"
+    stale.write_text("")
+    assert node.call("DEL", node.conf(), "c1", netns_path=str(stale)) == (0, None)
+    assert link_json(node.node, host_veth(res)) is None  # found through the result cache
+    assert node.store_ips() == []
 
 
 def test_add_into_taken_ifname_fails_and_leaks_nothing(node: Node) -> None:

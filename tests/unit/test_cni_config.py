@@ -124,6 +124,13 @@ def test_cni_versions_pick_the_highest_supported() -> None:
     assert err.value.code == errors.INCOMPATIBLE_VERSION
 
 
+def test_old_attachments_key_is_read_when_the_new_one_is_absent() -> None:
+    old = [{"containerID": "c1", "ifname": "eth0"}]
+    assert config.parse(conf(**{"cni.dev/attachments": old})).valid_attachments == (Attachment("c1", "eth0"),)
+    both = {"cni.dev/attachments": old, "cni.dev/valid-attachments": []}
+    assert config.parse(conf(**both)).valid_attachments == ()
+
+
 def test_bytes_stdin_is_accepted() -> None:
     assert config.parse(conf().encode()).name == "cbr0"
 

@@ -98,6 +98,11 @@ def test_missing_env_vars_are_named(tmp_path: Path, command: str, missing: list[
         ("CNI_IFNAME", ".."),
         ("CNI_IFNAME", "eth:0"),
         ("CNI_IFNAME", "eth 0"),
+        ("CNI_NETNS", "run/netns/relative"),
+        ("CNI_NETNS", "/run/netns/x up"),
+        ("CNI_NETNS", "/run/netns/x\nlink del cni0"),
+        ("CNI_NETNS", "/run/netns/x#y"),
+        ("CNI_NETNS", '/run/netns/"x"'),
     ],
 )
 @pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])

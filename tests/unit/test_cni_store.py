@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -144,4 +145,6 @@ def test_result_cache_trusts_content_not_the_ambiguous_file_name(tmp_path: Path)
     cache.remove(Attachment("a", "b-c"))
     assert cache.load(Attachment("a-b", "c")) is not None
     (tmp_path / "junk.json").write_text("{not json")
+    evil = {"kind": "clewCacheV1", "containerId": "../../etc", "ifName": "passwd"}
+    (tmp_path / "evil.json").write_text(json.dumps(evil))  # never turned into a path
     assert [a for a, _ in cache.entries()] == [Attachment("a-b", "c")]

@@ -113,8 +113,12 @@ def detach(netns: str | None, ifname: str, host_veth: str | None) -> None:
 
 
 def _detach(netns: str | None, ifname: str, host_veth: str | None) -> None:
-    if netns and os.path.exists(netns) and cni_net.delete_link(cni_net.Netns(netns), ifname):
-        return
+    if netns and os.path.exists(netns):
+        try:
+            if cni_net.delete_link(cni_net.Netns(netns), ifname):
+                return
+        except cni_net.NetnsUnusable:
+            pass  # a stale path: the namespace is gone, which DEL must accept
     if host_veth:
         cni_net.delete_link(cni_net.NODE, host_veth)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 
-from clew.cni.config import Attachment
+from clew.cni.config import Attachment, valid_id, valid_ifname
 
 KIND = "clewCacheV1"
 
@@ -68,7 +68,7 @@ class ResultCache:
             if entry is None:
                 continue
             cid, ifname = entry.get("containerId"), entry.get("ifName")
-            if isinstance(cid, str) and isinstance(ifname, str):
+            if isinstance(cid, str) and isinstance(ifname, str) and valid_id(cid) and valid_ifname(ifname):
                 out.append((Attachment(cid, ifname), entry))
         return out
 

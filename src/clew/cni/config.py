@@ -32,6 +32,7 @@ DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_BRIDGE = "cni0"
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
+OLD_ATTACHMENTS = "cni.dev/attachments"  # the pre-1.1 name libcni still sends alongside
 
 # The spec's rule for container IDs and network names (the name is also a directory under
 # dataDir), checked without a regex: compiling one costs the plugin's every run ~0.3 ms.
@@ -181,5 +182,5 @@ def parse(stdin: bytes | str) -> NetConf:
         hairpin_mode=hairpin,
         mtu=mtu,
         prev_result=prev,
-        valid_attachments=_attachments(obj.get(VALID_ATTACHMENTS)),
+        valid_attachments=_attachments(obj.get(VALID_ATTACHMENTS, obj.get(OLD_ATTACHMENTS))),
     )

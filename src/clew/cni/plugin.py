@@ -20,7 +20,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 from typing import NamedTuple, TextIO
 
 from clew.cni import bridge, config, errors, ipam, result, subnet_file
@@ -88,8 +88,12 @@ def request_from_env(env: Mapping[str, str]) -> Request:
         raise _env_error(f"CNI_CONTAINERID {container_id!r} must match {config.ID_PATTERN}")
     if not config.valid_ifname(ifname):
         raise _env_error(f"CNI_IFNAME {ifname!r} is not an interface name (1-15 chars, no / : or space)")
+    netns = env.get("CNI_NETNS", "")
+    if netns and (not netns.startswith("/") or any(c.isspace() or c in "\"'#\\" for c in netns)):
+        # it becomes a word in an ``ip -batch`` line: an absolute path, nothing ip would split or quote
+        raise _env_error(f"CNI_NETNS {netns!r} must be an absolute path without spaces, quotes or #")
     _check_args(env.get("CNI_ARGS", ""))
-    return Request(command, container_id, env.get("CNI_NETNS", ""), ifname)
+    return Request(command, container_id, netns, ifname)
 
 
 def _subnet(conf: NetConf, *, code: int | None = None) -> subnet_file.SubnetFile:
@@ -110,42 +114,43 @@ def _cache(conf: NetConf) -> ResultCache:
 
 
 def cmd_add(conf: NetConf, req: Request) -> dict[str, object]:
+    """Allocate an address, attach the pod, cache the result; give the address back on failure."""
     subnet = _subnet(conf)
     if not os.path.exists(req.netns):
         raise CniError(errors.INVALID_NETNS, "invalid netns", f"CNI_NETNS {req.netns} does not exist")
     att, store = req.attachment, _store(conf)
     with store.locked() as s:
         ip = ipam.allocate(s, ipam.Pool(subnet.subnet, subnet.gateway), att)
-    spec = bridge.AttachSpec(
-        bridge=conf.bridge,
-        gateway=IPv4Interface(f"{subnet.gateway}/{subnet.subnet.prefixlen}"),
-        address=IPv4Interface(f"{ip}/{subnet.subnet.prefixlen}"),
-        mtu=conf.mtu or subnet.mtu,
-        hairpin=conf.hairpin_mode,
-        netns=req.netns,
-        ifname=req.ifname,
-    )
     try:
-        res = bridge.attach(spec)
-        try:
-            _cache(conf).save(
-                att,
-                {
-                    "networkName": conf.name,
-                    "netns": req.netns,
-                    "hostInterface": bridge.host_interface(res, conf.bridge),
-                    "result": res.to_json(config.LATEST),
-                },
-            )
-        except BaseException:
-            bridge.detach(req.netns, req.ifname, bridge.host_interface(res, conf.bridge))
-            raise
+        res = _attach_and_cache(conf, req, subnet, ip)
     except BaseException:
         with store.locked() as s:
             if s.allocations().get(ip) == att:
                 s.release(ip)
         raise
     return res.to_json(conf.cni_version)
+
+
+def _attach_and_cache(conf: NetConf, req: Request, subnet: subnet_file.SubnetFile, ip: IPv4Address) -> result.Result:
+    prefix = subnet.subnet.prefixlen
+    spec = bridge.AttachSpec(
+        bridge=conf.bridge,
+        gateway=IPv4Interface(f"{subnet.gateway}/{prefix}"),
+        address=IPv4Interface(f"{ip}/{prefix}"),
+        mtu=conf.mtu or subnet.mtu,
+        hairpin=conf.hairpin_mode,
+        netns=req.netns,
+        ifname=req.ifname,
+    )
+    res = bridge.attach(spec)
+    host = bridge.host_interface(res, conf.bridge)
+    entry: dict[str, object] = {"networkName": conf.name, "netns": req.netns, "hostInterface": host}
+    try:
+        _cache(conf).save(req.attachment, {**entry, "result": res.to_json(config.LATEST)})
+    except BaseException:
+        bridge.detach(req.netns, req.ifname, host)
+        raise
+    return res
 
 
 def _host_veth(conf: NetConf, cached: Mapping[str, object] | None) -> str | None:

@@ -34,6 +34,8 @@ IP = "ip"
 NSENTER = "nsenter"
 _NETNS_DIRS = ("/run/netns/", "/var/run/netns/")  # where ``ip netns`` keeps named namespaces
 _MISSING = ("Cannot find device", "does not exist", "No such device")
+# what ``ip -n`` and ``nsenter`` say when the netns file is not (or no longer) a namespace
+_NO_NETNS = ("Cannot open network namespace", "setting the network namespace", "nsenter:")
 
 
 class Netns(NamedTuple):
@@ -70,6 +72,10 @@ class BatchFailed(CommandFailed):
     @property
     def exists_error(self) -> bool:
         return "File exists" in self.stderr
+
+
+class NetnsUnusable(CommandFailed):
+    """The namespace file could not be entered: gone, unmounted, or not a network namespace."""
 
 
 class LinkState(NamedTuple):
@@ -185,6 +191,8 @@ def _run(ns: Netns, what: str, args: Sequence[str]) -> str:
     argv = ns.ip_argv(*args)
     code, out, err = execute(ns, what, argv)
     if code != 0:
+        if ns.path is not None and err.startswith(_NO_NETNS):
+            raise NetnsUnusable(ns.label, what, argv, code, err)
         raise CommandFailed(ns.label, what, argv, code, err)
     return out
 
@@ -330,7 +338,10 @@ def configure_pod(ns: Netns, ifname: str, address: str, gateway: str) -> None:
 
 
 def delete_link(ns: Netns, name: str) -> bool:
-    """Delete ``name`` in ``ns`` (a veth takes its peer along). False if it was not there."""
+    """Delete ``name`` in ``ns`` (a veth takes its peer along). False if it was not there.
+
+    Raises :class:`NetnsUnusable` if ``ns`` cannot be entered.
+    """
     try:
         _run(ns, f"link {name}", ["link", "del", "dev", name])
     except CommandFailed as exc:
