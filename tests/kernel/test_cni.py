@@ -355,3 +355,41 @@ def test_fifty_concurrent_adds_then_dels(node: Node) -> None:
     assert sorted(p.name for p in node.store.iterdir()) == ["last_reserved_ip.0", "lock", "results"]
     assert list((node.store / "results").iterdir()) == []
     assert "veth" not in node.node_run("ip", "-o", "link", "show")
+
+
+# ---------------------------------------------------------------- via the node agent's socket
+@pytest.fixture
+def agent_socket(node: Node) -> Iterator[Path]:
+    """The node agent's CNI server (`clew.agent.cni_server`), a process in the node namespace."""
+    sock = node.state / "cni.sock"
+    proc = netns.spawn(node.node, [sys.executable, "-m", "clew.agent.cni_server", str(sock)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_the_agent_does_the_work_and_repairs_a_removed_bridge(node: Node, agent_socket: Path) -> None:
+    """clew-cni hands ADD/DEL to the agent (the socket is named in the config); the agent's
+    remembered bridge is re-checked when someone deleted it meanwhile."""
+    p1, p2 = node.pods("a1", "a2")
+    res = node.add(p1, "c1", agentSocket=str(agent_socket))
+    assert res["ips"][0]["address"] == "10.244.1.2/24"  # type: ignore[index]
+    node.node_run("ip", "link", "del", "cni0")  # the bridge goes away behind the agent's back
+    res = node.add(p2, "c2", agentSocket=str(agent_socket))
+    assert res["ips"][0]["address"] == "10.244.1.3/24"  # type: ignore[index]
+    assert link_json(node.node, "cni0") is not None
+    netns.run(p2, ["ping", "-c1", "-W2", "10.244.1.1"])
+    for pod, cid in ((p1, "c1"), (p2, "c2")):
+        rc, _ = node.call("DEL", node.conf(agentSocket=str(agent_socket)), cid, pod)
+        assert rc == 0
+    assert node.store_ips() == []
+
+
+def test_without_an_agent_the_plugin_does_it_itself(node: Node) -> None:
+    (p1,) = node.pods("s1")
+    res = node.add(p1, "c1", agentSocket=str(node.state / "nobody-listens.sock"))
+    assert res["ips"][0]["address"] == "10.244.1.2/24"  # type: ignore[index]

@@ -12,6 +12,11 @@ the node namespace, so the figures are the plugins' own: process start, imports 
 nothing of ``ip netns exec``. The calls interleave (clew first for even pods, the reference first
 for odd ones) so machine noise hits both alike; one warm-up ADD/DEL of each is not counted.
 Target: clew's p50 ≤ 2× the reference's.
+
+By default clew-cni runs as in production: the node agent serves CNI requests on a unix socket
+(`clew.agent.cni_server`, here a separate process in the node namespace) and ``clew-cni`` is
+the thin client of `clew.cni.client`. ``standalone=True`` measures the plugin doing all the work
+in its own process instead.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 from pathlib import Path
 
 import clew
@@ -50,6 +56,7 @@ class CniBench:
     add_ratio: float  # clew p50 / reference p50
     del_ratio: float
     reference: str
+    mode: str = "via the node agent's socket"
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -78,7 +85,7 @@ def _reference_version() -> str:
     return proc.stdout.strip() if proc.returncode == 0 else "unknown version"
 
 
-def _configs(state: Path) -> tuple[str, str]:
+def _configs(state: Path, standalone: bool) -> tuple[str, str]:
     (state / "subnet.env").write_text(SUBNET_ENV)
     clew_conf = {
         "cniVersion": CNI_VERSION,
@@ -87,6 +94,8 @@ def _configs(state: Path) -> tuple[str, str]:
         "subnetFile": str(state / "subnet.env"),
         "dataDir": str(state / "clew"),
     }
+    if not standalone:
+        clew_conf["agentSocket"] = str(state / "cni.sock")
     ref_conf = {
         "cniVersion": CNI_VERSION,
         "name": "refnet",
@@ -119,16 +128,17 @@ def _job(plugin: str, command: str, conf: str, pod_ns: str, container: str, ifna
     }
 
 
-def _drive_in(node_ns: str, jobs: list[dict[str, object]]) -> list[float]:
+def _drive_in(node_ns: str, jobs: list[dict[str, object]], socket: Path | None) -> list[float]:
     """Run the jobs in order from a driver inside ``node_ns``; their wall times in seconds."""
-    proc = netns.run(node_ns, [sys.executable, "-m", "clew.bench.cni"], input=json.dumps(jobs), timeout=600)
+    doc = {"jobs": jobs, "socket": str(socket) if socket else None}
+    proc = netns.run(node_ns, [sys.executable, "-m", "clew.bench.cni"], input=json.dumps(doc), timeout=600)
     times = json.loads(proc.stdout)
     if not isinstance(times, list) or len(times) != len(jobs):
         raise RuntimeError(f"bench driver returned {proc.stdout[:200]!r}")
     return [float(t) for t in times]
 
 
-def run(pods: int = 20) -> CniBench:
+def run(pods: int = 20, standalone: bool = False) -> CniBench:
     plugin = _plugin_path()
     for name in ("bridge", "host-local"):
         if not (REFERENCE_DIR / name).exists():
@@ -142,7 +152,7 @@ def run(pods: int = 20) -> CniBench:
     state = Path(tempfile.mkdtemp(prefix="clew-bench-cni-"))
     try:
         netns.run_batch(None, [f"netns add {n}" for n in (node, *pod_names)])
-        clew_conf, ref_conf = _configs(state)
+        clew_conf, ref_conf = _configs(state, standalone)
         adds: list[dict[str, object]] = []
         dels: list[dict[str, object]] = []
         for i, pod in enumerate(pod_names):
@@ -154,15 +164,15 @@ def run(pods: int = 20) -> CniBench:
                 pair_del.reverse()
             adds += pair_add
             dels += pair_del
-        times = _drive_in(node, adds + dels)
+        times = _drive_in(node, adds + dels, None if standalone else state / "cni.sock")
     finally:
         for name in (node, *pod_names):
             netns.delete(name)
         shutil.rmtree(state, ignore_errors=True)
-    return _summarise(pods, times)
+    return _summarise(pods, times, "standalone" if standalone else "via the node agent's socket")
 
 
-def _summarise(pods: int, times: list[float]) -> CniBench:
+def _summarise(pods: int, times: list[float], mode: str) -> CniBench:
     n = pods + 1
     add_t, del_t = times[: 2 * n], times[2 * n :]
 
@@ -193,6 +203,7 @@ def _summarise(pods: int, times: list[float]) -> CniBench:
         add_ratio=round(_quantile(ca, 0.5) / _quantile(ra, 0.5), 2),
         del_ratio=round(_quantile(cd, 0.5) / _quantile(rd, 0.5), 2),
         reference=f"{REFERENCE_DIR}/bridge + host-local (containernetworking-plugins {_reference_version()})",
+        mode=mode,
     )
 
 
@@ -201,7 +212,23 @@ def _drive() -> None:
 
     A failing job stops the run with its output on stderr, so a broken plugin is never timed.
     """
-    jobs = json.load(sys.stdin)
+    doc = json.load(sys.stdin)
+    jobs, socket = doc["jobs"], doc["socket"]
+    server = None
+    if socket:  # the node agent's CNI server, a process of its own as in production
+        server = subprocess.Popen([sys.executable, "-m", "clew.agent.cni_server", socket], stdout=subprocess.PIPE)
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != b"ready":
+            raise SystemExit("the CNI server did not start")
+    try:
+        _run_jobs(jobs)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+
+
+def _run_jobs(jobs: list[dict[str, Any]]) -> None:
     times = []
     for job in jobs:
         env = {**os.environ, **job["env"]}

@@ -27,6 +27,9 @@ def agent_command(
     ] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Where subnet.env and status go.")] = None,
     once: Annotated[bool, typer.Option("--once", help="Sync once and exit.")] = False,
+    cni_socket: Annotated[
+        Path | None, typer.Option("--cni-socket", help="Serve clew-cni requests here (default <state-dir>/cni.sock).")
+    ] = None,
 ) -> None:
     """The node agent: programs Services (iptables) and the pod network for one node, and keeps them."""
     from clew.model.proxy_config import from_kube_proxy_config
@@ -62,4 +65,10 @@ def agent_command(
     if once:
         agent.turn()
         return
-    agent.run()
+    from clew.agent.cni_server import CniServer
+
+    server = CniServer(cni_socket or state / "cni.sock").start()
+    try:
+        agent.run()
+    finally:
+        server.stop()

@@ -69,6 +69,9 @@ def bench_trace(
 @app.command("cni")
 def bench_cni(
     pods: Annotated[int, typer.Option("--pods", min=1, max=200, help="Pods to ADD and DEL.")] = 20,
+    standalone: Annotated[
+        bool, typer.Option("--standalone", help="clew-cni does the work itself (no node agent socket).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """ADD and DEL latency of clew-cni beside the reference bridge + host-local (target: ≤ 2×)."""
@@ -77,13 +80,13 @@ def bench_cni(
     from clew.bench.cni import run
 
     try:
-        result = run(pods)
+        result = run(pods, standalone=standalone)
     except RuntimeError as exc:
         raise UserError(str(exc), exit_code=1) from None
     if as_json:
         print(json.dumps(result.to_json()))
         return
-    print(f"clew bench cni: {result.pods} pods, one node; reference {result.reference}")
+    print(f"clew bench cni: {result.pods} pods, one node, clew-cni {result.mode}; reference {result.reference}")
     print("                      p50 ms   p95 ms")
     print(f"  clew-cni  ADD     {result.clew_add_p50_ms:8.1f} {result.clew_add_p95_ms:8.1f}")
     print(f"  reference ADD     {result.ref_add_p50_ms:8.1f} {result.ref_add_p95_ms:8.1f}")

@@ -55,10 +55,30 @@ def attach(spec: AttachSpec) -> Result:
         raise BridgeError(str(exc)) from None
 
 
+# Bridges this process has already made right: a long-lived caller (the node agent serving CNI
+# requests) skips re-reading them, a process spawn per ADD. If one was removed meanwhile, the
+# veth step fails on it and the attachment is retried once after a fresh check.
+_GOOD_BRIDGES: dict[tuple[str, str, int], cni_net.LinkState] = {}
+
+
 def _attach(spec: AttachSpec) -> Result:
+    key = (spec.bridge, str(spec.gateway), spec.mtu)
+    remembered = _GOOD_BRIDGES.get(key)
+    try:
+        return _attach_with(spec, remembered)
+    except cni_net.BatchFailed:
+        if remembered is None:
+            raise
+        _GOOD_BRIDGES.pop(key, None)
+        return _attach_with(spec, None)
+
+
+def _attach_with(spec: AttachSpec, bridge: cni_net.LinkState | None) -> Result:
     node, pod = cni_net.NODE, cni_net.Netns(spec.netns)
-    bridge = cni_net.ensure_bridge(node, spec.bridge, str(spec.gateway), spec.mtu)
-    cni_net.enable_ip_forward()
+    if bridge is None:
+        bridge = cni_net.ensure_bridge(node, spec.bridge, str(spec.gateway), spec.mtu)
+        cni_net.enable_ip_forward()
+        _GOOD_BRIDGES[(spec.bridge, str(spec.gateway), spec.mtu)] = bridge
     veth = cni_net.VethSpec(
         host=f"veth{os.urandom(4).hex()}",
         host_mac=cni_net.random_mac(),
@@ -70,7 +90,7 @@ def _attach(spec: AttachSpec) -> Result:
     try:
         cni_net.add_veth(node, veth, spec.bridge, hairpin=spec.hairpin)
     except cni_net.BatchFailed as exc:
-        if exc.line > 1:  # the pair exists: take it back
+        if exc.line != 1:  # the pair may exist (line 0: ip named no line): take it back
             cni_net.delete_link(node, veth.host)
         elif exc.exists_error and cni_net.link(pod, spec.ifname) is not None:
             raise AttachError(f"interface {spec.ifname} already exists in {spec.netns}") from None

@@ -48,6 +48,7 @@ def cni_config(node_dir: Path) -> dict[str, object]:
         "dataDir": str(node_dir / "ipam"),
         "bridge": "cni0",
         "hairpinMode": True,
+        "agentSocket": str(node_dir / "cni.sock"),  # the node's agent does the work (clew.cni.client)
     }
 
 
