@@ -78,6 +78,9 @@ class FakeProxy(ProxySyncer):
         self.calls.append(len(snapshot.services))
         return SyncResult(True, 0.01, len(snapshot.services), 7)
 
+    def intact(self) -> bool:
+        return True
+
 
 class BrokenPodnet:
     def sync(self, snapshot: Snapshot) -> dict[str, Any]:

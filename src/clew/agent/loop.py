@@ -3,7 +3,8 @@
 Each turn: a changed snapshot requests a sync; `SyncRunner` says when it is due (min-sync-period
 after the last one, or every sync-period regardless, to repair rules someone removed); a sync
 runs the Service proxy and then the pod network. After each sync a status file records what was
-done, so the lab (and an operator) can wait for "this change is in the kernel" by polling it.
+done and the version of the source it synced (`FolderSource.version`), so the lab (and an
+operator) can wait for "the folder as it is now is in the kernel" by polling it.
 Leaving (SIGTERM) keeps the rules in place, as kube-proxy does: traffic keeps flowing while the
 agent restarts.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from clew.agent.metrics import Observer
 from clew.model.objects import Snapshot
 from clew.proxy.runner import SyncRunner
 from clew.proxy.sync import ProxySyncer
@@ -27,6 +29,7 @@ from clew.sources.files import FolderSource, write_atomic
 
 log = logging.getLogger("clew.agent")
 POLL_INTERVAL = 0.2  # seconds between looks at the source folder (a stat per file)
+INTACT_INTERVAL = 1.0  # seconds between checks that nobody flushed the rules
 
 
 class PodNetwork(Protocol):
@@ -46,6 +49,9 @@ class Agent:
     syncs: int = 0
     reported: set[str] = field(default_factory=set)
     changed_at: float = 0.0  # wall time of the newest source change seen
+    obs: Observer | None = None
+    checked_at: float = 0.0
+    source_version: str = ""  # FolderSource.version of the snapshot in hand
 
     def turn(self) -> bool:
         """One turn of the loop; True if a sync ran."""
@@ -53,6 +59,7 @@ class Agent:
         if new is not None:
             self.snapshot = new
             self.changed_at = time.time()
+            self.source_version = self.source.version
             self.runner.request()
             self._report(new)
         if self.snapshot is None or not self.runner.due(self.clock()):
@@ -67,6 +74,8 @@ class Agent:
             except Exception as e:  # a pod network failure must not stop the proxy
                 log.error("pod network sync failed: %s", e)
                 podnet, ok = {"error": str(e)}, False
+                if self.obs:
+                    self.obs.podnet_failed()
         self.runner.done(self.clock(), ok=ok)
         self.syncs += 1
         log.info(
@@ -79,6 +88,18 @@ class Agent:
         )
         self._write_status(started, ok, result.service_ports, result.rules, result.error, podnet)
         return True
+
+    def _check_intact(self) -> None:
+        """Someone flushed iptables (``iptables -t nat -F``, a firewalld reload): resync in full."""
+        now = self.clock()
+        if self.snapshot is None or self.syncs == 0 or now - self.checked_at < INTACT_INTERVAL:
+            return
+        self.checked_at = now
+        if not self.proxy.intact():
+            log.warning("clew's rules are gone from the kernel (flushed?): full resync")
+            self.proxy.request_full()
+            self.runner.request()
+            self.runner.last_end = None  # due now, whatever min-sync-period says
 
     def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,6 +132,7 @@ class Agent:
             "syncs": self.syncs,
             "sync_started": started,
             "source_changed": self.changed_at,
+            "source_version": self.source_version,
             "service_ports": ports,
             "rules": rules,
             "error": error,

@@ -31,8 +31,8 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import clew
 from clew.kernel import netns

@@ -55,20 +55,31 @@ def agent_command(
         podnet = PodNetAgent.from_files(
             net_conf, netns=netns, node_name=cfg.node_name, state_dir=state, objects=objects
         )
+    from clew.agent.metrics import Observer
+    from clew.agent.servers import BindError, Servers
+
+    obs = Observer(node_name=cfg.node_name, sync_period=cfg.sync_period)
     agent = Agent(
         source=FolderSource(objects),
         proxy=ProxySyncer(netns, cfg),
         runner=SyncRunner(cfg.min_sync_period, cfg.sync_period, cfg.sync_period),
         status_file=state / "status.json",
         podnet=podnet,
+        obs=obs,
     )
     if once:
         agent.turn()
         return
     from clew.agent.cni_server import CniServer
 
-    server = CniServer(cni_socket or state / "cni.sock").start()
+    servers = Servers(obs.metrics, obs.health, mode=cfg.mode)
+    try:
+        servers.start(cfg.metrics_bind_address, cfg.healthz_bind_address)
+    except BindError as e:
+        raise UserError(str(e)) from None
+    cni = CniServer(cni_socket or state / "cni.sock").start()
     try:
         agent.run()
     finally:
-        server.stop()
+        cni.stop()
+        servers.stop()

@@ -95,3 +95,74 @@ def bench_cni(
     for op, ratio in (("ADD", result.add_ratio), ("DEL", result.del_ratio)):
         verdict = "meets" if ratio <= 2.0 else "misses"
         print(f"  {op} p50 clew / reference {ratio:5.2f}×  ({verdict} the ≤ 2× target)")
+
+
+@app.command("podnet")
+def bench_podnet(
+    seconds: Annotated[float, typer.Option("--seconds", min=0.2, help="Length of the TCP stream.")] = 2.0,
+    pings: Annotated[int, typer.Option("--pings", min=10, help="1-byte round trips.")] = 2000,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds; figures are medians.")] = 3,
+    pin: Annotated[
+        str, typer.Option("--pin", help="same: client and server on one CPU; split: two CPUs; off.")
+    ] = "same",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Pod-to-pod TCP throughput and RTT over host-gw and vxlan beside plain routing, in one run."""
+    if os.geteuid() != 0:
+        raise UserError("clew bench podnet builds labs of network namespaces: run it as root")
+    from clew.bench.podnet import run
+    from clew.lab.build import LabError
+
+    try:
+        result = run(seconds, pings, rounds, pin)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    except (RuntimeError, LabError) as exc:
+        raise UserError(str(exc), exit_code=1) from None
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    print(
+        f"clew bench podnet: one TCP stream for {result.seconds:g} s, {result.pings} 1-byte round trips, "
+        f"median of {result.rounds} round(s), {result.placement}"
+    )
+    print(f"  {'path':<9} {'MTU':>5} {'Gbit/s':>8} {'vs plain':>9} {'RTT p50 µs':>11} {'p99 µs':>8}  between")
+    for r in result.results:
+        print(
+            f"  {r.path:<9} {r.mtu:>5} {r.gbit_s:>8.2f} {r.vs_plain:>9.0%} {r.rtt_p50_us:>11.1f} "
+            f"{r.rtt_p99_us:>8.1f}  {r.description}"
+        )
+
+
+@app.command("sync")
+def bench_sync(
+    services: Annotated[int, typer.Option("--services", min=1, help="Number of Services (× 3 endpoints).")] = 10000,
+    mode: Annotated[str, typer.Option("--mode", help="iptables.")] = "iptables",
+    changes: Annotated[int, typer.Option("--changes", min=1, help="Changes to time one by one.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Full resync and one-change sync times beside raw iptables-restore; the engine's memory."""
+    if os.geteuid() != 0:
+        raise UserError("clew bench sync loads rules into throwaway network namespaces: run it as root")
+    if mode != "iptables":
+        raise UserError(f"--mode {mode!r}: only the iptables mode exists for now")
+    from clew.bench.sync import run
+
+    r = run(services, changes)
+    if as_json:
+        print(json.dumps(r.to_json()))
+        return
+    print(f"clew bench sync: {r.services} Services × 3 endpoints, mode {r.mode}")
+    ok = "meets" if r.full_ratio <= 1.3 else "misses"
+    print(
+        f"  full resync over existing rules {r.full_sync_s:7.3f} s   raw full restore {r.raw_full_restore_s:.3f} s   "
+        f"{r.full_ratio:.2f}× ({ok} ≤ 1.3×)"
+    )
+    ok = "meets" if r.change_ratio <= 1.5 else "misses"
+    print(
+        f"  one change, p50 / p99   {r.change_p50_s:7.4f} / {r.change_p99_s:.4f} s   raw partial restore "
+        f"{r.raw_partial_restore_s:.4f} s   {r.change_ratio:.2f}× ({ok} ≤ 1.5×); {r.partial_syncs} of "
+        f"{r.changes} were partial"
+    )
+    ok = "meets" if r.rss_mb <= 150 else "misses"
+    print(f"  resident memory         {r.rss_mb:7.1f} MB (peak {r.peak_rss_mb} MB)   ({ok} ≤ 150 MB)")

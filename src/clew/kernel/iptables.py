@@ -124,3 +124,68 @@ def delete_rule(netns: str, table: str, chain: str, args: Sequence[str]) -> bool
     if delete.returncode != 0:
         raise CommandFailed(netns, f"rule in {table}/{chain}", delete.args, delete.returncode, delete.stderr)
     return True
+
+
+def list_chains(netns: str, tables: Sequence[str] = ("filter", "nat")) -> dict[str, list[str]]:
+    """Chain names per table (built-in and user chains), cheaply.
+
+    iptables-nft keeps its tables as nftables tables ``ip filter`` / ``ip nat``: ``nft list
+    chains`` names every chain without printing a rule (0.2 s for 40k chains, where
+    ``iptables-save`` of the same nat table takes 0.7 s). The legacy backend has no nftables view,
+    so there the names come from ``iptables-save -t TABLE`` (fast on legacy).
+    """
+    return parse_chain_list(start_list_chains(netns).result(), tables, netns=netns)
+
+
+class _Pending:
+    """A chain listing running in the background (see `start_list_chains`)."""
+
+    def __init__(self, netns: str, proc: subprocess.Popen[str] | None) -> None:
+        self.netns, self.proc = netns, proc
+
+    def result(self) -> str:
+        """``nft list chains ip`` output, or "" on the legacy backend."""
+        if self.proc is None:
+            return ""
+        out, err = self.proc.communicate(timeout=120)
+        if self.proc.returncode != 0:
+            raise CommandFailed(
+                self.netns, "nft list chains", ["nft", "list", "chains", "ip"], self.proc.returncode, err
+            )
+        return out
+
+
+def start_list_chains(netns: str) -> _Pending:
+    """Start listing the chain names so the caller can work meanwhile (a full sync renders)."""
+    if backend() != "nf_tables":
+        return _Pending(netns, None)
+    argv = _netns.exec_argv(netns, ["nft", "list", "chains", "ip"])
+    return _Pending(netns, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+
+
+def parse_chain_list(
+    out: str, tables: Sequence[str] = ("filter", "nat"), *, netns: str | None = None
+) -> dict[str, list[str]]:
+    """Chain names per table from ``nft list chains ip``; legacy (empty output): iptables-save."""
+    wanted = set(tables)
+    found: dict[str, list[str]] = {t: [] for t in tables}
+    if out or netns is None:
+        current = None
+        for raw in out.splitlines():
+            words = raw.split()
+            if len(words) >= 3 and words[0] == "table" and words[1] == "ip":
+                current = words[2] if words[2] in wanted else None
+            elif current is not None and len(words) >= 2 and words[0] == "chain":
+                found[current].append(words[1])
+        return found
+    for table in tables:
+        for line in save(netns or "", table).splitlines():
+            if line.startswith(":"):
+                found[table].append(line[1:].split()[0])
+    return found
+
+
+def chain_spec(netns: str, table: str, chain: str) -> list[str]:
+    """``iptables -v -S CHAIN``: the chain's ``-P``/``-N`` line and its ``-A`` rules, with
+    ``-c packets bytes`` counters, as iptables-restore accepts them with ``--counters``."""
+    return iptables(netns, ["-t", table, "-v", "-S", chain]).stdout.splitlines()

@@ -19,7 +19,7 @@ from typing import Any
 from clew.kernel import netns
 from clew.lab.plan import LabPlan, NodePlan
 from clew.lab.state import LabState, save, state_dir
-from clew.sources.files import write_atomic
+from clew.sources.files import folder_version, write_atomic
 
 NODE_SYSCTLS = {
     "net.ipv4.ip_forward": 1,
@@ -131,28 +131,65 @@ def agent_status(root: Path, node: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _synced(st: dict[str, Any] | None, since: float) -> bool:
-    if not st or not st.get("ok"):
-        return False
-    changed = float(st.get("source_changed", 0))
-    return changed >= since and float(st.get("sync_started", 0)) >= changed
+def _error(st: dict[str, Any]) -> str:
+    podnet = st.get("podnet") or {}
+    if podnet.get("error"):
+        return f"pod network: {podnet['error']}"
+    return f"service proxy: {st.get('error') or 'sync failed'}"
 
 
-def wait_synced(state: LabState, root: Path, since: float, deadline_s: float = 30.0) -> None:
-    """Poll every node's status until its agent synced a source change seen after ``since``."""
+def _node_state(st: dict[str, Any] | None, version: str, since: float | None, peers: int | None) -> str:
+    """One node's status against the folder ``version``: ``synced``, ``failed`` or ``pending``."""
+    if not st:
+        return "pending"
+    current = st.get("source_version") == version
+    fresh = since is not None and float(st.get("sync_started", 0)) >= since
+    if not st.get("ok"):
+        # the agent retries a failed sync only after its sync period: waiting is pointless
+        return "failed" if current or fresh else "pending"
+    if not current:
+        return "pending"
+    if peers is not None and (st.get("podnet") or {}).get("peers") != peers:
+        return "pending"
+    return "synced"
+
+
+def wait_synced(
+    state: LabState, root: Path, since: float | None = None, deadline_s: float = 30.0, *, converged: bool = False
+) -> None:
+    """Poll every node's status until its agent has synced the objects folder *as it is now*.
+
+    Each agent reports the version of the folder its last sync saw (``FolderSource.version``);
+    this waits until that equals the folder's current :func:`folder_version`, so neither an
+    agent that saw half of a multi-file write nor one that synced some other change (a lease
+    published by another node) ends the wait early. ``converged``: also wait until every
+    node's pod network sees every other node's lease (what ``up`` needs). A failed sync of
+    the current folder (or one that started after ``since``, a wall time) raises
+    :class:`LabError` at once, naming the node and the error, in one line.
+    """
     end = time.monotonic() + deadline_s
+    peers = len(state.plan.nodes) - 1 if converged else None
     pending = {n.name for n in state.plan.nodes}
     while pending:
+        version = folder_version(root / "objects")
+        failed: list[tuple[str, dict[str, Any]]] = []
         for name in sorted(pending):
             st = agent_status(root, name)
-            if _synced(st, since):
+            verdict = _node_state(st, version, since, peers)
+            if verdict == "synced":
                 pending.discard(name)
+            elif verdict == "failed" and st is not None:
+                failed.append((name, st))
+        if failed:
+            name, st = failed[0]
+            also = f" (also failing: {', '.join(n for n, _ in failed[1:])})" if len(failed) > 1 else ""
+            raise LabError(f"{name}: {_error(st)}{also}")
         if pending and time.monotonic() > end:
             why = []
             for name in sorted(pending):
                 st = agent_status(root, name) or {}
-                error = st.get("error") or (st.get("podnet") or {}).get("error")
-                why.append(f"{name}: {error or 'no sync yet'} (log: {root / 'nodes' / name / 'agent.log'})")
+                error = st.get("error") or (st.get("podnet") or {}).get("error") or "no sync of the current objects"
+                why.append(f"{name}: {error} (log: {root / 'nodes' / name / 'agent.log'})")
             raise LabError(f"agents did not sync within {deadline_s:g}s: " + "; ".join(why))
         if pending:
             time.sleep(0.05)
@@ -182,7 +219,10 @@ def up(state: LabState, root: Path) -> None:
         for n in plan.nodes:
             state.agents[n.name] = start_agent(state, n, root)
         save(state)
-        wait_synced(state, root, since=started - 1)
+        wait_synced(state, root, since=started - 1, converged=True)
+    except LabError as e:
+        down(state.config.name)
+        raise LabError(f"lab {state.config.name} did not come up (removed it again): {e}") from None
     except BaseException:
         down(state.config.name)
         raise

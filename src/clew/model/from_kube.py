@@ -75,9 +75,14 @@ def build_snapshot(objects: Iterable[Any], *, ignored_kinds: Iterable[str] = ())
             rejections.append(Rejection(f"document {index + 1}", "", "is not an object"))
             continue
         name = object_name(obj)
-        kind = _KINDS.get((obj.get("apiVersion"), obj.get("kind")))  # type: ignore[arg-type]
+        api, kind_text = obj.get("apiVersion"), obj.get("kind")
+        if not isinstance(api, str) or not isinstance(kind_text, str):
+            rejections.append(Rejection(name, "kind" if not isinstance(kind_text, str) else "apiVersion",
+                                        "must be a string"))  # fmt: skip
+            continue
+        kind = _KINDS.get((api, kind_text))
         if kind is None:
-            if obj.get("kind") not in ignored:
+            if kind_text not in ignored:
                 notes.append(f"{name}: apiVersion {obj.get('apiVersion')!r} kind {obj.get('kind')!r} ignored")
             continue
         try:

@@ -257,56 +257,79 @@ def _service_ports(svc: Service) -> Iterable[tuple[str, Protocol, int, int]]:
         yield p.name, p.protocol, p.port, p.node_port
 
 
+def slices_by_service(snapshot: Snapshot) -> dict[str, list[EndpointSlice]]:
+    """Each Service's EndpointSlices (by ``ns/name``), in slice-name order."""
+    by_service: dict[str, list[EndpointSlice]] = defaultdict(list)
+    for sl in snapshot.slices:
+        by_service[sl.service_key].append(sl)
+    for slices in by_service.values():
+        if len(slices) > 1:
+            slices.sort(key=lambda s: s.name)
+    return by_service
+
+
+def node_zone(snapshot: Snapshot, config: ProxyConfig) -> str | None:
+    return next((n.zone for n in snapshot.nodes if n.name == config.node_name), None)
+
+
 def decide(snapshot: Snapshot, config: ProxyConfig) -> list[PortPolicy]:
     """One `PortPolicy` per proxied Service port, sorted by service port name and protocol."""
-    by_service: dict[str, list[EndpointSlice]] = defaultdict(list)
-    for sl in sorted(snapshot.slices, key=lambda s: s.key):
-        by_service[sl.service_key].append(sl)
-    zone = next((n.zone for n in snapshot.nodes if n.name == config.node_name), None)
+    by_service = slices_by_service(snapshot)
+    zone = node_zone(snapshot, config)
     policies: list[PortPolicy] = []
     for svc in snapshot.services:
-        if svc.proxy_name is not None or svc.cluster_ip is None:
-            continue
-        accessible_type = svc.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER) or bool(svc.external_ips)
-        external_local = accessible_type and svc.external_traffic_policy is TrafficPolicy.LOCAL
-        lb_ips = svc.load_balancer_ips if svc.type is ServiceType.LOAD_BALANCER else ()
-        needs_health_check = svc.type is ServiceType.LOAD_BALANCER and external_local
-        for port_name, protocol, port, node_port in _service_ports(svc):
-            endpoints = _port_endpoints(by_service.get(svc.key, []), port_name, protocol, config.node_name)
-            draft = PortPolicy(
-                namespace=svc.namespace,
-                name=svc.name,
-                port_name=port_name,
-                protocol=protocol,
-                cluster_ip=svc.cluster_ip,
-                port=port,
-                node_port=node_port if svc.type is not ServiceType.CLUSTER_IP else 0,
-                external_ips=svc.external_ips,
-                load_balancer_ips=lb_ips,
-                source_ranges=svc.source_ranges,
-                health_check_node_port=svc.health_check_node_port if needs_health_check else 0,
-                affinity_timeout=svc.affinity_timeout,
-                internal_policy_local=svc.internal_traffic_policy is TrafficPolicy.LOCAL,
-                external_policy_local=external_local,
-                endpoints=endpoints,
-                cluster_endpoints=(),
-                local_endpoints=(),
-                all_reachable=(),
-                has_endpoints=False,
-                topology=Topology.NONE,
-            )
-            cluster, local, reachable, has_any, mode = categorize(endpoints, draft, config.node_name, zone)
-            policies.append(
-                replace(
-                    draft,
-                    cluster_endpoints=cluster,
-                    local_endpoints=local,
-                    all_reachable=reachable,
-                    has_endpoints=has_any,
-                    topology=mode,
-                )
-            )
+        policies.extend(decide_service(svc, by_service.get(svc.key, []), config, zone))
     policies.sort(key=lambda p: (p.spn, p.proto))
+    return policies
+
+
+def decide_service(
+    svc: Service, slices: list[EndpointSlice], config: ProxyConfig, zone: str | None
+) -> list[PortPolicy]:
+    """The policies of one Service's ports: a function of the Service, its slices and the node
+    alone, so a sync can decide again only for the Services that changed."""
+    if svc.proxy_name is not None or svc.cluster_ip is None:
+        return []
+    accessible_type = svc.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER) or bool(svc.external_ips)
+    external_local = accessible_type and svc.external_traffic_policy is TrafficPolicy.LOCAL
+    lb_ips = svc.load_balancer_ips if svc.type is ServiceType.LOAD_BALANCER else ()
+    needs_health_check = svc.type is ServiceType.LOAD_BALANCER and external_local
+    policies: list[PortPolicy] = []
+    for port_name, protocol, port, node_port in _service_ports(svc):
+        endpoints = _port_endpoints(slices, port_name, protocol, config.node_name)
+        draft = PortPolicy(
+            namespace=svc.namespace,
+            name=svc.name,
+            port_name=port_name,
+            protocol=protocol,
+            cluster_ip=svc.cluster_ip,
+            port=port,
+            node_port=node_port if svc.type is not ServiceType.CLUSTER_IP else 0,
+            external_ips=svc.external_ips,
+            load_balancer_ips=lb_ips,
+            source_ranges=svc.source_ranges,
+            health_check_node_port=svc.health_check_node_port if needs_health_check else 0,
+            affinity_timeout=svc.affinity_timeout,
+            internal_policy_local=svc.internal_traffic_policy is TrafficPolicy.LOCAL,
+            external_policy_local=external_local,
+            endpoints=endpoints,
+            cluster_endpoints=(),
+            local_endpoints=(),
+            all_reachable=(),
+            has_endpoints=False,
+            topology=Topology.NONE,
+        )
+        cluster, local, reachable, has_any, mode = categorize(endpoints, draft, config.node_name, zone)
+        policies.append(
+            replace(
+                draft,
+                cluster_endpoints=cluster,
+                local_endpoints=local,
+                all_reachable=reachable,
+                has_endpoints=has_any,
+                topology=mode,
+            )
+        )
     return policies
 
 

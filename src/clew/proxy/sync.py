@@ -1,24 +1,36 @@
-"""One node's Service proxy sync: snapshot → policy → render → kernel.
+"""One node's Service proxy sync: changes → policy → rules → kernel, in time proportional to
+what changed.
 
-The sync is a full one each time (kube-proxy's full sync: every owned chain rewritten in one
-``iptables-restore --noflush``, jumps and canaries ensured). It records what it loaded so the
-caller can report it and skip work when nothing changed.
+* Policy and rules are cached per Service: a Service whose object and EndpointSlices are the
+  same objects as at the last sync is not decided or rendered again (`decide_service` and
+  `render_port` are pure, so the cache is exact).
+* A partial sync (``partial.py``) writes only the changed ports' chains and edits the shared
+  chains rule by rule; a full sync (``full.py``) replaces filter and nat whole. Full syncs happen
+  at start, after any failure, when the fixed rules change (configuration), when too much
+  changed at once to be worth editing, when the rules were tampered with (`intact`), and every
+  ``full_sync_period`` (kube-proxy: 1 h).
+* After each sync, UDP conntrack entries that still point at removed endpoints are deleted, as
+  kube-proxy does, so a DNS client is not black-holed by a stale mapping.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
+from clew.kernel import conntrack
 from clew.kernel.errors import KernelError
-from clew.model.objects import Snapshot
+from clew.model.objects import EndpointSlice, Protocol, Service, Snapshot
 from clew.model.proxy_config import ProxyConfig
-from clew.proxy.iptables.apply import full_sync
-from clew.proxy.iptables.render import render
-from clew.proxy.policy import decide
+from clew.proxy.iptables import apply, partial
+from clew.proxy.iptables.render import PortRules, Rendered, assemble, render_port
+from clew.proxy.policy import LARGE_CLUSTER_ENDPOINTS, PortPolicy, decide_service, node_zone, slices_by_service
 
 log = logging.getLogger("clew.proxy")
+FULL_SYNC_PERIOD = 3600.0
+PARTIAL_LIMIT = 0.2  # past this share of ports changed, a full sync is cheaper than editing
 
 
 @dataclass
@@ -28,28 +40,135 @@ class SyncResult:
     service_ports: int
     rules: int
     error: str | None = None
+    full: bool = False
+    changed_ports: int = 0
+    conntrack_deleted: int = 0
+
+
+@dataclass
+class _Cached:
+    """One Service's decisions and rules, valid while its objects are the same."""
+
+    service: Service
+    slices: tuple[EndpointSlice, ...]
+    policies: list[PortPolicy]
+    rules: list[PortRules] | None = None
+    quiet: bool = False
 
 
 @dataclass
 class ProxySyncer:
     netns: str
     config: ProxyConfig
+    clock: Callable[[], float] = time.monotonic
+    full_sync_period: float = FULL_SYNC_PERIOD
+    needs_full: bool = True
     last_payload: str | None = None
+    last_policies: list[PortPolicy] = field(default_factory=list)
+    _applied: dict[str, PortRules] = field(default_factory=dict)  # what the kernel holds, per port
+    _applied_policies: dict[str, PortPolicy] = field(default_factory=dict)
+    _rendered: Rendered | None = None
+    _last_full: float = 0.0
+    _services: dict[str, _Cached] = field(default_factory=dict)
+
+    def request_full(self) -> None:
+        self.needs_full = True
+
+    def intact(self) -> bool:
+        """Are clew's rules still in the kernel (canaries, and the nat postrouting rules)?"""
+        try:
+            return apply.canary_present(self.netns) and apply.postrouting_present(self.netns)
+        except KernelError:
+            return False
 
     def sync(self, snapshot: Snapshot) -> SyncResult:
-        start = time.monotonic()
+        start = self.clock()
         config = self._node_config(snapshot)
-        policies = decide(snapshot, config)
-        rendered = render(policies, config)
-        payload = rendered.text()
+        if config != self.config:
+            self.config, self.needs_full = config, True
+            self._services.clear()
+        policies, ports = self._decide_and_render(snapshot)
+        fixed = assemble((), config)
+        changed = sum(1 for k, p in ports.items() if self._applied.get(k) is not p) + sum(
+            1 for k in self._applied if k not in ports
+        )
+        full = (
+            self.needs_full
+            or partial.needs_full(self._rendered, fixed)
+            or changed > max(50, PARTIAL_LIMIT * max(len(ports), 1))
+            or start - self._last_full >= self.full_sync_period
+        )
+        rendered = fixed
         try:
-            full_sync(self.netns, rendered)
+            if full:
+                rendered = assemble([ports[k] for k in sorted(ports)], config)
+                apply.full_sync(self.netns, rendered)
+                self._last_full = self.clock()
+            else:
+                step = partial.plan(self._applied, ports)
+                if step.text is not None:
+                    apply.partial_sync(self.netns, step.text)
         except KernelError as e:
-            log.error("sync failed: %s", e)
-            return SyncResult(False, time.monotonic() - start, len(policies), 0, str(e))
-        self.last_payload = payload
-        rules = payload.count("\n-A ")
-        return SyncResult(True, time.monotonic() - start, len(policies), rules)
+            self.needs_full = True
+            log.error("%s sync failed: %s", "full" if full else "partial", e)
+            return SyncResult(False, self.clock() - start, len(ports), 0, str(e), full, changed)
+        deleted = self._clear_stale_udp(policies)
+        self.needs_full = False
+        self._applied, self._applied_policies, self._rendered = ports, policies, rendered
+        self.last_policies = list(policies.values())
+        rules = sum(len(p.chain_rules) + len(p.nat_top_rules) + len(p.filter_rules) for p in ports.values())
+        return SyncResult(True, self.clock() - start, len(ports), rules, None, full, changed, deleted)
+
+    def payload(self) -> str:
+        """The full restore payload of what the kernel holds now (for comparisons and benches)."""
+        return assemble([self._applied[k] for k in sorted(self._applied)], self.config).text()
+
+    def _decide_and_render(self, snapshot: Snapshot) -> tuple[dict[str, PortPolicy], dict[str, PortRules]]:
+        """Per port key: policy and rules, computed again only for Services whose objects changed
+        (and for all when large cluster mode flips, since it drops comments everywhere)."""
+        by_service = slices_by_service(snapshot)
+        zone = node_zone(snapshot, self.config)
+        entries: list[_Cached] = []
+        for svc in snapshot.services:
+            key = svc.key
+            slices = tuple(by_service.get(key, ()))
+            hit = self._services.get(key)
+            if hit is None or (hit.service is not svc and hit.service != svc) or hit.slices != slices:
+                hit = _Cached(svc, slices, decide_service(svc, list(slices), self.config, zone))
+                self._services[key] = hit
+            entries.append(hit)
+        if len(self._services) != len(entries):
+            live = {e.service.key for e in entries}
+            for gone in [k for k in self._services if k not in live]:
+                del self._services[gone]
+        quiet = sum(len(p.endpoints) for e in entries for p in e.policies) > LARGE_CLUSTER_ENDPOINTS
+        policies: dict[str, PortPolicy] = {}
+        ports: dict[str, PortRules] = {}
+        for e in entries:
+            if e.rules is None or e.quiet != quiet:
+                e.rules, e.quiet = [render_port(p, self.config, quiet) for p in e.policies], quiet
+            for p, r in zip(e.policies, e.rules, strict=True):
+                policies[r.key] = p
+                ports[r.key] = r
+        return policies, ports
+
+    def _clear_stale_udp(self, policies: dict[str, PortPolicy]) -> int:
+        """kube-proxy's conntrack cleanup: UDP flows to a Service IP or NodePort whose endpoint
+        is gone would keep their DNAT mapping (and black-hole the client) until they time out."""
+        deleted = 0
+        for key, old in self._applied_policies.items():
+            if old.protocol is not Protocol.UDP:
+                continue
+            new = policies.get(key)
+            keep = {e.key for e in new.all_reachable} if new else set()
+            for ep in old.all_reachable:
+                if ep.key in keep:
+                    continue
+                for vip in (old.cluster_ip, *old.external_ips, *old.load_balancer_ips):
+                    deleted += conntrack.delete_udp(self.netns, orig_dst=vip, dst_nat=ep.ip)
+                if old.node_port:
+                    deleted += conntrack.delete_udp(self.netns, orig_port=old.node_port, dst_nat=ep.ip)
+        return deleted
 
     def _node_config(self, snapshot: Snapshot) -> ProxyConfig:
         """Node IPs and pod CIDRs come from this node's Node object when the config lacks them."""

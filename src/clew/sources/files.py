@@ -1,15 +1,21 @@
 """A watched folder of manifests: the agent's source of Services, EndpointSlices and Nodes
 when there is no kube-apiserver (the lab, a demo, an air-gapped test).
 
-`FolderSource.poll()` notices a change by each file's (mtime, size) and re-reads only the files
-that changed. A file that does not parse keeps its previous objects and is reported once (so a
-half-written or broken file never costs other Services their rules); a malformed object inside a
-file is a `Rejection` from `model.from_kube`, like any other bad input.
+`FolderSource.poll()` notices a change by each file's (mtime, size, inode) and re-reads only the
+files that changed (an atomic replace makes a new inode, so two same-size writes within one
+timestamp tick are still two changes). A file that does not parse keeps its previous objects
+and is reported once (so a half-written or broken file never costs other Services their rules);
+a malformed object inside a file is a `Rejection` from `model.from_kube`, like any other bad
+input. `FolderSource.version` digests the files as the last poll saw them and
+`folder_version(root)` the folder as it is now: when the two are equal, the snapshot holds every
+file's current content, or a broken file's last good one (the lab waits for that, see
+`clew.lab.build.wait_synced`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -24,12 +30,38 @@ from clew.model.objects import Snapshot
 from clew.sources.manifests import ManifestError, manifest_files, parse_text
 
 IGNORED_KINDS = ("Deployment", "Pod", "Namespace", "ConfigMap", "ServiceAccount")
+Signature = tuple[int, int, int]  # (st_mtime_ns, st_size, st_ino)
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _digest(entries: list[tuple[Path, Signature]]) -> str:
+    text = "\n".join(f"{path}\0{sig}" for path, sig in sorted(entries))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def folder_version(root: Path) -> str:
+    """A digest of ``root``'s manifest files as they are now (names, mtimes, sizes, inodes);
+    equal to :attr:`FolderSource.version` once a poll has seen every one of them as it is."""
+    try:
+        present = manifest_files(root) if root.exists() else []
+    except ManifestError:
+        present = []
+    entries = []
+    for path in present:
+        try:
+            entries.append((path, _signature(path.stat())))
+        except FileNotFoundError:
+            continue
+    return _digest(entries)
 
 
 @dataclass
 class FolderSource:
     root: Path
-    _files: dict[Path, tuple[tuple[int, int], list[Any]]] = field(default_factory=dict)
+    _files: dict[Path, tuple[Signature, list[Any]]] = field(default_factory=dict)
     errors: dict[Path, str] = field(default_factory=dict)  # files that failed to parse, and why
     _primed: bool = False  # the first poll always answers, even for an empty folder
 
@@ -48,7 +80,7 @@ class FolderSource:
                 st = path.stat()
             except FileNotFoundError:
                 continue
-            sig = (st.st_mtime_ns, st.st_size)
+            sig = _signature(st)
             old = self._files.get(path)
             if old is not None and old[0] == sig:
                 continue
@@ -67,6 +99,11 @@ class FolderSource:
         if not changed:
             return None
         return self.snapshot()
+
+    @property
+    def version(self) -> str:
+        """The :func:`folder_version` of the folder as the last poll saw it."""
+        return _digest([(path, sig) for path, (sig, _) in self._files.items()])
 
     def snapshot(self) -> Snapshot:
         objects = [obj for _, (_, objs) in sorted(self._files.items()) for obj in objs]

@@ -27,11 +27,12 @@ NAT_TOP_CHAINS = (n.KUBE_SERVICES, n.KUBE_NODEPORTS, n.KUBE_POSTROUTING, n.KUBE_
 class PortRules:
     """The rules one Service port contributes.
 
-    ``filter_rules`` and ``nat_top_rules`` go into shared top-level chains (rewritten on every
-    sync); ``chains``/``chain_rules`` are the port's own KUBE-SVC/SVL/EXT/FW/SEP chains, which a
-    partial sync may leave alone when the Service did not change.
+    ``filter_rules`` and ``nat_top_rules`` go into shared top-level chains; ``chains`` and
+    ``chain_rules`` are the port's own KUBE-SVC/SVL/EXT/FW/SEP chains. A partial sync touches
+    only the ports whose rules changed (see ``partial.py``).
     """
 
+    key: str  # "<spn>/<proto>": one Service port
     service_key: str
     spn: str
     filter_rules: tuple[str, ...]
@@ -67,6 +68,16 @@ class Rendered:
         and deleted (``-X``), kube-proxy's stale-chain cleanup. ``standalone`` adds the canary
         chains and the built-in chain jumps, for loading into an empty namespace without the
         agent (``iptables-restore`` without ``--noflush``)."""
+        return payload(self.tables(only_services=only_services, delete_chains=delete_chains, standalone=standalone))
+
+    def tables(
+        self,
+        *,
+        only_services: Collection[str] | None = None,
+        delete_chains: Iterable[str] = (),
+        standalone: bool = False,
+    ) -> list[TableText]:
+        """The payload's tables as chain and rule lists (no text joined yet); see `text`."""
         extra = standalone_prefix(self.config) if standalone else {}
         filt = TableText("filter", list(self.filter_chains), [*extra.get("filter", ()), *self.filter_head])
         nat = TableText("nat", list(NAT_TOP_CHAINS), [*extra.get("nat", ()), *self.nat_head])
@@ -86,7 +97,7 @@ class Rendered:
             filt.chains.append(n.KUBE_PROXY_CANARY)
             nat.chains.append(n.KUBE_PROXY_CANARY)
             tables.insert(0, TableText("mangle", [n.KUBE_PROXY_CANARY], list(extra["mangle"])))
-        return payload(tables)
+        return tables
 
 
 def local_match(config: ProxyConfig, *, negate: bool) -> str | None:
@@ -226,7 +237,7 @@ def render_port(p: PortPolicy, config: ProxyConfig, quiet: bool) -> PortRules:
         rules.append(f"-A {chain} {spn_c}-s {e.ip} -j KUBE-MARK-MASQ")
         recent = f"-m recent --name {chain} --set " if p.affinity_timeout is not None else ""
         rules.append(f"-A {chain} {spn_c}{recent}{match} -j DNAT --to-destination {e.key}")
-    return PortRules(p.service_key, spn, tuple(filt), tuple(top), tuple(chains), tuple(rules))
+    return PortRules(f"{spn}/{proto}", p.service_key, spn, tuple(filt), tuple(top), tuple(chains), tuple(rules))
 
 
 def _contains(cidr: str, ip: str) -> bool:
@@ -278,10 +289,15 @@ def render(policies: Iterable[PortPolicy], config: ProxyConfig) -> Rendered:
     """The full render of every Service port. Pure: same input, same output."""
     ports = list(policies)
     quiet = large_cluster_mode(ports)
+    return assemble([render_port(p, config, quiet) for p in ports], config)
+
+
+def assemble(ports: Iterable[PortRules], config: ProxyConfig) -> Rendered:
+    """A `Rendered` from per-port rules already made (the sync engine caches them)."""
     filter_chains, filter_head, filter_tail, nat_head, nat_tail = _fixed(config)
     return Rendered(
         config=config,
-        ports=tuple(render_port(p, config, quiet) for p in ports),
+        ports=tuple(ports),
         filter_chains=filter_chains,
         filter_head=filter_head,
         filter_tail=filter_tail,
