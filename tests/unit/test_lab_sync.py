@@ -95,12 +95,6 @@ def test_an_old_failure_is_waited_out_but_a_fresh_one_is_not(tmp_path: Path) -> 
         wait_synced(state, tmp_path, since=50.0, deadline_s=30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SyncRunner: after a failed sync a new change waits for retry_interval (the lab's 30 s sync "
-    "period) instead of min_interval; kube-proxy's BoundedFrequencyRunner runs a Run() request after "
-    "minSyncPeriod whatever RetryAfter scheduled",
-)
 def test_a_change_after_a_failed_sync_is_synced_after_min_interval() -> None:
     from clew.proxy.runner import SyncRunner
 

@@ -21,14 +21,18 @@ class SyncRunner:
     last_end: float | None = None
     pending: bool = True  # the first sync is always due
     failed: bool = False
+    requested_after_end: bool = False  # a request came in after the last sync ended
 
     def request(self) -> None:
         self.pending = True
+        self.requested_after_end = True
 
     def due(self, now: float) -> bool:
         if self.last_end is None:
             return True
         since = now - self.last_end
+        if self.pending and self.requested_after_end:
+            return since >= self.min_interval  # a new change runs soon, failure or not (kube-proxy)
         if self.failed:
             return since >= min(self.retry_interval, self.max_interval)
         if self.pending:
@@ -39,7 +43,9 @@ class SyncRunner:
         """Seconds until `due` turns true (0 if it is)."""
         if self.last_end is None:
             return 0.0
-        if self.failed:
+        if self.pending and self.requested_after_end:
+            wait = self.min_interval
+        elif self.failed:
             wait = min(self.retry_interval, self.max_interval)
         elif self.pending:
             wait = self.min_interval
@@ -51,5 +57,6 @@ class SyncRunner:
         """Record a sync that ended at ``end``."""
         self.last_end = end
         self.failed = not ok
+        self.requested_after_end = False
         if ok:
             self.pending = False
