@@ -133,3 +133,20 @@ def test_patch_node_annotations_merges_and_reports_change(tmp_path: Path) -> Non
     doc = json.loads((nodes / "n1.json").read_text())
     assert doc["metadata"]["annotations"] == {"keep": "me", "flannel.alpha.coreos.com/public-ip": "192.168.50.11"}
     assert doc["spec"]["podCIDR"] == "10.244.1.0/24"
+
+
+def test_the_loop_feeds_the_metrics_and_health(tmp_path: Path) -> None:
+    from clew.agent.metrics import Observer
+
+    obs = Observer(node_name="n1", sync_period=30.0)
+    (tmp_path / "svc.json").write_text(json.dumps(SERVICE))
+    proxy = FakeProxy("ns", ProxyConfig(node_name="n1"))
+    agent = Agent(FolderSource(tmp_path), proxy, SyncRunner(0.0, 30.0), tmp_path / "s.json", obs=obs)
+    assert agent.turn()
+    body, _ = obs.metrics.exposition("")
+    text = body.decode() if isinstance(body, bytes) else body
+    last = next(
+        line for line in text.splitlines() if line.startswith("kubeproxy_sync_proxy_rules_last_timestamp_seconds")
+    )
+    assert float(last.split()[-1]) > 0
+    assert 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"} 1.0' in text

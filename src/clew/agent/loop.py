@@ -62,10 +62,17 @@ class Agent:
             self.source_version = self.source.version
             self.runner.request()
             self._report(new)
+            if self.obs:
+                self.obs.source_changed(new)
+        self._check_intact()
         if self.snapshot is None or not self.runner.due(self.clock()):
             return False
         started = time.time()
+        if self.obs:
+            self.obs.sync_started()
         result = self.proxy.sync(self.snapshot)
+        if self.obs:
+            self.obs.sync_finished(result, full=result.full, policies=self.proxy.last_policies)
         podnet: dict[str, Any] = {}
         ok = result.ok
         if self.podnet is not None:
@@ -79,11 +86,13 @@ class Agent:
         self.runner.done(self.clock(), ok=ok)
         self.syncs += 1
         log.info(
-            "sync %d: %s in %.3fs, %d service ports, %d rules",
+            "sync %d: %s %s in %.3fs, %d service ports (%d changed), %d rules",
             self.syncs,
+            "full" if result.full else "partial",
             "ok" if ok else "FAILED",
             result.seconds,
             result.service_ports,
+            result.changed_ports,
             result.rules,
         )
         self._write_status(started, ok, result.service_ports, result.rules, result.error, podnet)

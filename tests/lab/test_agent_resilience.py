@@ -1,0 +1,71 @@
+"""The agent in production conditions: restarted under traffic, and iptables flushed under it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from labkit import app, pids_alive, poll_until, reap, running_lab, sweep
+
+from clew.kernel import iptables, netns
+from clew.lab import build
+
+pytestmark = pytest.mark.lab
+
+
+def _start_stream(ns: str, dst: str, count: int) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "clew.lab.echo", "probe", "--dst", dst, "--port", "80",
+            "--count", str(count), "--timeout", "1"]  # fmt: skip
+    return netns.spawn(ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_connection_stream_sees_no_failure_while_the_agent_restarts() -> None:
+    with running_lab(nodes=2) as lab:
+        lab.apply(app("web", 4))
+        client = lab.pods("web")[0]
+        node = lab.state.plan.node(client.node)
+        cip = lab.cluster_ip("web")
+        stream = _start_stream(client.netns, cip, 4000)
+        # wait until the stream is under way, then restart that node's agent (SIGTERM, start again)
+        poll_until(lambda: netns.pids(client.netns) and True, 5.0, "stream started")
+        old = lab.state.agents[node.name]
+        restarted_at = time.time()
+        os.kill(old, signal.SIGTERM)
+        reap({old})
+        poll_until(lambda: not pids_alive({old}), 10.0, "agent exited on SIGTERM")
+        lab.state.agents[node.name] = build.start_agent(lab.state, node, lab.root)
+        poll_until(
+            lambda: (build.agent_status(lab.root, node.name) or {}).get("sync_started", 0) > restarted_at,
+            15.0,
+            "the new agent synced",
+        )
+        out, err = stream.communicate(timeout=120)
+        result = json.loads(out)
+        errors = result["summary"]["errors"]
+        assert not errors, f"{errors} during the restart ({err})"
+        assert sum(result["summary"]["by_server"].values()) == 4000
+
+
+def test_rules_are_back_within_two_seconds_after_a_flush() -> None:
+    with running_lab(nodes=2) as lab:
+        lab.apply(app("web", 2))
+        client = lab.pods("web")[0]
+        node = lab.state.plan.node(client.node)
+        cip = lab.cluster_ip("web")
+        assert all(r["attempts"][0]["ok"] for r in sweep(client.netns, [f"{cip}:80"]))
+        iptables.iptables(node.netns, ["-t", "nat", "-F"])
+        flushed = time.monotonic()
+        assert not iptables.save(node.netns, "nat").count("-A KUBE-SERVICES")
+
+        def working() -> bool:
+            return "-A KUBE-SERVICES" in iptables.save(node.netns, "nat") and all(
+                r["attempts"][0]["ok"] for r in sweep(client.netns, [f"{cip}:80"])
+            )
+
+        poll_until(working, 2.0, "rules back after iptables -t nat -F")
+        assert time.monotonic() - flushed <= 2.0
