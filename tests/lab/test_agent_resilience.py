@@ -69,3 +69,30 @@ def test_rules_are_back_within_two_seconds_after_a_flush() -> None:
 
         poll_until(working, 2.0, "rules back after iptables -t nat -F")
         assert time.monotonic() - flushed <= 2.0
+
+
+def test_stale_udp_conntrack_entries_go_with_their_endpoint() -> None:
+    """kube-proxy's UDP cleanup: a flow DNATed to a pod that went away must not keep its mapping."""
+    with running_lab(nodes=1) as lab:
+        objects = app("dns", 2)
+        objects[1]["spec"]["ports"] = [{"name": "dns", "port": 53, "targetPort": "http", "protocol": "UDP"}]
+        lab.apply(objects)
+        node = lab.state.plan.nodes[0]
+        cip = lab.cluster_ip("dns")
+        first, second = lab.pods("dns")
+        # UDP from the node to the Service: one conntrack entry per endpoint reached
+        probe = netns.run(node.netns, [sys.executable, "-m", "clew.lab.echo", "probe", "--dst", cip, "--port", "53",
+                                       "--proto", "udp", "--count", "20", "--timeout", "1"], check=False)  # fmt: skip
+        reached = set(json.loads(probe.stdout)["summary"]["by_server"])
+        assert reached == {first.name, second.name}
+
+        def entries_to(ip: str) -> int:
+            out = netns.run(node.netns, ["conntrack", "-L", "-p", "udp", "--orig-dst", cip], check=False)
+            return sum(f"src={ip} " in line for line in out.stdout.splitlines())
+
+        assert entries_to(second.ip) > 0
+        objects[0]["spec"]["replicas"] = 1  # dns-1 goes away
+        lab.apply(objects)
+        assert [p.name for p in lab.pods("dns")] == [first.name]
+        poll_until(lambda: entries_to(second.ip) == 0, 5.0, f"conntrack entries to the removed {second.ip}")
+        assert entries_to(first.ip) > 0  # the live endpoint's flows are kept
