@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,11 +25,27 @@ from clew.agent.metrics import Observer
 from clew.model.objects import Snapshot
 from clew.proxy.runner import SyncRunner
 from clew.proxy.sync import ProxySyncer
-from clew.sources.files import FolderSource, write_atomic
+from clew.sources.files import write_atomic
 
 log = logging.getLogger("clew.agent")
 POLL_INTERVAL = 0.2  # seconds between looks at the source folder (a stat per file)
 INTACT_INTERVAL = 1.0  # seconds between checks that nobody flushed the rules
+
+
+class Source(Protocol):
+    """Where the agent's objects come from: a folder (`FolderSource`) or an API server
+    (`KubeSource`). ``errors`` are the source's own problems (a file that does not parse, an API
+    server that does not answer); bad objects are rejections in the snapshot."""
+
+    def poll(self) -> Snapshot | None: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def errors(self) -> Mapping[Any, str]: ...
+
+    def patch_node_annotations(self, node_name: str, annotations: dict[str, str]) -> bool: ...
 
 
 class PodNetwork(Protocol):
@@ -38,7 +54,7 @@ class PodNetwork(Protocol):
 
 @dataclass
 class Agent:
-    source: FolderSource
+    source: Source
     proxy: ProxySyncer
     runner: SyncRunner
     status_file: Path | None = None
@@ -115,7 +131,7 @@ class Agent:
             signal.signal(sig, lambda *_: self.stop.set())
         log.info(
             "agent started: source %s, node %s, netns %s",
-            self.source.root,
+            self.source,
             self.proxy.config.node_name,
             self.proxy.netns,
         )
@@ -126,10 +142,15 @@ class Agent:
         log.info("agent stopping; the rules stay in place")
 
     def _report(self, snapshot: Snapshot) -> None:
-        for item in [*map(str, snapshot.rejections), *(f"{p}: {e}" for p, e in self.source.errors.items())]:
+        for item in map(str, snapshot.rejections):
             if item not in self.reported:
                 self.reported.add(item)
                 log.warning("rejected: %s", item)
+        for where, problem in self.source.errors.items():
+            item = f"{where}: {problem}"
+            if item not in self.reported:
+                self.reported.add(item)
+                log.warning("source: %s", item)
 
     def _write_status(
         self, started: float, ok: bool, ports: int, rules: int, error: str | None, podnet: dict[str, Any]

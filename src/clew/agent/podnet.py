@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,6 @@ from clew.podnet import masquerade, netconf, reconcile, setup, subnets
 from clew.podnet.errors import PodnetError
 from clew.podnet.netconf import NetConf
 from clew.podnet.subnet_env import SubnetEnv
-from clew.sources.files import patch_node_annotations
 
 log = logging.getLogger("clew.podnet")
 
@@ -32,12 +32,20 @@ class PodNetAgent:
     netns: str
     node_name: str
     state_dir: Path
-    objects: Path
-    underlay_dev: str = "eth0"
+    publish: Callable[[str, dict[str, str]], bool]  # (node, annotations) → changed? (the source's)
+    underlay_dev: str = "eth0"  # the device holding the node's InternalIP
 
     @classmethod
-    def from_files(cls, net_conf: Path, *, netns: str, node_name: str, state_dir: Path, objects: Path) -> PodNetAgent:
-        return cls(netconf.load(net_conf), netns, node_name, state_dir, objects)
+    def from_files(
+        cls,
+        net_conf: Path,
+        *,
+        netns: str,
+        node_name: str,
+        state_dir: Path,
+        publish: Callable[[str, dict[str, str]], bool],
+    ) -> PodNetAgent:
+        return cls(netconf.load(net_conf), netns, node_name, state_dir, publish)
 
     @property
     def subnet_file(self) -> Path:
@@ -57,7 +65,7 @@ class PodNetAgent:
         mine = flannel_annotations.lease_from_node(me, self.conf.network) if me.annotations else None
         node = setup.setup_node(self.netns, self.conf, me.name, subnet, underlay,
                                 vtep_mac=mine.vtep_mac if mine else None)  # fmt: skip
-        if patch_node_annotations(self.objects, me.name, flannel_annotations.lease_annotations(node.lease)):
+        if self.publish(me.name, flannel_annotations.lease_annotations(node.lease)):
             log.info("published lease of %s: %s via %s", me.name, subnet, node.lease.public_ip)
         env = SubnetEnv.for_subnet(self.conf.network, subnet, node.pod_mtu, ipmasq=True)
         if not self.subnet_file.exists() or self.subnet_file.read_text() != env.render():

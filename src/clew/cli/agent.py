@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from clew.agent.loop import Agent
+from clew.agent.loop import Agent, Source
 from clew.cli.errors import UserError
+from clew.kernel.netns import HOST
 from clew.proxy.inputs import read_config_file
 from clew.proxy.runner import SyncRunner
 from clew.proxy.sync import ProxySyncer
@@ -34,13 +35,8 @@ def agent_command(
     """The node agent: programs Services (iptables) and the pod network for one node, and keeps them."""
     from clew.model.proxy_config import from_kube_proxy_config
 
-    if (objects is None) == (kubeconfig is None):
-        raise UserError("give exactly one of --objects PATH and --kubeconfig FILE")
-    if kubeconfig is not None:
-        raise UserError("--kubeconfig: the Kubernetes API source is not implemented yet; use --objects")
-    if netns is None:
-        raise UserError("--netns NAME is required: clew agent programs a named network namespace")
-    assert objects is not None
+    if objects is not None and kubeconfig is not None:
+        raise UserError("give one of --objects PATH and --kubeconfig FILE (neither: in-cluster config)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = from_kube_proxy_config(read_config_file(config), node_name=node_name)
     if cfg.mode != "iptables":
@@ -48,20 +44,22 @@ def agent_command(
     for warning in cfg.warnings:
         logging.getLogger("clew.agent").warning("config: %s", warning)
     state = state_dir or Path("/run/clew") / cfg.node_name
+    target = netns or HOST  # without --netns: the namespace the agent runs in (hostNetwork)
+    source = _source(objects, kubeconfig)
     podnet = None
     if net_conf is not None:
         from clew.agent.podnet import PodNetAgent
 
         podnet = PodNetAgent.from_files(
-            net_conf, netns=netns, node_name=cfg.node_name, state_dir=state, objects=objects
+            net_conf, netns=target, node_name=cfg.node_name, state_dir=state, publish=source.patch_node_annotations
         )
     from clew.agent.metrics import Observer
     from clew.agent.servers import BindError, Servers
 
     obs = Observer(node_name=cfg.node_name, sync_period=cfg.sync_period)
     agent = Agent(
-        source=FolderSource(objects),
-        proxy=ProxySyncer(netns, cfg),
+        source=source,
+        proxy=ProxySyncer(target, cfg),
         runner=SyncRunner(cfg.min_sync_period, cfg.sync_period, cfg.sync_period),
         status_file=state / "status.json",
         podnet=podnet,
@@ -83,3 +81,18 @@ def agent_command(
     finally:
         cni.stop()
         servers.stop()
+
+
+def _source(objects: Path | None, kubeconfig: Path | None) -> Source:
+    """A watched folder, a kube-apiserver from a kubeconfig, or the in-cluster one."""
+    if objects is not None:
+        return FolderSource(objects)
+    from clew.sources.kube import KubeSource
+    from clew.sources.kubeconfig import KubeconfigError, in_cluster_config, load_kubeconfig
+
+    try:
+        cluster = load_kubeconfig(kubeconfig) if kubeconfig is not None else in_cluster_config()
+    except (KubeconfigError, OSError) as e:
+        where = kubeconfig or "in-cluster config (no --objects or --kubeconfig given)"
+        raise UserError(f"{where}: {e}") from None
+    return KubeSource(cluster)

@@ -27,7 +27,7 @@ _TOOLS = (IP, BRIDGE)
 def _check(netns: str, tool: str) -> None:
     if tool not in _TOOLS:
         raise ValueError(f"unknown iproute2 tool {tool!r}")
-    if not _netns.exists(netns):
+    if netns != _netns.HOST and not _netns.exists(netns):
         raise NamespaceNotFound(netns)
 
 
@@ -39,7 +39,7 @@ def show_json(
     With ``absent_ok`` a device named in ``ARGS`` that does not exist reads as ``[]``.
     """
     _check(netns, tool)
-    proc = _netns.execute(netns, what, [tool, "-n", netns, "-j", *args], check=False)
+    proc = _netns.execute(netns, what, [tool, *_ns_flag(netns), "-j", *args], check=False)
     if proc.returncode != 0:
         if absent_ok and "does not exist" in proc.stderr:
             return []
@@ -56,6 +56,11 @@ def show_json(
     return [item for item in doc if isinstance(item, dict)]
 
 
+def _ns_flag(netns: str) -> list[str]:
+    """``-n NETNS``, or nothing for the agent's own namespace (`clew.kernel.netns.HOST`)."""
+    return [] if netns == _netns.HOST else ["-n", netns]
+
+
 def batch(netns: str, tool: str, commands: Iterable[str], what: str) -> None:
     """Run ``commands`` with ``TOOL -n NETNS -batch -`` in one process (nothing if empty).
 
@@ -69,7 +74,7 @@ def batch(netns: str, tool: str, commands: Iterable[str], what: str) -> None:
     if not lines:
         return
     _check(netns, tool)
-    argv = [tool, "-n", netns, "-batch", "-"]
+    argv = [tool, *_ns_flag(netns), "-batch", "-"]
     proc = _netns.execute(netns, what, argv, input="\n".join(lines) + "\n", check=False)
     if proc.returncode != 0:
         detail = proc.stderr.strip()

@@ -129,13 +129,20 @@ def delete(name: str, *, grace_s: float = 1.0) -> None:
         raise CommandFailed(name, "netns del", proc.args, proc.returncode, proc.stderr)
 
 
+HOST = ""  # "the namespace this process is in": a node agent running with hostNetwork
+
+
 def _require(netns: str) -> None:
+    if netns == HOST:
+        return
     if not exists(netns):
         raise NamespaceNotFound(netns)
 
 
 def exec_argv(netns: str, argv: Sequence[str]) -> list[str]:
-    """The argv that runs ``argv`` inside ``netns``."""
+    """The argv that runs ``argv`` inside ``netns`` (as is for `HOST`, this process's own)."""
+    if netns == HOST:
+        return list(argv)
     _check_name(netns)
     return [IP, "netns", "exec", netns, *argv]
 

@@ -105,6 +105,13 @@ class FolderSource:
         """The :func:`folder_version` of the folder as the last poll saw it."""
         return _digest([(path, sig) for path, (sig, _) in self._files.items()])
 
+    def __str__(self) -> str:
+        return f"folder {self.root}"
+
+    def patch_node_annotations(self, node_name: str, annotations: dict[str, str]) -> bool:
+        """The folder's PATCH of nodes/status (see the module function)."""
+        return patch_node_annotations(self.root, node_name, annotations)
+
     def snapshot(self) -> Snapshot:
         objects = [obj for _, (_, objs) in sorted(self._files.items()) for obj in objs]
         return build_snapshot(objects, ignored_kinds=IGNORED_KINDS)
