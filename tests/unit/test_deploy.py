@@ -392,4 +392,4 @@ def test_readme_names_every_file() -> None:
     for path in DEPLOY.iterdir():
         if path.name != "README.md":
             assert f"`{path.name}`" in readme, path.name
-    assert "in-cluster config" in readme and "kubectl apply -f deploy/" in readme
+    assert "in-cluster" in readme and "kubectl apply -f deploy/" in readme
