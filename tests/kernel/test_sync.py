@@ -218,3 +218,14 @@ def test_a_flush_is_noticed_and_repaired(namespaces: list[str]) -> None:
     syncer.request_full()
     assert syncer.sync(cluster.snapshot()).full
     assert syncer.intact()
+
+
+def test_the_first_sync_removes_the_nftables_modes_leftovers(namespaces: list[str]) -> None:
+    a, _ = namespaces
+    netns.run(a, ["nft", "add", "table", "ip", "kube-proxy"])
+    netns.run(a, ["nft", "add", "table", "ip", "someone-else"])
+    syncer = ProxySyncer(a, CONFIG)
+    assert syncer.sync(Cluster(1).snapshot()).ok
+    tables = netns.run(a, ["nft", "list", "tables"]).stdout.splitlines()
+    assert "table ip kube-proxy" not in tables
+    assert "table ip someone-else" in tables  # not ours: left alone

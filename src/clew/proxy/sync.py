@@ -102,6 +102,9 @@ class ProxySyncer:
         try:
             if full:
                 rendered = assemble([ports[k] for k in sorted(ports)], config)
+                if self._last_full == 0.0:
+                    for table in apply.remove_other_mode_leftovers(self.netns):
+                        log.info("removed the nftables mode's leftover table %s", table)
                 apply.full_sync(self.netns, rendered)
                 self._last_full = self.clock()
             else:

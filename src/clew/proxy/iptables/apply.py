@@ -82,3 +82,18 @@ def postrouting_present(node_netns: str) -> bool:
     canary) in place, so the canary alone cannot tell; KUBE-POSTROUTING is never empty."""
     proc = iptables.iptables(node_netns, ["-t", "nat", "-S", names.KUBE_POSTROUTING, "1"], check=False)
     return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
+OTHER_MODE_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))  # kube-proxy's (and clew's) nftables mode
+
+
+def remove_other_mode_leftovers(node_netns: str) -> list[str]:
+    """At start in iptables mode, delete what the nftables mode leaves behind (its own table),
+    as kube-proxy does when switching modes; returns what was removed."""
+    removed = []
+    listing = netns.run(node_netns, ["nft", "list", "tables"], check=False).stdout
+    for family, table in OTHER_MODE_TABLES:
+        if f"table {family} {table}" in listing.splitlines():
+            netns.run(node_netns, ["nft", "delete", "table", family, table])
+            removed.append(f"{family} {table}")
+    return removed
