@@ -169,3 +169,28 @@ def run(services: int = 10000, changes: int = 50) -> SyncBench:
         rss_mb=_rss_mb(),
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )
+
+
+def run_isolated(services: int, changes: int) -> SyncBench:
+    """`run` in a fresh process, so that each count's memory figure is its own."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "clew.bench.sync", str(services), str(changes)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench sync {services}: {proc.stderr.strip().splitlines()[-1:]}")
+    return SyncBench(**json.loads(proc.stdout))
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run(int(sys.argv[1]), int(sys.argv[2])).to_json()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -136,33 +137,52 @@ def bench_podnet(
 
 @app.command("sync")
 def bench_sync(
-    services: Annotated[int, typer.Option("--services", min=1, help="Number of Services (× 3 endpoints).")] = 10000,
+    services: Annotated[
+        list[int] | None, typer.Option("--services", min=1, help="Services (× 3 endpoints); repeat for a curve.")
+    ] = None,
     mode: Annotated[str, typer.Option("--mode", help="iptables.")] = "iptables",
     changes: Annotated[int, typer.Option("--changes", min=1, help="Changes to time one by one.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Draw sync times against Service count (PNG).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON (one object per count).")] = False,
 ) -> None:
     """Full resync and one-change sync times beside raw iptables-restore; the engine's memory."""
     if os.geteuid() != 0:
         raise UserError("clew bench sync loads rules into throwaway network namespaces: run it as root")
     if mode != "iptables":
         raise UserError(f"--mode {mode!r}: only the iptables mode exists for now")
-    from clew.bench.sync import run
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UserError("--plot needs matplotlib: .venv/bin/pip install 'clew[plot]'") from None
+    from clew.bench.sync import run_isolated
 
-    r = run(services, changes)
+    try:
+        results = [run_isolated(n, changes) for n in (services or [10000])]
+    except RuntimeError as e:
+        raise UserError(str(e), exit_code=1) from None
+    if plot is not None:
+        from clew.bench.plot import sync_plot
+
+        sync_plot(results, plot)
     if as_json:
-        print(json.dumps(r.to_json()))
+        for r in results:
+            print(json.dumps(r.to_json()))
         return
-    print(f"clew bench sync: {r.services} Services × 3 endpoints, mode {r.mode}")
-    ok = "meets" if r.full_ratio <= 1.3 else "misses"
-    print(
-        f"  full resync over existing rules {r.full_sync_s:7.3f} s   raw full restore {r.raw_full_restore_s:.3f} s   "
-        f"{r.full_ratio:.2f}× ({ok} ≤ 1.3×)"
-    )
-    ok = "meets" if r.change_ratio <= 1.5 else "misses"
-    print(
-        f"  one change, p50 / p99   {r.change_p50_s:7.4f} / {r.change_p99_s:.4f} s   raw partial restore "
-        f"{r.raw_partial_restore_s:.4f} s   {r.change_ratio:.2f}× ({ok} ≤ 1.5×); {r.partial_syncs} of "
-        f"{r.changes} were partial"
-    )
-    ok = "meets" if r.rss_mb <= 150 else "misses"
-    print(f"  resident memory         {r.rss_mb:7.1f} MB (peak {r.peak_rss_mb} MB)   ({ok} ≤ 150 MB)")
+    for r in results:
+        print(f"clew bench sync: {r.services} Services × 3 endpoints, mode {r.mode}")
+        ok = "meets" if r.full_ratio <= 1.3 else "misses"
+        print(
+            f"  full resync over existing rules {r.full_sync_s:7.3f} s   raw full restore {r.raw_full_restore_s:.3f} s"
+            f"   {r.full_ratio:.2f}× ({ok} ≤ 1.3×)"
+        )
+        ok = "meets" if r.change_ratio <= 1.5 else "misses"
+        print(
+            f"  one change, p50 / p99   {r.change_p50_s:7.4f} / {r.change_p99_s:.4f} s   raw partial restore "
+            f"{r.raw_partial_restore_s:.4f} s   {r.change_ratio:.2f}× ({ok} ≤ 1.5×); {r.partial_syncs} of "
+            f"{r.changes} were partial"
+        )
+        ok = "meets" if r.rss_mb <= 150 else "misses"
+        print(f"  resident memory         {r.rss_mb:7.1f} MB (peak {r.peak_rss_mb} MB)   ({ok} ≤ 150 MB)")
+    if plot is not None:
+        print(f"plot written to {plot}")
