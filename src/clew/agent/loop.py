@@ -101,16 +101,17 @@ class Agent:
                     self.obs.podnet_failed()
         self.runner.done(self.clock(), ok=ok)
         self.syncs += 1
-        log.info(
-            "sync %d: %s %s in %.3fs, %d service ports (%d changed), %d rules",
-            self.syncs,
-            "full" if result.full else "partial",
-            "ok" if ok else "FAILED",
-            result.seconds,
-            result.service_ports,
-            result.changed_ports,
-            result.rules,
-        )
+        fields = {
+            "n": self.syncs,
+            "sync": "full" if result.full else "partial",
+            "ok": ok,
+            "seconds": round(result.seconds, 4),
+            "service_ports": result.service_ports,
+            "changed_ports": result.changed_ports,
+            "rules": result.rules,
+            "conntrack_deleted": result.conntrack_deleted,
+        }
+        log.log(logging.INFO if ok else logging.ERROR, "synced" if ok else "sync failed", extra={"fields": fields})
         self._write_status(started, ok, result.service_ports, result.rules, result.error, podnet)
         return True
 
@@ -142,10 +143,11 @@ class Agent:
         log.info("agent stopping; the rules stay in place")
 
     def _report(self, snapshot: Snapshot) -> None:
-        for item in map(str, snapshot.rejections):
+        for r in snapshot.rejections:
+            item = str(r)
             if item not in self.reported:
                 self.reported.add(item)
-                log.warning("rejected: %s", item)
+                log.warning("rejected", extra={"fields": {"object": r.object, "field": r.field, "reason": r.reason}})
         for where, problem in self.source.errors.items():
             item = f"{where}: {problem}"
             if item not in self.reported:

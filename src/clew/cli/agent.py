@@ -37,7 +37,9 @@ def agent_command(
 
     if objects is not None and kubeconfig is not None:
         raise UserError("give one of --objects PATH and --kubeconfig FILE (neither: in-cluster config)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from clew.agent.logs import setup as setup_logs
+
+    setup_logs()
     cfg = from_kube_proxy_config(read_config_file(config), node_name=node_name)
     if cfg.mode != "iptables":
         raise UserError(f"mode {cfg.mode!r}: clew agent runs the iptables mode for now")
