@@ -63,7 +63,6 @@ class ProxySyncer:
     clock: Callable[[], float] = time.monotonic
     full_sync_period: float = FULL_SYNC_PERIOD
     needs_full: bool = True
-    last_payload: str | None = None
     last_policies: list[PortPolicy] = field(default_factory=list)
     _applied: dict[str, PortRules] = field(default_factory=dict)  # what the kernel holds, per port
     _applied_policies: dict[str, PortPolicy] = field(default_factory=dict)
