@@ -54,6 +54,10 @@ class _Cached:
     policies: list[PortPolicy]
     rules: list[PortRules] | None = None
     quiet: bool = False
+    endpoints: int = 0  # across its ports: for large cluster mode without a second pass
+
+    def __post_init__(self) -> None:
+        self.endpoints = sum(len(p.endpoints) for p in self.policies)
 
 
 @dataclass
@@ -143,7 +147,7 @@ class ProxySyncer:
             live = {e.service.key for e in entries}
             for gone in [k for k in self._services if k not in live]:
                 del self._services[gone]
-        quiet = sum(len(p.endpoints) for e in entries for p in e.policies) > LARGE_CLUSTER_ENDPOINTS
+        quiet = sum(e.endpoints for e in entries) > LARGE_CLUSTER_ENDPOINTS
         policies: dict[str, PortPolicy] = {}
         ports: dict[str, PortRules] = {}
         for e in entries:

@@ -64,7 +64,7 @@ def _chain_of(rule: str) -> tuple[str, str]:
 
 
 def plan(old_ports: Mapping[str, PortRules], new_ports: Mapping[str, PortRules]) -> PartialPlan:
-    changed = [k for k, p in new_ports.items() if old_ports.get(k) != p]
+    changed = [k for k, p in new_ports.items() if (o := old_ports.get(k)) is not p and o != p]
     removed = [k for k in old_ports if k not in new_ports]
     if not changed and not removed:
         return PartialPlan(None)
