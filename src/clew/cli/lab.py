@@ -177,7 +177,7 @@ def lab_demo(name: Name = "clew") -> None:
     print(" " * 8 + "".join(f"{p:>12}" for p in pods))
     for src in pods:
         print(f"{src:<8}" + "".join(f"{report.matrix[src].get(dst, '-'):>12}" for dst in pods))
-    print("\nOne Service packet, explained (clew trace on node-1):\n")
+    print("\nOne Service packet, explained (clew trace on the client pod's node):\n")
     print(report.story)
     verdict = "all checks passed" if not report.failures else f"{len(report.failures)} FAILED: {report.failures}"
     print(f"demo finished in {report.seconds:.1f}s, lab removed; {verdict}")

@@ -120,17 +120,19 @@ def run(say: Callable[[str], None], name: str = "clew") -> DemoReport:
             if not all(a["ok"] for a in r["attempts"]):
                 report.failures.append(f"external → {node.name}:{NODE_PORT}: {report.nodeport[node.name]}")
         say("external → NodePort: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in report.nodeport.items()))
-        report.story = _story(plan.nodes[0].netns, pods[0].ip, web)
+        names = {n.ip: n.name for n in plan.nodes}
+        client = next((p for p in pods if p.node != plan.nodes[0].name), pods[0])  # a pod elsewhere
+        report.story = _story(plan.node(client.node).netns, client.ip, web, names)
     finally:
         down(name)
         report.seconds = time.monotonic() - start
     return report
 
 
-def _story(node_netns: str, src: str, dst: str) -> str:
+def _story(node_netns: str, src: str, dst: str, node_names: dict[str, str]) -> str:
     from clew.trace.engine import trace
     from clew.trace.node_view import from_netns
     from clew.trace.packet import Packet
     from clew.trace.story import format_trace
 
-    return format_trace(trace(from_netns(node_netns), Packet(src=src, dst=dst, dport=80)))
+    return format_trace(trace(from_netns(node_netns, node_names=node_names), Packet(src=src, dst=dst, dport=80)))
