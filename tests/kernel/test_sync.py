@@ -229,3 +229,69 @@ def test_the_first_sync_removes_the_nftables_modes_leftovers(namespaces: list[st
     tables = netns.run(a, ["nft", "list", "tables"]).stdout.splitlines()
     assert "table ip kube-proxy" not in tables
     assert "table ip someone-else" in tables  # not ours: left alone
+
+
+FOREIGN = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER-USER - [0:0]
+:FLANNEL-FWD - [0:0]
+:KUBE-KUBELET-CANARY - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
+-A DOCKER-USER -s 192.0.2.0/24 -j DROP
+-A DOCKER-USER -j RETURN
+-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:FLANNEL-POSTRTG - [0:0]
+-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
+-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -j RETURN
+-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE --random-fully
+COMMIT
+"""
+
+
+def foreign_state(ns: str) -> dict[str, object]:
+    rs = parse(iptables.save(ns))
+    out: dict[str, object] = {}
+    for tname in ("filter", "nat"):
+        for cname, chain in rs.tables[tname].chains.items():
+            if cname.startswith("KUBE-") and cname != "KUBE-KUBELET-CANARY":
+                continue
+            rules = [canonical(r) for r in chain.rules if not (r.target and r.target.name.startswith("KUBE-"))]
+            out[f"{tname}/{cname}"] = (chain.policy, rules)
+    return out
+
+
+def test_full_syncs_keep_everything_that_is_not_clews(namespaces: list[str]) -> None:
+    """The table replace writes other components' chains, rules and policies back verbatim."""
+    a, _ = namespaces
+    iptables.restore(a, FOREIGN, noflush=False)
+    before = foreign_state(a)
+    cluster = Cluster(11)
+    for _ in range(5):
+        cluster.add()
+    syncer = ProxySyncer(a, CONFIG)
+    assert syncer.sync(cluster.snapshot()).full
+    assert foreign_state(a) == before
+    # clew's jumps went first in FORWARD (EnsureRule prepends); Docker's stays where it was after them
+    forward = [
+        r.target.name for r in parse(iptables.save(a, "filter")).tables["filter"].chains["FORWARD"].rules if r.target
+    ]
+    assert forward[-2:] == ["DOCKER-USER", "FLANNEL-FWD"] and forward[0].startswith("KUBE-")
+    # someone moves Docker's jump to the top: a second full sync keeps it there
+    iptables.iptables(a, ["-t", "filter", "-D", "FORWARD", "-j", "DOCKER-USER"])
+    iptables.iptables(a, ["-t", "filter", "-I", "FORWARD", "1", "-j", "DOCKER-USER"])
+    syncer.request_full()
+    assert syncer.sync(cluster.snapshot()).full
+    forward = [
+        r.target.name for r in parse(iptables.save(a, "filter")).tables["filter"].chains["FORWARD"].rules if r.target
+    ]
+    assert forward[0] == "DOCKER-USER"
+    assert foreign_state(a) == before
