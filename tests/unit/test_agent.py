@@ -150,3 +150,21 @@ def test_the_loop_feeds_the_metrics_and_health(tmp_path: Path) -> None:
     )
     assert float(last.split()[-1]) > 0
     assert 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"} 1.0' in text
+
+
+def test_the_syncers_full_payload_is_what_clew_render_prints() -> None:
+    """DESIGN: ``clew render`` prints exactly what the agent loads in a full sync."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "golden"))
+    from scenario import scenarios
+
+    from clew.model.from_kube import build_snapshot
+    from clew.sources.manifests import load_objects
+
+    for sc in scenarios():
+        snapshot = build_snapshot(load_objects(sc.folder / "objects.yaml"))
+        syncer = ProxySyncer("unused", sc.config())
+        _, ports = syncer._decide_and_render(snapshot)
+        syncer._applied = ports
+        assert syncer.payload() == sc.render().text(), sc.name

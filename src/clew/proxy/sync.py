@@ -45,6 +45,13 @@ class SyncResult:
     conntrack_deleted: int = 0
 
 
+def _render_order(key: str) -> tuple[str, str]:
+    """The order `render` writes ports in (by service port name, then protocol), from a port key
+    ``spn/proto``: a full sync loads exactly what ``clew render`` prints."""
+    spn, _, proto = key.rpartition("/")
+    return spn, proto
+
+
 @dataclass
 class _Cached:
     """One Service's decisions and rules, valid while its objects are the same."""
@@ -104,7 +111,7 @@ class ProxySyncer:
         rendered = fixed
         try:
             if full:
-                rendered = assemble([ports[k] for k in sorted(ports)], config)
+                rendered = assemble([ports[k] for k in sorted(ports, key=_render_order)], config)
                 if self._last_full == 0.0:
                     for table in apply.remove_other_mode_leftovers(self.netns):
                         log.info("removed the nftables mode's leftover table %s", table)
@@ -127,7 +134,7 @@ class ProxySyncer:
 
     def payload(self) -> str:
         """The full restore payload of what the kernel holds now (for comparisons and benches)."""
-        return assemble([self._applied[k] for k in sorted(self._applied)], self.config).text()
+        return assemble([self._applied[k] for k in sorted(self._applied, key=_render_order)], self.config).text()
 
     def _decide_and_render(self, snapshot: Snapshot) -> tuple[dict[str, PortPolicy], dict[str, PortRules]]:
         """Per port key: policy and rules, computed again only for Services whose objects changed
