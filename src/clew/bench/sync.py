@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from clew.bench.synthetic import objects
 from clew.kernel import iptables, netns
 from clew.model.from_kube import build_snapshot, service_from_kube, slice_from_kube
-from clew.model.objects import Snapshot
+from clew.model.objects import Changes, EndpointSlice, Service, Snapshot
 from clew.model.proxy_config import DetectLocal, ProxyConfig
 from clew.proxy.iptables.render import render_port
 from clew.proxy.sync import ProxySyncer
@@ -69,8 +69,22 @@ def _timed(fn: object) -> float:
     return time.perf_counter() - start
 
 
-def _change(snapshot: Snapshot, i: int, services: int) -> tuple[Snapshot, str]:
-    """Change i: replace one endpoint of a slice, add a Service, or remove one."""
+class _Index:
+    """What an event-driven source keeps anyway: objects by key, updated per event (O(1))."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.services: dict[str, Service] = {s.key: s for s in snapshot.services}
+        self.slices: dict[str, tuple[EndpointSlice, ...]] = {}
+        for sl in snapshot.slices:
+            self.slices[sl.service_key] = (*self.slices.get(sl.service_key, ()), sl)
+
+    def hint(self, key: str) -> Changes:
+        return Changes(frozenset({key}), False, self.services, self.slices)
+
+
+def _change(snapshot: Snapshot, i: int, services: int, index: _Index) -> tuple[Snapshot, str]:
+    """Change i: replace one endpoint of a slice, add a Service, or remove one — with the
+    change hint a watch-based source hands over (`Changes`)."""
     kind = i % 3
     if kind == 0:
         sl = snapshot.slices[(i * 7919) % len(snapshot.slices)]
@@ -78,7 +92,8 @@ def _change(snapshot: Snapshot, i: int, services: int) -> tuple[Snapshot, str]:
         new_ep = replace(ep, address=f"10.245.{i // 250 % 250}.{i % 250 + 1}")
         new_sl = replace(sl, endpoints=(new_ep, *sl.endpoints[1:]))
         slices = tuple(new_sl if s is sl else s for s in snapshot.slices)
-        return replace(snapshot, slices=slices), sl.service_key
+        index.slices[sl.service_key] = tuple(new_sl if s is sl else s for s in index.slices[sl.service_key])
+        return replace(snapshot, slices=slices, changes=index.hint(sl.service_key)), sl.service_key
     if kind == 1:
         name = f"extra-{i}"
         svc = service_from_kube({"metadata": {"name": name, "namespace": "bench"},
@@ -88,11 +103,15 @@ def _change(snapshot: Snapshot, i: int, services: int) -> tuple[Snapshot, str]:
                                            "labels": {"kubernetes.io/service-name": name}},
                               "addressType": "IPv4", "endpoints": [{"addresses": [f"10.246.{i // 250}.{i % 250 + 1}"]}],
                               "ports": [{"name": "http", "port": 8080}]})  # fmt: skip
-        return replace(snapshot, services=(*snapshot.services, svc), slices=(*snapshot.slices, sl)), svc.key
+        index.services[svc.key], index.slices[svc.key] = svc, (sl,)
+        snap = replace(snapshot, services=(*snapshot.services, svc), slices=(*snapshot.slices, sl))
+        return replace(snap, changes=index.hint(svc.key)), svc.key
     victim = snapshot.services[(i * 104729) % len(snapshot.services)]
     services_ = tuple(s for s in snapshot.services if s is not victim)
     slices = tuple(s for s in snapshot.slices if s.service_key != victim.key)
-    return replace(snapshot, services=services_, slices=slices), victim.key
+    index.services.pop(victim.key, None)
+    index.slices.pop(victim.key, None)
+    return replace(snapshot, services=services_, slices=slices, changes=index.hint(victim.key)), victim.key
 
 
 def _own_chains_payload(syncer: ProxySyncer, service_key: str) -> str | None:
@@ -137,8 +156,9 @@ def run(services: int = 10000, changes: int = 50) -> SyncBench:
         raw_full = _timed(lambda p=payload: iptables.restore(empty, p, noflush=False, counters=True))
         del payload
         times, raws, partials = [], [], 0
+        index = _Index(snapshot)
         for i in range(changes):
-            snapshot, key = _change(snapshot, i, services)
+            snapshot, key = _change(snapshot, i, services, index)
             result = syncer.sync(snapshot)
             if not result.ok:
                 raise RuntimeError(f"change {i} failed: {result.error}")

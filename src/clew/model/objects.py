@@ -7,6 +7,7 @@ and renderers format tens of thousands of them, so re-parsing on every use would
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -145,6 +146,19 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed since the previous snapshot of the same source, when the source knows it
+    (an API watch does): the keys (``ns/name``) of Services whose object or EndpointSlices
+    changed or went away, whether any Node changed, and indexes to find them without a scan.
+    With it a consumer does work proportional to the change, not to the cluster."""
+
+    services: frozenset[str]
+    nodes_changed: bool
+    service_index: Mapping[str, Service] = field(default_factory=dict)
+    slice_index: Mapping[str, tuple[EndpointSlice, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything a render reads about the cluster; a pure value."""
 
@@ -153,3 +167,4 @@ class Snapshot:
     nodes: tuple[Node, ...] = ()
     rejections: tuple[Rejection, ...] = ()
     notes: tuple[str, ...] = ()  # skipped but valid input (IPv6, headless, other proxies)
+    changes: Changes | None = field(default=None, compare=False)  # a hint; the tuples are the truth

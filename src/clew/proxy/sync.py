@@ -3,7 +3,9 @@ what changed.
 
 * Policy and rules are cached per Service: a Service whose object and EndpointSlices are the
   same objects as at the last sync is not decided or rendered again (`decide_service` and
-  `render_port` are pure, so the cache is exact).
+  `render_port` are pure, so the cache is exact). With the source's change hint
+  (`Snapshot.changes`, which the Kubernetes source provides) a sync touches only the changed
+  Services — no pass over the others at all.
 * A partial sync (``partial.py``) writes only the changed ports' chains and edits the shared
   chains rule by rule; a full sync (``full.py``) replaces filter and nat whole. Full syncs happen
   at start, after any failure, when the fixed rules change (configuration), when too much
@@ -45,6 +47,10 @@ class SyncResult:
     conntrack_deleted: int = 0
 
 
+def _count(p: PortRules) -> int:
+    return len(p.chain_rules) + len(p.nat_top_rules) + len(p.filter_rules)
+
+
 def _render_order(key: str) -> tuple[str, str]:
     """The order `render` writes ports in (by service port name, then protocol), from a port key
     ``spn/proto``: a full sync loads exactly what ``clew render`` prints."""
@@ -80,6 +86,8 @@ class ProxySyncer:
     _rendered: Rendered | None = None
     _last_full: float = 0.0
     _services: dict[str, _Cached] = field(default_factory=dict)
+    _endpoints: int = 0  # over all cached Services: large cluster mode without a scan
+    _rules_total: int = 0
 
     def request_full(self) -> None:
         self.needs_full = True
@@ -97,11 +105,18 @@ class ProxySyncer:
         if config != self.config:
             self.config, self.needs_full = config, True
             self._services.clear()
-        policies, ports = self._decide_and_render(snapshot)
+        step_hint = self._incremental(snapshot) if not self.needs_full else None
+        if step_hint is not None:
+            policies, ports = self._applied_policies, self._applied  # updated in place
+            old_ports, old_policies, new_keys = step_hint
+            changed = len(set(old_ports) | new_keys)
+        else:
+            policies, ports = self._decide_and_render(snapshot)
+            old_ports, old_policies, new_keys = self._applied, self._applied_policies, None
+            changed = sum(1 for k, p in ports.items() if old_ports.get(k) is not p) + sum(
+                1 for k in old_ports if k not in ports
+            )
         fixed = assemble((), config)
-        changed = sum(1 for k, p in ports.items() if self._applied.get(k) is not p) + sum(
-            1 for k in self._applied if k not in ports
-        )
         full = (
             self.needs_full
             or partial.needs_full(self._rendered, fixed)
@@ -118,19 +133,59 @@ class ProxySyncer:
                 apply.full_sync(self.netns, rendered)
                 self._last_full = self.clock()
             else:
-                step = partial.plan(self._applied, ports)
+                new_part = ports if new_keys is None else {k: ports[k] for k in new_keys}
+                step = partial.plan(old_ports, new_part)
                 if step.text is not None:
                     apply.partial_sync(self.netns, step.text)
         except KernelError as e:
             self.needs_full = True
             log.error("%s sync failed: %s", "full" if full else "partial", e)
             return SyncResult(False, self.clock() - start, len(ports), 0, str(e), full, changed)
-        deleted = self._clear_stale_udp(policies)
+        deleted = self._clear_stale_udp(old_policies, policies)
         self.needs_full = False
         self._applied, self._applied_policies, self._rendered = ports, policies, rendered
         self.last_policies = list(policies.values())
-        rules = sum(len(p.chain_rules) + len(p.nat_top_rules) + len(p.filter_rules) for p in ports.values())
-        return SyncResult(True, self.clock() - start, len(ports), rules, None, full, changed, deleted)
+        if new_keys is None:
+            self._rules_total = sum(_count(p) for p in ports.values())
+        else:
+            self._rules_total += sum(_count(ports[k]) for k in new_keys) - sum(_count(p) for p in old_ports.values())
+        return SyncResult(True, self.clock() - start, len(ports), self._rules_total, None, full, changed, deleted)
+
+    def _incremental(self, snapshot: Snapshot) -> tuple[dict[str, PortRules], dict[str, PortPolicy], set[str]] | None:
+        """With the source's change hint: decide and render only the changed Services, updating
+        the applied maps in place; returns (old rules and policies of the touched ports, the
+        touched ports' new keys). None when a full pass is needed instead (no hint, a Node
+        changed, nothing applied yet, or large cluster mode flips)."""
+        changes = snapshot.changes
+        if changes is None or changes.nodes_changed or not self._applied:
+            return None
+        quiet = self._endpoints > LARGE_CLUSTER_ENDPOINTS
+        old_ports: dict[str, PortRules] = {}
+        old_policies: dict[str, PortPolicy] = {}
+        new_keys: set[str] = set()
+        zone = node_zone(snapshot, self.config)
+        for key in changes.services:
+            old = self._services.pop(key, None)
+            if old is not None:
+                self._endpoints -= old.endpoints
+                for p, r in zip(old.policies, old.rules or (), strict=False):
+                    old_ports[r.key] = self._applied.pop(r.key, r)
+                    old_policies[r.key] = self._applied_policies.pop(r.key, p)
+            svc = changes.service_index.get(key)
+            if svc is None:
+                continue
+            slices = tuple(sorted(changes.slice_index.get(key, ()), key=lambda sl: sl.name))  # as the full pass
+            entry = _Cached(svc, slices, decide_service(svc, list(slices), self.config, zone))
+            entry.rules, entry.quiet = [render_port(p, self.config, quiet) for p in entry.policies], quiet
+            self._services[key] = entry
+            self._endpoints += entry.endpoints
+            for p, r in zip(entry.policies, entry.rules, strict=True):
+                self._applied[r.key], self._applied_policies[r.key] = r, p
+                new_keys.add(r.key)
+        if (self._endpoints > LARGE_CLUSTER_ENDPOINTS) != quiet:
+            self.needs_full = True  # every port's comments change: a full pass and a full sync
+            return None
+        return old_ports, old_policies, new_keys
 
     def payload(self) -> str:
         """The full restore payload of what the kernel holds now (for comparisons and benches)."""
@@ -154,7 +209,8 @@ class ProxySyncer:
             live = {e.service.key for e in entries}
             for gone in [k for k in self._services if k not in live]:
                 del self._services[gone]
-        quiet = sum(e.endpoints for e in entries) > LARGE_CLUSTER_ENDPOINTS
+        self._endpoints = sum(e.endpoints for e in entries)
+        quiet = self._endpoints > LARGE_CLUSTER_ENDPOINTS
         policies: dict[str, PortPolicy] = {}
         ports: dict[str, PortRules] = {}
         for e in entries:
@@ -165,11 +221,11 @@ class ProxySyncer:
                 ports[r.key] = r
         return policies, ports
 
-    def _clear_stale_udp(self, policies: dict[str, PortPolicy]) -> int:
+    def _clear_stale_udp(self, before: dict[str, PortPolicy], policies: dict[str, PortPolicy]) -> int:
         """kube-proxy's conntrack cleanup: UDP flows to a Service IP or NodePort whose endpoint
         is gone would keep their DNAT mapping (and black-hole the client) until they time out."""
         deleted = 0
-        for key, old in self._applied_policies.items():
+        for key, old in before.items():
             if old.protocol is not Protocol.UDP:
                 continue
             new = policies.get(key)

@@ -27,11 +27,12 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
 from clew.model.from_kube import HEADLESS_LABEL, PROXY_NAME_LABEL, build_snapshot, object_name
-from clew.model.objects import Rejection, Snapshot
+from clew.model.objects import Changes, EndpointSlice, Rejection, Snapshot
 from clew.sources.apiclient import ApiClient
 from clew.sources.kubeconfig import ClusterConfig
 from clew.sources.reflector import Backoff, Reflector, Resource
@@ -167,18 +168,30 @@ class KubeSource:
         poll (a stored object is replaced, never mutated, so identity tells). The same value as
         ``build_snapshot(objects)``: the API's names are unique, so no duplicate rule applies."""
         parts: dict[tuple[str, str, str], tuple[dict[str, Any], Snapshot]] = {}
+        touched: list[Snapshot] = []  # parts converted anew, and parts gone: the change hint
         for key, obj in held:
             cached = self._parts.get(key)
-            parts[key] = cached if cached is not None and cached[0] is obj else (obj, _convert(obj))
+            if cached is not None and cached[0] is obj:
+                parts[key] = cached
+            else:
+                parts[key] = (obj, _convert(obj))
+                touched.append(parts[key][1])
+                if cached is not None:
+                    touched.append(cached[1])
+        touched += [snap for key, (_, snap) in self._parts.items() if key not in parts]
+        first = not self._parts
         self._parts = parts
         snaps = [snap for _, snap in parts.values()]
-        return Snapshot(
+        snapshot = Snapshot(
             tuple(x for s in snaps for x in s.services),
             tuple(x for s in snaps for x in s.slices),
             tuple(x for s in snaps for x in s.nodes),
             tuple(x for s in snaps for x in s.rejections),
             tuple(x for s in snaps for x in s.notes),
         )
+        if first:
+            return snapshot
+        return replace(snapshot, changes=_changes(snapshot, touched))
 
     def patch_node_annotations(self, node_name: str, annotations: dict[str, str]) -> bool:
         """Merge ``annotations`` into the Node with a strategic-merge PATCH of ``nodes/<name>/status``
@@ -198,3 +211,14 @@ class KubeSource:
         finally:
             conn.close()
         return True
+
+
+def _changes(snapshot: Snapshot, touched: list[Snapshot]) -> Changes:
+    """The change hint for the sync engine: Services whose object or slices were touched."""
+    keys = {x.key for t in touched for x in t.services} | {x.service_key for t in touched for x in t.slices}
+    nodes_changed = any(t.nodes for t in touched)
+    services = {s.key: s for s in snapshot.services}
+    slices: dict[str, tuple[EndpointSlice, ...]] = {}
+    for sl in snapshot.slices:
+        slices[sl.service_key] = (*slices.get(sl.service_key, ()), sl)
+    return Changes(frozenset(keys), nodes_changed, services, slices)
