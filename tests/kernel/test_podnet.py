@@ -17,19 +17,15 @@ from __future__ import annotations
 import atexit
 import ipaddress
 import json
-import os
-import selectors
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from poll import poll_until
-from topology import unique_prefix
+from topology import _env, _wait_ready, unique_prefix
 
-import clew
 from clew.kernel import fdb, iptables, links, neighbours, netns, routes
 from clew.lab.echo import ProbeResult
 from clew.model.objects import Node
@@ -45,7 +41,6 @@ pytestmark = pytest.mark.kernel
 NAMES = ("n1", "n2", "n3")
 PORT = 8080
 EXT_IP = "192.168.60.100"
-_SRC = str(Path(clew.__file__).resolve().parent.parent)
 
 
 class Cluster:
@@ -272,28 +267,6 @@ class Cluster:
 
 
 MakeCluster = Callable[..., Cluster]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:
-    assert proc.stdout is not None
-    end, out = time.monotonic() + timeout, b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while b"ready\n" not in out:
-            left = end - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{what} not ready after {timeout:g}s: {out.decode()!r}")
-            if sel.select(left):
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                if not chunk:
-                    raise RuntimeError(f"{what} exited before ready: {out.decode()!r}")
-                out += chunk
 
 
 @pytest.fixture
