@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from clew.cli.errors import UserError
+from clew.cli.netns_arg import netns_name
 from clew.trace.explain import explain_service, format_explanation
 from clew.trace.sources import SourceError, load_view
 
@@ -32,7 +33,7 @@ def explain_service_command(
     if not _QUERY.match(name):
         raise UserError(f"{name!r} is not NS/NAME or NS/NAME:PORT")
     try:
-        view = load_view(ruleset, [], netns, from_dump)
+        view = load_view(ruleset, [], netns_name(netns) if netns else None, from_dump)
     except SourceError as e:
         raise UserError(str(e)) from None
     policies = None

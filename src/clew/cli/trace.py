@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from clew.cli.errors import UserError
+from clew.cli.netns_arg import netns_name
 from clew.trace.engine import trace
 from clew.trace.packet import Packet
 from clew.trace.sources import SourceError, load_view
@@ -50,7 +51,7 @@ def trace_command(
     )
     locals_ = [_ipv4(ip, "--local-ip") for ip in (local_ip or [])]
     try:
-        view = load_view(ruleset, locals_, netns, from_dump)
+        view = load_view(ruleset, locals_, netns_name(netns) if netns else None, from_dump)
     except SourceError as e:
         raise UserError(str(e)) from None
     result = trace(view, packet)
