@@ -36,6 +36,8 @@ def dump_command(
     except OSError as e:
         raise UserError(f"{e.filename or folder}: cannot write: {e.strerror}") from None
     meta = {
+        "apiVersion": "clew.dump/v1",
+        "kind": "Dump",
         "netns": netns,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "clew": __version__,

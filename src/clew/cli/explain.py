@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated
 
 import typer
 
 from clew.cli.errors import UserError
+from clew.cli.jsonout import print_json
 from clew.cli.netns_arg import netns_name
 from clew.trace.explain import explain_service, format_explanation
 from clew.trace.sources import SourceError, load_view
@@ -45,6 +45,6 @@ def explain_service_command(
         policies = decide(snapshot, make_config(snapshot, node_name=node_name))
     result = explain_service(view.ruleset, name, policies)
     if as_json:
-        print(json.dumps(result.to_json(), indent=2))
+        print_json(result.to_json(), "trace", "ServiceExplanation", indent=2)
     else:
         print(format_explanation(result), end="")

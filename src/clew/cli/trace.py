@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from typing import Annotated
 
 import typer
 
 from clew.cli.errors import UserError
+from clew.cli.jsonout import print_json
 from clew.cli.netns_arg import netns_name
 from clew.trace.engine import trace
 from clew.trace.packet import Packet
@@ -56,6 +56,6 @@ def trace_command(
         raise UserError(str(e)) from None
     result = trace(view, packet)
     if as_json:
-        print(json.dumps(result.to_json(), indent=2))
+        print_json(result.to_json(), "trace", "Trace", indent=2)
     else:
         print(format_trace(result), end="")
