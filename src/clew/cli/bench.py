@@ -25,7 +25,12 @@ def bench_render(
     runs: Annotated[int, typer.Option("--runs", min=1, help="Best of this many renders.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Render N Services × K endpoints and time iptables-restore of the payload (target: ≤ 50%)."""
+    """Render N Services × K endpoints and time iptables-restore of the payload (target: ≤ 50%).
+
+    \b
+    Example:
+      clew bench render --services 10000 --endpoints 3 --json
+    """
     if os.geteuid() != 0:
         raise UserError("clew bench render loads rules into a throwaway network namespace: run it as root")
     from clew.bench.render import run
@@ -54,7 +59,12 @@ def bench_trace(
     traces: Annotated[int, typer.Option("--traces", min=1, help="Traces after the first.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Parse an N-Service iptables-save and trace packets (targets: ≤ 1 s, then ≤ 20 ms a trace)."""
+    """Parse an N-Service iptables-save and trace packets (targets: ≤ 1 s, then ≤ 20 ms a trace).
+
+    \b
+    Example:
+      clew bench trace --services 10000 --traces 50
+    """
     from clew.bench.trace import run
 
     with progress(f"bench trace: {services} Services") as step:
@@ -83,7 +93,12 @@ def bench_cni(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """ADD and DEL latency of clew-cni beside the reference bridge + host-local (target: ≤ 2×)."""
+    """ADD and DEL latency of clew-cni beside the reference bridge + host-local (target: ≤ 2×).
+
+    \b
+    Example:
+      clew bench cni --pods 20 --standalone
+    """
     if os.geteuid() != 0:
         raise UserError("clew bench cni attaches pods in throwaway network namespaces: run it as root")
     from clew.bench.cni import run
@@ -118,7 +133,12 @@ def bench_podnet(
     ] = "same",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Pod-to-pod TCP throughput and RTT over host-gw and vxlan beside plain routing, in one run."""
+    """Pod-to-pod TCP throughput and RTT over host-gw and vxlan beside plain routing, in one run.
+
+    \b
+    Example:
+      clew bench podnet --seconds 2 --rounds 3 --pin split
+    """
     if os.geteuid() != 0:
         raise UserError("clew bench podnet builds labs of network namespaces: run it as root")
     from clew.bench.podnet import run

@@ -15,16 +15,29 @@ from typing import Any
 import typer
 
 from clew import __version__
-from clew.cli import agent, bench, demo, dump, explain, lab, render, trace
+from clew.cli import agent, bench, demo, dump, explain, lab, render, stdin, trace
 from clew.cli.errors import UserError, fail
 from clew.kernel.errors import KernelError
 from clew.model.fields import Invalid
 from clew.podnet.errors import PodnetError
 from clew.sources.manifests import ManifestError
 
+
+def with_examples(text: str | None, *examples: str) -> str:
+    """A command's help with its examples below, kept as written (click's ``\\b``: no rewrap)."""
+    lines = "\n".join(f"  {e}" for e in examples)
+    return f"{(text or '').rstrip()}\n\n\b\nExample{'s' if len(examples) > 1 else ''}:\n{lines}"
+
+
 app = typer.Typer(
     name="clew",
-    help="Kubernetes node networking you can see through.",
+    help=with_examples(
+        "Kubernetes node networking you can see through.",
+        "clew demo                    (as root: the bundled example, loaded into a throwaway netns)",
+        "clew render --objects manifests/ --node-name node-1 > rules.txt",
+        "clew trace --ruleset rules.txt --src 10.244.1.5 --dst 10.96.0.10 --dport 80",
+        "clew explain service default/web --ruleset rules.txt",
+    ),
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -48,11 +61,27 @@ def _root(
     """Kubernetes node networking you can see through."""
 
 
-app.command("render", help=render.__doc__)(render.render_command)
-app.command("demo", help=demo.__doc__)(demo.demo_command)
-app.command("trace", help=trace.__doc__)(trace.trace_command)
-app.command("dump", help=dump.__doc__)(dump.dump_command)
-app.command("agent", help=agent.__doc__)(agent.agent_command)
+EXAMPLES = {
+    "render": (
+        "clew render --objects manifests/ --node-name node-1 --cluster-cidr 10.244.0.0/16 > rules.txt",
+        "kubectl get svc,endpointslices,nodes -A -o yaml | clew render --objects - --node-name node-1",
+    ),
+    "demo": ("clew demo",),
+    "trace": (
+        "clew trace --ruleset rules.txt --local-ip 192.168.0.2 --src 10.244.1.5 --dst 10.96.0.10 --dport 80",
+        "clew trace --netns node-1 --src 192.168.0.9 --dst 192.168.0.2 --dport 30080 --json",
+    ),
+    "dump": ("clew dump --netns node-1 ./node-1 && clew trace --from-dump ./node-1 --src … --dst …",),
+    "agent": ("clew agent --config kube-proxy.yaml --objects manifests/ --netns node-1 --once",),
+}
+for _name, _module, _fn in (
+    ("render", render, render.render_command),
+    ("demo", demo, demo.demo_command),
+    ("trace", trace, trace.trace_command),
+    ("dump", dump, dump.dump_command),
+    ("agent", agent, agent.agent_command),
+):
+    app.command(_name, help=with_examples(_module.__doc__, *EXAMPLES[_name]))(_fn)
 app.add_typer(explain.app, name="explain")
 app.add_typer(lab.app, name="lab")
 app.add_typer(bench.app, name="bench")
@@ -68,6 +97,7 @@ def _usage_line(e: typer.TyperException) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    stdin.reset()
     try:
         code = app(args=argv, prog_name="clew", standalone_mode=False)
     except UserError as e:
