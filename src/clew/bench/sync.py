@@ -43,6 +43,7 @@ from clew.proxy.iptables.render import render_port
 from clew.proxy.sync import ProxySyncer
 
 Progress = Callable[[str], None]
+SLOW = 3600.0  # s: kube-proxy's full --noflush restore at 10k Services takes ~1 min idle, minutes on a busy machine
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def run(
         kube_proxy = KubeProxyPayloads(syncer._applied.values(), syncer.config)
         step("kube-proxy: full --noflush sync over the rules")
         kp_full_text = kube_proxy.full()
-        kp_full = _timed(lambda p=kp_full_text: iptables.restore(empty, p, noflush=True, counters=True))
+        kp_full = _timed(lambda p=kp_full_text: iptables.restore(empty, p, noflush=True, counters=True, timeout=SLOW))
         del kp_full_text
         times, raws, kp_partials, partials = [], [], [], 0
         index = _Index(snapshot)
@@ -216,7 +217,9 @@ def run(
             if own is not None:
                 raws.append(_timed(lambda own=own: iptables.restore(node, own, noflush=True, counters=True)))
             kp_text = kube_proxy.change(key, syncer.last_policies)
-            kp_partials.append(_timed(lambda p=kp_text: iptables.restore(empty, p, noflush=True, counters=True)))
+            kp_partials.append(
+                _timed(lambda p=kp_text: iptables.restore(empty, p, noflush=True, counters=True, timeout=SLOW))
+            )
         if verify and _kube_rules(iptables.save(node)) != _kube_rules(iptables.save(empty)):
             raise RuntimeError("clew's and kube-proxy's namespaces hold different KUBE-* rules after the changes")
     finally:
@@ -268,7 +271,7 @@ def run_isolated(services: int, changes: int, progress: Progress | None = None) 
         if progress is not None and line.startswith(STEP):
             progress(line[len(STEP) :].strip())
     out = proc.stdout.read()
-    if proc.wait(timeout=1800) != 0:
+    if proc.wait() != 0:
         errors = [line for line in lines if not line.startswith(STEP)]
         raise RuntimeError(f"bench sync {services}: {(errors or ['failed'])[-1]}")
     return SyncBench(**json.loads(out))
