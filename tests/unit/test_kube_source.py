@@ -488,14 +488,14 @@ kind: Config
 current-context: c
 contexts: [{name: c, context: {cluster: k, user: u}}]
 clusters: [{name: k, cluster: {server: "https://10.0.0.1:6443/prefix/", certificate-authority: pki/ca.crt,
-            insecure-skip-tls-verify: true, tls-server-name: kubernetes}}]
+            tls-server-name: kubernetes}}]
 users: [{name: u, user: {tokenFile: pki/token, client-certificate: /etc/n.crt, client-key: n.key}}]
 """)
     cfg = load_kubeconfig(cfg_file)
     assert (cfg.host, cfg.port, cfg.prefix, cfg.scheme) == ("10.0.0.1", 6443, "/prefix", "https")
     assert cfg.ca_file == str(tmp_path / "pki" / "ca.crt")
     assert cfg.cert_file == "/etc/n.crt" and cfg.key_file == str(tmp_path / "n.key")
-    assert cfg.insecure and cfg.tls_server_name == "kubernetes"
+    assert not cfg.insecure and cfg.tls_server_name == "kubernetes"
     assert cfg.bearer_token() == "abc"
     (tmp_path / "pki" / "token").write_text("rotated")
     assert cfg.bearer_token() == "rotated"

@@ -91,6 +91,8 @@ class KubeSource:
     def start(self) -> KubeSource:
         if not self._started:
             self._started = True
+            if (warning := self.config.security_warning()) is not None:
+                log.warning("%s", warning)
             for r in self.reflectors:
                 r.start()
         return self
