@@ -552,3 +552,25 @@ def test_in_cluster_config(tmp_path: Path) -> None:
     (folder / "token").unlink()
     with pytest.raises(KubeconfigError, match="token is missing"):
         in_cluster_config(tmp_path, {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"})
+
+
+def test_cross_object_refusals_follow_the_watch_with_the_change_hint(api: FakeApiServer, source: KubeSource) -> None:
+    """A second Service with web's clusterIP is refused (web was created first); once web goes
+    away the other one gets the IP, and the change hint names it so an O(changed) sync sees it."""
+    poll_until(source, lambda s: True)
+    web = svc("web", "10.96.0.10")
+    web["metadata"]["creationTimestamp"] = "2024-01-01T00:00:00Z"
+    api.put(web)
+    twin = svc("twin", "10.96.0.10")
+    twin["metadata"]["creationTimestamp"] = "2024-02-01T00:00:00Z"
+    api.put(twin)
+    snap = poll_until(source, lambda s: bool(s.rejections))
+    assert [x.name for x in snap.services] == ["web"]
+    assert [(r.object, r.field) for r in snap.rejections] == [("Service demo/twin", "spec.clusterIP")]
+    api.delete("Service", "web", "demo")
+    snap = poll_until(source, lambda s: [x.name for x in s.services] == ["twin"])
+    assert snap.rejections == () and snap.changes is not None and "demo/twin" in snap.changes.services
+    api.put(node("n2", "10.96.0.10"))  # a Node with twin's clusterIP as its address
+    snap = poll_until(source, lambda s: bool(s.rejections))
+    assert snap.services == () and "Node n2's address" in snap.rejections[0].reason
+    assert snap.changes is not None and "demo/twin" in snap.changes.services

@@ -167,9 +167,21 @@ def endpoint_slice(state: LabState, key: str, svc: dict[str, Any]) -> dict[str, 
     }
 
 
+def service_cidr(state: LabState) -> dict[str, Any]:
+    """The service range as the API server (1.33+) serves it: the ServiceCIDR ``kubernetes``.
+    Agents refuse a clusterIP outside it, as the API server would (`clew.model.admission`)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "ServiceCIDR",
+        "metadata": {"name": "kubernetes"},
+        "spec": {"cidrs": [state.config.service_cidr]},
+    }
+
+
 def _write_objects(state: LabState, root: Path) -> None:
     objects = root / "objects"
     keep: set[Path] = set()
+    _write_if_changed(objects / "servicecidrs" / "kubernetes.json", service_cidr(state))  # (helper validate)
     for key, svc in sorted(state.services.items()):
         base = key.replace("/", "-")
         path = objects / "services" / f"{base}.json"

@@ -68,9 +68,14 @@ def object_name(obj: Mapping[str, Any]) -> str:
     kind = obj.get("kind") if isinstance(obj.get("kind"), str) else "object"
     raw_meta = obj.get("metadata")
     meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
-    name = meta.get("name") if isinstance(meta.get("name"), str) else "<unnamed>"
-    ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
+    name = _shown(meta.get("name")) if isinstance(meta.get("name"), str) else "<unnamed>"
+    ns = _shown(meta.get("namespace")) if isinstance(meta.get("namespace"), str) else None
     return f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
+
+
+def _shown(text: str, limit: int = 64) -> str:
+    """A name as a message shows it: a name too long for the API is cut, with its length."""
+    return text if len(text) <= limit else f"{text[:40]}…({len(text)} characters)"
 
 
 def build_snapshot(objects: Iterable[Any], *, ignored_kinds: Iterable[str] = (), admit: bool = True) -> Snapshot:
