@@ -68,8 +68,9 @@ def object_name(obj: Mapping[str, Any]) -> str:
     kind = obj.get("kind") if isinstance(obj.get("kind"), str) else "object"
     raw_meta = obj.get("metadata")
     meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
-    name = _shown(meta.get("name")) if isinstance(meta.get("name"), str) else "<unnamed>"
-    ns = _shown(meta.get("namespace")) if isinstance(meta.get("namespace"), str) else None
+    raw_name, raw_ns = meta.get("name"), meta.get("namespace")
+    name = _shown(raw_name) if isinstance(raw_name, str) else "<unnamed>"
+    ns = _shown(raw_ns) if isinstance(raw_ns, str) else None
     return f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
 
 
@@ -278,8 +279,9 @@ def service_from_kube(obj: Mapping[str, Any]) -> Service:
     if (why := f.special_ip_reason(ipaddress.IPv4Address(cluster_ip))) is not None:
         raise Invalid("spec.clusterIP", f"{cluster_ip} {why}: no service range can hold it")
     external = [
-        _ipv4(str(f.non_special_ip(v, f"spec.externalIPs[{i}]")), f"spec.externalIPs[{i}]")
+        str(addr)
         for i, v in enumerate(f.items(spec.get("externalIPs"), "spec.externalIPs"))
+        if (addr := f.non_special_ip(v, f"spec.externalIPs[{i}]")).version == 4
     ]
     status = f.mapping(obj.get("status"), "status")
     lb = f.mapping(status.get("loadBalancer"), "status.loadBalancer")
@@ -320,7 +322,7 @@ def service_from_kube(obj: Mapping[str, Any]) -> Service:
         type=svc_type,
         cluster_ip=cluster_ip,
         ports=ports,
-        external_ips=tuple(ip for ip in external if ip),
+        external_ips=tuple(external),
         load_balancer_ips=tuple(dict.fromkeys(lb_ips)),
         source_ranges=tuple(ranges),
         affinity_timeout=timeout,
@@ -340,10 +342,10 @@ def _slice_endpoint(raw: Any, path: str) -> SliceEndpoint | None:
     checked = []
     for i, raw_address in enumerate(addresses):  # every one, as the API server checks them
         at = f"{path}.addresses[{i}]"
-        v4 = _ipv4(str(f.non_special_ip(raw_address, at)), at)
-        if v4 is None:
+        addr = f.non_special_ip(raw_address, at)
+        if addr.version != 4:
             raise Invalid(at, "is IPv6 in an IPv4 slice")
-        checked.append(v4)
+        checked.append(str(addr))
     address = checked[0]  # kube-proxy uses the first
     cond = f.mapping(ep.get("conditions"), f"{path}.conditions")
     hints = f.mapping(ep.get("hints"), f"{path}.hints")
