@@ -497,11 +497,13 @@ def test_a_pod_subnet_overlapping_the_node_is_refused(hnode: Node, setup: list[s
     assert link_json(pod, "eth0") is None
 
 
-def test_a_route_to_the_whole_cluster_network_is_no_overlap(hnode: Node) -> None:
+def test_flannels_own_address_and_a_cluster_route_are_no_overlap(hnode: Node) -> None:
+    """flannel.1 holds the subnet's network address as a /32; a route to the whole cluster is larger."""
     node = hnode
     (pod,) = node.pods("pod")
     give_uplink(node.node)
-    netns.run_batch(node.node, ["route add 10.244.0.0/16 via 192.168.50.1 dev eth0"])
+    netns.run_batch(node.node, ["route add 10.244.0.0/16 via 192.168.50.1 dev eth0",
+                                "link add flannel.1 type bridge", "addr add 10.244.1.0/32 dev flannel.1"])  # fmt: skip
     node.add(pod, "c1")
     poll_until(lambda: pings(pod, "10.244.1.1"), 5, what=f"ping 10.244.1.1 from {pod}")
 

@@ -29,7 +29,12 @@ def route(dst: str, dev: str | None = None, gateway: str | None = None, **extra:
 
 
 def test_an_ordinary_node_has_no_conflict() -> None:
-    links = [link("lo", "127.0.0.1/8"), link("eth0", "192.168.0.2/24"), link("cni0", "10.244.1.1/24")]
+    links = [
+        link("lo", "127.0.0.1/8"),
+        link("eth0", "192.168.0.2/24"),
+        link("cni0", "10.244.1.1/24"),
+        link("flannel.1", "10.244.1.0/32"),  # flannel's vxlan device: the subnet's network address
+    ]
     routes = [
         route("default", "eth0", "192.168.0.1"),
         route("192.168.0.0/24", "eth0"),
@@ -47,6 +52,8 @@ def test_an_ordinary_node_has_no_conflict() -> None:
         ([link("eth0", "10.244.1.50/24")], "address 10.244.1.50/24 on eth0"),
         ([link("eth0", "10.0.0.5/8")], "address 10.0.0.5/8 on eth0"),  # a LAN around the pod subnet
         ([link("lo", "10.244.1.200/32")], "address 10.244.1.200/32 on lo"),  # a VIP inside it
+        ([link("eth1", "10.244.1.1/32")], "address 10.244.1.1/32 on eth1"),  # the gateway's own address
+        ([link("eth1", "10.244.1.0/31")], "address 10.244.1.0/31 on eth1"),  # a network, not flannel's /32
     ],
 )
 def test_an_address_overlapping_the_subnet(links: list[dict[str, object]], want: str) -> None:

@@ -8,7 +8,9 @@ main-table routes are read (one ``ip -4 -j -batch`` process, run by `clew.cni.br
 module is pure) and the attachment is refused when:
 
 * an address on any link but the bridge lies in a network that overlaps the pod subnet
-  (the node's ``eth0`` 10.244.1.50/24, or 10.0.0.5/8 around a 10.244.1.0/24 pod subnet);
+  (the node's ``eth0`` 10.244.1.50/24, or 10.0.0.5/8 around a 10.244.1.0/24 pod subnet) — but
+  not the subnet's own network (or broadcast) address as a /32, which no pod or gateway ever
+  gets: that is what flannel's vxlan device ``flannel.1`` carries (``10.244.1.0/32``);
 * a route other than the default goes to the pod subnet or a part of it, and is not the bridge's
   own subnet route (``10.244.1.0/24 dev cni0``): someone else's route would take the pods' traffic.
 
@@ -38,6 +40,8 @@ def conflicts(subnet: IPv4Network, bridge: str, links: Sequence[object], routes:
             if not isinstance(addr, dict) or addr.get("family", "inet") != "inet" or "local" not in addr:
                 continue
             iface = IPv4Interface(f"{addr['local']}/{addr.get('prefixlen', 32)}")
+            if iface.network.prefixlen == 32 and iface.ip in (subnet.network_address, subnet.broadcast_address):
+                continue  # flannel's vxlan device holds the subnet's network address as a /32: never handed out
             if iface.network.overlaps(subnet):
                 found.append(f"address {iface} on {link.get('ifname')}")
     for route in routes:
