@@ -165,7 +165,8 @@ def _metadata(obj: Mapping[str, Any], *, namespaced: bool, dns1035: bool = False
 
 
 def _created(obj: Mapping[str, Any]) -> str:
-    """``metadata.creationTimestamp`` as UTC ``YYYY-MM-DDTHH:MM:SSZ``, "" when absent."""
+    """``metadata.creationTimestamp`` in UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (so that text order is
+    time order, whatever offset the input used); "" when absent."""
     raw = f.string(f.mapping(obj.get("metadata"), "metadata").get("creationTimestamp"), "metadata.creationTimestamp")
     if not raw:
         return ""

@@ -66,7 +66,7 @@ class Service:
     internal_traffic_policy: TrafficPolicy = TrafficPolicy.CLUSTER
     health_check_node_port: int = 0
     proxy_name: str | None = None  # label service.kubernetes.io/service-proxy-name: not ours
-    # metadata.creationTimestamp as UTC ``YYYY-MM-DDTHH:MM:SSZ`` ("" when absent): who keeps a
+    # metadata.creationTimestamp in UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` ("" when absent): who keeps a
     # clusterIP or NodePort two Services ask for (`model.admission`); no effect on rules.
     created: str = field(default="", compare=False)
 
