@@ -308,6 +308,10 @@ class Observer:
         self.health.updated()
         m.last_sync.labels(IP_FAMILY).set(now)
 
+    def source_problem(self, problem: str | None) -> None:
+        """The source cannot be read (``problem``), or can again (None): /healthz follows."""
+        self.health.set_source_problem(problem)
+
     def podnet_failed(self) -> None:
         self.metrics.podnet_failures.inc()
 
