@@ -250,3 +250,12 @@ def test_configz_serves_the_effective_configuration_as_kube_proxy(servers: Serve
 )
 def test_go_durations(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text
+
+
+def test_mode_of_refuses_ipvs_naming_the_field() -> None:
+    from clew.model.fields import Invalid
+    from clew.model.proxy_config import mode_of
+
+    assert mode_of({}) == "iptables" and mode_of({"mode": "nftables"}) == "nftables"
+    with pytest.raises(Invalid, match="mode"):
+        mode_of({"mode": "ipvs"})

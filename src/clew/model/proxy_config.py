@@ -216,6 +216,12 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
     return [f"apiVersion {api!r}: clew reads {API_VERSION}'s field names"] if api and api != API_VERSION else []
 
 
+def mode_of(doc: Mapping[str, Any]) -> str:
+    """The document's ``mode`` (default iptables); `Invalid` naming ``mode`` for one clew does not
+    run (``ipvs``, ``kernelspace``): what ``clew render`` and the agent both refuse."""
+    return _mode(doc)
+
+
 def _mode(doc: Mapping[str, Any]) -> str:
     mode = f.string(doc.get("mode"), "mode") or "iptables"
     if mode not in ("iptables", "nftables"):
