@@ -194,7 +194,7 @@ def test_cli_up_apply_status_exec_down(tmp_path: Path) -> None:
 
         state = load(name)
         assert state is not None
-        pids = set(state.agents.values()) | {p.pid for p in state.pods.values()}
+        pids = set(Lab(state).agents().values()) | {p.pid for p in state.pods.values()}
         shown = clew("lab", "exec", "--name", name, f"{WEB}-0", "--", "ip", "-4", "addr", "show", "dev", "eth0")
         assert shown.returncode == 0, shown.stderr
         assert f"inet {pods[f'{WEB}-0']['ip']}/24" in shown.stdout, shown.stdout

@@ -5,7 +5,9 @@ Layout of ``<state>/`` (default ``/run/clew/lab/<name>``)::
 
     lab.json                 this module's LabState
     objects/                 the API objects every node's agent watches (nodes/, services/, slices/)
-    nodes/<node>/            subnet.env, ipam store, CNI config, agent config, status.json, agent.log
+    supervisor.json, .log    the agents' supervisor process (clew.lab.supervisor)
+    nodes/<node>/            subnet.env, ipam store, CNI config, agent config, status.json, agent.log,
+                             agent.json (the agent process, from the supervisor), node-lease.json
     pods/<pod>.log           each echo server's output
 """
 
@@ -34,6 +36,7 @@ class Pod:
     ports: dict[str, int]  # container port name (or the number as text) → port
     pid: int = 0
     container_id: str = ""
+    start: int = 0  # the echo server's start time (clew.lab.procs.ProcId): a reused pid is not it
 
 
 @dataclass
@@ -42,7 +45,6 @@ class LabState:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)  # ns/name → manifest
     services: dict[str, dict[str, Any]] = field(default_factory=dict)  # ns/name → manifest (allocated)
     pods: dict[str, Pod] = field(default_factory=dict)
-    agents: dict[str, int] = field(default_factory=dict)  # node → pid
     placed: int = 0  # pods placed so far: round robin over nodes
 
     @property
@@ -55,7 +57,6 @@ class LabState:
             "deployments": self.deployments,
             "services": self.services,
             "pods": {k: asdict(v) for k, v in self.pods.items()},
-            "agents": self.agents,
             "placed": self.placed,
         }
 
@@ -66,7 +67,6 @@ class LabState:
             deployments=doc.get("deployments", {}),
             services=doc.get("services", {}),
             pods={k: Pod(**v) for k, v in doc.get("pods", {}).items()},
-            agents={k: int(v) for k, v in doc.get("agents", {}).items()},
             placed=int(doc.get("placed", 0)),
         )
 
