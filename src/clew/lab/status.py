@@ -39,9 +39,9 @@ def _agent(root: Path, node: str, netns_name: str) -> dict[str, Any]:
     }
 
 
-def lab_status(state: LabState) -> dict[str, Any]:
-    """The status document of a lab (what ``-o json`` prints)."""
-    root = state_dir(state.config.name)
+def lab_status(state: LabState, root: Path | None = None) -> dict[str, Any]:
+    """The status document of a lab (what ``-o json`` prints); ``root``: its state folder."""
+    root = root or state_dir(state.config.name)
     plan = state.plan
     sup = supervisor.supervisor_proc(root)
     nodes = []

@@ -23,6 +23,7 @@ Back-off: 0.5 s after the first exit, doubling to 10 s, back to 0.5 s once an ag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -202,20 +203,18 @@ class Supervisor:
         self._record(slot, "running")
 
     def _stop_agent(self, slot: Slot) -> None:
+        """SIGTERM (the agent leaves its rules in place), SIGKILL after `STOP_GRACE`."""
         proc = slot.proc
         if proc is None:
             return
-        if running(proc, slot.node.netns):
-            os.kill(proc.pid, signal.SIGTERM)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not slot.alive():
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
             end = self.clock() + STOP_GRACE
             while slot.alive() and self.clock() < end:
                 time.sleep(0.02)
-            if slot.alive():
-                os.kill(proc.pid, signal.SIGKILL)
-                while slot.alive() and self.clock() < end + STOP_GRACE:
-                    time.sleep(0.02)
-        if slot.popen is not None:
-            slot.popen.poll()
         slot.proc, slot.popen = None, None
 
     def _record(self, slot: Slot, state: str) -> None:
