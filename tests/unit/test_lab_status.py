@@ -33,10 +33,10 @@ def test_status_document_and_table(tmp_path: Path) -> None:
         me = identify(proc.pid)
         assert me is not None
         # node-1's record names a live process but with another start time (a reused pid)
-        write_atomic(tmp_path / "nodes" / "node-1" / "agent.json",
-                     json.dumps({"pid": proc.pid, "start": me.start + 7, "restarts": 2, "state": "running"}))  # fmt: skip
-        write_atomic(tmp_path / "nodes" / "node-2" / "agent.json",
-                     json.dumps({"pid": 0, "start": 0, "restarts": 3, "state": "waiting"}))  # fmt: skip
+        reused = {"pid": proc.pid, "start": me.start + 7, "restarts": 2, "state": "running"}
+        write_atomic(tmp_path / "nodes" / "node-1" / "agent.json", json.dumps(reused))
+        waiting = {"pid": 0, "start": 0, "restarts": 3, "state": "waiting"}
+        write_atomic(tmp_path / "nodes" / "node-2" / "agent.json", json.dumps(waiting))
         write_atomic(tmp_path / "nodes" / "node-1" / "status.json", json.dumps({"ok": True, "rules": 43}))
         doc = lab_status(state, tmp_path)
     finally:
