@@ -214,10 +214,10 @@ def running_lab(**config: Any) -> Iterator[Lab]:
         lab.close()
 
 
-def clew(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """``python -m clew ARGS…`` as a user runs it (not checked)."""
+def clew(*args: str, timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m clew ARGS…`` as a user runs it (not checked); ``input`` is its standard input."""
     return subprocess.run(
-        [sys.executable, "-m", "clew", *args], capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-m", "clew", *args], capture_output=True, text=True, timeout=timeout, check=False, input=input
     )
 
 
