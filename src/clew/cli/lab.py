@@ -56,7 +56,10 @@ def lab_up(
     """Build the lab: namespaces, underlay, nodes, and one clew agent per node (kept running by
     the lab's supervisor).
 
-    Example: clew lab up --nodes 2 --backend host-gw
+    \b
+    Examples:
+      clew lab up
+      clew lab up --name lab2 --nodes 2 --backend host-gw
     """
     _root()
     from clew.lab.build import LabError, up
@@ -88,7 +91,10 @@ def lab_apply(
     it and the field, and nothing is applied. Objects a node agent rejected are listed after the
     sync, and the exit code is 1.
 
-    Example: clew lab apply -f app.yaml   (or: cat app.yaml | clew lab apply -f -)
+    \b
+    Examples:
+      clew lab apply -f app.yaml
+      cat app.yaml | clew lab apply -f -
     """
     _root()
     from clew.lab import controlplane
@@ -145,7 +151,7 @@ class _Progress:
 
             self.bar = Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), console=Console(stderr=True), transient=True)  # fmt: skip
-            self.tasks["objects read"] = self.bar.add_task("objects read", total=objects, completed=objects)
+            self.tasks["read"] = self.bar.add_task("objects read", total=objects, completed=objects)
 
     def __enter__(self) -> _Progress:
         if self.bar is not None:
@@ -200,7 +206,10 @@ def lab_status(
 ) -> None:
     """Nodes and their agents, pods and Services of the lab, checked against the running processes.
 
-    Example: clew lab status -o json
+    \b
+    Examples:
+      clew lab status
+      clew lab status --name lab2 -o json
     """
     from clew.lab.status import lab_status as collect
     from clew.lab.status import render_status
@@ -219,7 +228,10 @@ def lab_status(
 def lab_list(output: Output = "table") -> None:
     """The labs on this machine (their state under /run/clew/lab, and namespaces left without one).
 
-    Example: clew lab list -o json
+    \b
+    Examples:
+      clew lab list
+      clew lab list -o json
     """
     from clew.lab.status import list_labs, render_list
 
@@ -243,7 +255,9 @@ def lab_restart(
     The lab's supervisor stops the agent (SIGTERM; the rules stay in place) and starts it again;
     a supervisor that is not running is started first.
 
-    Example: clew lab restart node-2
+    \b
+    Example:
+      clew lab restart node-2
     """
     _root()
     from clew.lab.build import LabError, restart_agent
@@ -265,7 +279,10 @@ def lab_exec(
 ) -> None:
     """Run a command inside a pod's, a node's or the outside client's namespace: exec POD -- CMD.
 
-    Example: clew lab exec web-0 -- ip addr
+    \b
+    Examples:
+      clew lab exec web-0 -- ip -4 addr
+      clew lab exec ext -- curl -s 192.168.50.11:30080
     """
     _root()
     from clew.kernel import netns
@@ -296,7 +313,9 @@ def lab_down(name: Name = "clew") -> None:
     """Remove everything the lab made (supervisor, agents, pods, namespaces, state), also after a
     crash or SIGKILL.
 
-    Example: clew lab down --name clew
+    \b
+    Example:
+      clew lab down --name clew
     """
     _root()
     from clew.lab.teardown import down
@@ -309,7 +328,9 @@ def lab_down(name: Name = "clew") -> None:
 def lab_demo(name: Name = "clew") -> None:
     """A 3-node vxlan lab, a demo app, the pod matrix, ClusterIP and NodePort, a trace; then teardown.
 
-    Example: clew lab demo
+    \b
+    Example:
+      clew lab demo
     """
     _root()
     from clew.lab.build import LabError

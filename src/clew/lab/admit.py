@@ -29,7 +29,7 @@ FIRST_CLUSTER_IP = 10  # offset in the service range of the first address the la
 
 @dataclass
 class Admitted:
-    """The lab's Deployments and Services once the apply is done (copies; the state is untouched)."""
+    """The lab's Deployments and Services once the apply is done (new dicts; the state is untouched)."""
 
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -44,6 +44,7 @@ class _Allocator:
         self.net = ipaddress.IPv4Network(service_cidr)
         self.ips: dict[str, str] = {}  # cluster IP → ns/name
         self.ports: dict[int, str] = {}  # node port → ns/name
+        self.held: dict[str, tuple[list[str], list[int]]] = {}  # ns/name → its IPs and ports
         for key, svc in services.items():
             self.hold(key, svc)
         self._next_ip = FIRST_CLUSTER_IP
@@ -51,17 +52,23 @@ class _Allocator:
 
     def hold(self, key: str, svc: dict[str, Any]) -> None:
         spec = svc.get("spec") or {}
+        ips, ports = self.held.setdefault(key, ([], []))
         if spec.get("clusterIP") not in (None, "", "None"):
             self.ips[spec["clusterIP"]] = key
+            ips.append(spec["clusterIP"])
         for p in spec.get("ports") or []:
             if p.get("nodePort"):
                 self.ports[p["nodePort"]] = key
+                ports.append(p["nodePort"])
 
-    def release(self, key: str, svc: dict[str, Any]) -> None:
-        for ip in [ip for ip, owner in self.ips.items() if owner == key]:
-            del self.ips[ip]
-        for port in [port for port, owner in self.ports.items() if owner == key]:
-            del self.ports[port]
+    def release(self, key: str) -> None:
+        ips, ports = self.held.pop(key, ([], []))
+        for ip in ips:
+            if self.ips.get(ip) == key:
+                del self.ips[ip]
+        for port in ports:
+            if self.ports.get(port) == key:
+                del self.ports[port]
 
     def cluster_ip(self) -> str:
         while self._next_ip < self.net.num_addresses - 1:
@@ -82,7 +89,7 @@ class _Allocator:
 
 def admit(state: LabState, objects: Iterable[Any]) -> Admitted:
     """Check and allocate every object; :class:`ApplyError` lists every refused one."""
-    out = Admitted(copy.deepcopy(state.deployments), copy.deepcopy(state.services))
+    out = Admitted(dict(state.deployments), dict(state.services))  # entries are replaced, never changed
     alloc = _Allocator(state.config.service_cidr, out.services)
     problems: list[str] = []
     for index, obj in enumerate(objects):
@@ -140,7 +147,7 @@ def _allocate(
     spec = svc.setdefault("spec", {})
     old_spec = (old or {}).get("spec") or {}
     if old is not None:
-        alloc.release(key, old)
+        alloc.release(key)
     given = spec.get("clusterIP") or None
     if old_spec.get("clusterIP") and given and given != old_spec["clusterIP"]:
         raise Bad("spec.clusterIP", f"field is immutable (it is {old_spec['clusterIP']})")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,10 @@ def _reconcile_pods(state: LabState, root: Path, progress: Progress) -> list[str
     return said
 
 
-def endpoint_slice(state: LabState, key: str, svc: dict[str, Any]) -> dict[str, Any] | None:
+def endpoint_slice(
+    state: LabState, key: str, svc: dict[str, Any], ready_pods: Mapping[str, bool] | None = None
+) -> dict[str, Any] | None:
+    """The EndpointSlice of Service ``key``; ``ready_pods``: pod name → running (read once per apply)."""
     ns, name = key.split("/", 1)
     selector = (svc.get("spec") or {}).get("selector")
     if not selector:
@@ -98,7 +101,7 @@ def endpoint_slice(state: LabState, key: str, svc: dict[str, Any]) -> dict[str, 
             ports.append({"name": sp.get("name") or "", "port": number, "protocol": sp.get("protocol", "TCP")})
     endpoints = []
     for p in members:
-        ready = pod_running(p)
+        ready = ready_pods[p.name] if ready_pods is not None and p.name in ready_pods else pod_running(p)
         endpoints.append({
             "addresses": [p.ip],
             "conditions": {"ready": ready, "serving": ready, "terminating": False},
@@ -119,18 +122,19 @@ def _write_objects(state: LabState, root: Path, progress: Progress = _quiet) -> 
     objects = root / "objects"
     keep: set[Path] = set()
     total = len(state.services)
+    ready = {p.name: pod_running(p) for p in state.pods.values()}
     for done, (key, svc) in enumerate(sorted(state.services.items()), 1):
         base = key.replace("/", "-")
         path = objects / "services" / f"{base}.json"
         _write_if_changed(path, svc)
         keep.add(path)
-        sl = endpoint_slice(state, key, svc)
+        sl = endpoint_slice(state, key, svc, ready)
         if sl is not None:
             path = objects / "slices" / f"{base}.json"
             _write_if_changed(path, sl)
             keep.add(path)
         if done % 100 == 0 or done == total:
-            progress("objects", done, total)
+            progress("objects written", done, total)
     for folder in ("services", "slices"):
         for path in (objects / folder).glob("*.json") if (objects / folder).exists() else []:
             if path not in keep:
