@@ -127,8 +127,15 @@ def _read_objects(file: str) -> list[Any]:
     from clew.sources.manifests import load_objects, parse_text
 
     if file == "-":
-        return parse_text(sys.stdin.read(), "<stdin>")
-    return load_objects(file)
+        try:
+            objects = parse_text(sys.stdin.buffer.read().decode("utf-8"), "<stdin>")
+        except UnicodeDecodeError as e:
+            raise UserError(f"<stdin>: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    else:
+        objects = load_objects(file)
+    if not objects:
+        raise UserError(f"{'<stdin>' if file == '-' else file}: no objects passed to apply")
+    return objects
 
 
 def _fail_lines(problems: list[str], exit_code: int = 2) -> None:
