@@ -46,3 +46,26 @@ def test_wrong_use_is_one_line(args: list[str], stdin: bytes, expected: str) -> 
         pytest.skip("not root: the lab refuses before reading its input")
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("clew: error: "), proc.stderr
     assert expected in proc.stderr, proc.stderr
+
+
+def test_apply_progress_draws_each_phase_on_a_terminal_and_nothing_elsewhere() -> None:
+    import io
+
+    from rich.console import Console
+
+    from clew.cli.lab import _Progress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    with _Progress(5001, console) as progress:
+        progress.update("pods", 2, 2)
+        progress.update("objects written", 5000, 5000)
+        progress.update("agents synced", 1, 2)
+        progress.bar.refresh()
+    drawn = out.getvalue()
+    for phase in ("objects read", "pods", "objects written", "agents synced"):
+        assert phase in drawn
+    assert "5000/5000" in drawn and "1/2" in drawn
+    quiet = _Progress(5001)  # stderr is not a terminal under pytest
+    assert quiet.bar is None
+    quiet.update("pods", 1, 2)  # no-op

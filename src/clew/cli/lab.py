@@ -148,16 +148,19 @@ def _fail_lines(problems: list[str], exit_code: int = 2) -> None:
 class _Progress:
     """A rich progress display on a terminal for work that may take seconds; silent otherwise."""
 
-    def __init__(self, objects: int) -> None:
-        self.live = sys.stderr.isatty()
+    def __init__(self, objects: int, console: Any = None) -> None:
+        """``console``: a rich Console to draw on (default: stderr, if it is a terminal)."""
         self.tasks: dict[str, Any] = {}
         self.bar: Any = None
-        if self.live:
+        if console is None and sys.stderr.isatty():
             from rich.console import Console
+
+            console = Console(stderr=True)
+        if console is not None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)  # fmt: skip
+            self.bar = Progress(TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=console, transient=True)  # fmt: skip
             self.tasks["read"] = self.bar.add_task("objects read", total=objects, completed=objects)
 
     def __enter__(self) -> _Progress:
