@@ -22,7 +22,7 @@ from clew.lab import pods as lab_pods
 from clew.lab.admit import admit
 from clew.lab.inputs import ApplyError
 from clew.lab.procs import pod_running
-from clew.lab.state import LabState, Pod, save
+from clew.lab.state import LabState, Pod, save, save_pods
 from clew.sources.files import write_atomic
 
 __all__ = ["ApplyError", "Progress", "apply", "endpoint_slice"]
@@ -65,6 +65,7 @@ def _reconcile_pods(state: LabState, root: Path, progress: Progress) -> list[str
             pod = state.pods.pop(pod_name)
             node = plan.node(pod.node)
             lab_pods.delete(pod, node.netns, root / "nodes" / node.name)
+            save_pods(state)
             said.append(f"deleted pod {pod_name}")
             done += 1
             progress("pods", done, todo)
@@ -74,7 +75,7 @@ def _reconcile_pods(state: LabState, root: Path, progress: Progress) -> list[str
             pod = Pod(pod_name, ns, key, labels, node.name, plan.pod_netns(pod_name), "", ports,
                       container_id=f"{pod_name}-{uuid.uuid4().hex[:12]}")  # fmt: skip
             state.pods[pod_name] = lab_pods.create(pod, node.netns, root / "nodes" / node.name, root / "pods")
-            save(state)
+            save_pods(state)
             said.append(f"pod {pod_name} on {node.name} at {pod.ip}")
             done += 1
             progress("pods", done, todo)
