@@ -6,7 +6,9 @@
   need them (values set in the manifest are kept).
 * EndpointSlices list the pods each Service selects, ready while their echo server runs.
 
-All of it is written as API objects into the folder the node agents watch.
+All of it is written as API objects into the folder the node agents watch. Each agent writes
+its flannel lease to its own state dir (``node-lease.json``); `publish_leases` (`clew.lab.leases`)
+merges them into the Node objects, as the API server would store their PATCHes.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from clew.lab import inputs
 from clew.lab import pods as lab_pods
 from clew.lab.admit import admit
 from clew.lab.inputs import ApplyError
+from clew.lab.leases import publish_leases
 from clew.lab.procs import pod_running
 from clew.lab.state import LabState, Pod, save, save_pods
 from clew.sources.files import write_atomic
 
-__all__ = ["ApplyError", "Progress", "apply", "endpoint_slice"]
+__all__ = ["ApplyError", "Progress", "apply", "endpoint_slice", "publish_leases"]
 Progress = Callable[[str, int, int], None]  # (what, done, total): for a progress display
 
 

@@ -12,6 +12,7 @@ merging equal annotations changes nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,3 +63,9 @@ class LeaseMerger:
             if patch_node_annotations(self.root / "objects", node, annotations):
                 changed.append(node)
         return changed
+
+
+def publish_leases(root: Path, nodes: Iterable[str]) -> bool:
+    """Merge every node's lease file into its Node object now (no stat cache); True if a Node
+    changed. The one-shot form of `LeaseMerger`, for callers without one."""
+    return bool(LeaseMerger(root, tuple(nodes)).merge())

@@ -64,3 +64,13 @@ def test_a_broken_or_foreign_lease_file_is_ignored(tmp_path: Path) -> None:
     assert read_lease(path, "node-1") is None
     node_object(tmp_path, "node-1")
     assert LeaseMerger(tmp_path, ("node-1",)).merge() == []
+
+
+def test_publish_leases_merges_every_file_now(tmp_path: Path) -> None:
+    from clew.lab.controlplane import publish_leases
+
+    node_object(tmp_path, "node-1")
+    assert not publish_leases(tmp_path, ["node-1", "node-2"])
+    lease(tmp_path, "node-1", LEASE)
+    assert publish_leases(tmp_path, ["node-1", "node-2"]) and not publish_leases(tmp_path, ["node-1", "node-2"])
+    assert annotations_of(tmp_path, "node-1") == LEASE
