@@ -132,3 +132,34 @@ def test_down_after_sigkill_of_every_process_leaves_nothing() -> None:
         down = clew("lab", "down", "--name", lab.name)
         assert down.returncode == 0, down.stderr
         assert_gone(lab.name, pids, links)
+
+
+def test_up_over_a_dead_labs_state_starts_clean() -> None:
+    """State left without namespaces (a crash between ``down``'s steps, a reboot of /run's tmpfs
+    aside) is a dead lab's: its agent records and IPAM stores must not be believed or reused."""
+    from labkit import unique_name
+
+    from clew.lab.procs import identify
+    from clew.lab.state import state_dir
+
+    name = unique_name()
+    links = root_links()
+    stale = state_dir(name) / "nodes" / "node-1"
+    stale.mkdir(parents=True)
+    me = identify(os.getpid())
+    assert me is not None
+    (stale / "agent.json").write_text(json.dumps({"pid": me.pid, "start": me.start, "state": "running"}))
+    (stale / "ipam").mkdir()
+    (stale / "ipam" / "10.244.1.2").write_text("a container of the dead lab")
+    pids: set[int] = set()
+    try:
+        up = clew("lab", "up", "--name", name, "--nodes", "1")
+        assert up.returncode == 0, up.stderr
+        state = load(name)
+        assert state is not None
+        pids = set(Lab(state).agents().values())
+        assert pids and me.pid not in pids
+        assert not (stale / "ipam" / "10.244.1.2").exists()
+    finally:
+        clew("lab", "down", "--name", name)
+    assert_gone(name, pids, links)

@@ -10,6 +10,7 @@ another namespace (which delays its link-up event by up to a second).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -208,6 +209,8 @@ def up(state: LabState, root: Path) -> None:
     existing = netns.list_names(plan.prefix)
     if existing:
         raise LabError(f"lab {state.config.name!r} is already up ({len(existing)} namespaces); run clew lab down")
+    # no namespace: whatever state is left is a dead lab's (agent records, IPAM stores, statuses)
+    shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     try:
         for name in namespaces(plan):
