@@ -36,8 +36,18 @@ def agent_of(doc: dict[str, object], node: str) -> dict[str, object]:
 
 
 def agents_in(ns: str) -> list[int]:
-    """clew agent processes (not zombies) in namespace ``ns``."""
-    return [p for p in netns.pids(ns) if pids_alive({p}) and b"agent" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    """clew agent processes (not zombies) in namespace ``ns``. A child the agent forked to run a
+    command looks like an agent until it execs: processes whose parent is an agent are left out."""
+    found: dict[int, int] = {}  # pid → parent pid
+    for pid in netns.pids(ns):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if pids_alive({pid}) and b"\0agent\0" in cmdline:
+            found[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+    return sorted(pid for pid, parent in found.items() if parent not in found)
 
 
 def test_a_killed_agent_is_restarted_and_status_stays_true(tmp_path: Path) -> None:
