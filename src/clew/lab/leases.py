@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clew.agent.podnet import LEASE_FILE
 from clew.sources.files import patch_node_annotations
 
-LEASE_FILE = "node-lease.json"
+__all__ = ["LEASE_FILE", "LeaseMerger", "publish_leases", "read_lease"]
 
 
 def read_lease(path: Path, node: str) -> dict[str, str] | None:
