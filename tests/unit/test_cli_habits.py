@@ -79,8 +79,7 @@ def test_dash_h_is_help_and_each_help_has_an_example(
     assert code == 0 and short.startswith(f"Usage: clew {' '.join(command)}")
     code, long, _ = run([*command, "--help"], capsys)
     assert code == 0 and long == short
-    if command[0] != "lab":  # the lab's commands are its own helper's (clew/cli/lab.py)
-        assert "\n  Example" in short, f"no example in clew {' '.join(command)} --help"
+    assert "\n  Example" in short, f"no example in clew {' '.join(command)} --help"
 
 
 def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
