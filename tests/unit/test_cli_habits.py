@@ -226,3 +226,14 @@ def test_a_bug_is_one_line_and_clew_debug_shows_it(
     monkeypatch.setenv("CLEW_DEBUG", "1")
     with pytest.raises(RuntimeError, match="boom"):
         main(args)
+
+
+def test_ctrl_c_is_one_line(
+    ruleset_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("clew.cli.trace.trace", interrupted)
+    args = ["trace", "--ruleset", str(ruleset_file), "--src", "10.244.1.9", "--dst", "10.96.0.10"]
+    assert run(args, capsys) == (130, "", "clew: error: interrupted\n")

@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(e, OSError) and e.filename is not None:  # a path that cannot be read or written
             fail(f"{e.filename}: {e.strerror}", 1)
         fail(f"internal error: {type(e).__name__}: {e} (CLEW_DEBUG=1 shows the traceback)", 1)
+    if code == 130:  # typer turns Ctrl-C into Exit(130), and says nothing
+        fail("interrupted", 130)
     if isinstance(code, int) and code != 0:  # typer.Exit(n) in non-standalone mode
         raise SystemExit(code)
 
