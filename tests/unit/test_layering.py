@@ -15,7 +15,6 @@ KERNEL_USERS = {
     "podnet/reconcile.py",
     "podnet/setup.py",
     "podnet/masquerade.py",
-    "proxy/sync.py",
     "trace/node_view.py",
     "cni/bridge.py",
     "cli",

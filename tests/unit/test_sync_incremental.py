@@ -27,7 +27,7 @@ def no_kernel(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(apply, "full_sync", lambda ns, rendered: loaded.append("full"))
     monkeypatch.setattr(apply, "partial_sync", lambda ns, text: loaded.append(text))
     monkeypatch.setattr(apply, "remove_other_mode_leftovers", lambda ns: [])
-    monkeypatch.setattr(sync_module.conntrack, "delete_udp", lambda *a, **k: 0)
+    monkeypatch.setattr(apply.NodeIptables, "delete_udp_flows", lambda *a, **k: 0)
     return loaded
 
 

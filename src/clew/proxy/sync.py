@@ -22,11 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from clew.kernel import conntrack
-from clew.kernel.errors import KernelError
 from clew.model.objects import EndpointSlice, Protocol, Service, Snapshot
 from clew.model.proxy_config import ProxyConfig
 from clew.proxy.iptables import apply, partial
+from clew.proxy.iptables.apply import IptablesKernel, KernelError
 from clew.proxy.iptables.render import PortRules, Rendered, assemble, render_port
 from clew.proxy.policy import LARGE_CLUSTER_ENDPOINTS, PortPolicy, decide_service, node_zone, slices_by_service
 
@@ -75,10 +74,15 @@ class _Cached:
 
 @dataclass
 class ProxySyncer:
+    """``netns`` names the node's namespace (``""``: this process's own); ``kernel`` is what the
+    rules are written to — by default the real one there (`apply.kernel_for`), in tests a fake
+    (``clew.fakes.iptables.FakeIptables``)."""
+
     netns: str
     config: ProxyConfig
     clock: Callable[[], float] = time.monotonic
     full_sync_period: float = FULL_SYNC_PERIOD
+    kernel: IptablesKernel | None = None
     needs_full: bool = True
     last_policies: list[PortPolicy] = field(default_factory=list)
     _applied: dict[str, PortRules] = field(default_factory=dict)  # what the kernel holds, per port
@@ -89,13 +93,16 @@ class ProxySyncer:
     _endpoints: int = 0  # over all cached Services: large cluster mode without a scan
     _rules_total: int = 0
 
+    def __post_init__(self) -> None:
+        self._kernel: IptablesKernel = self.kernel if self.kernel is not None else apply.kernel_for(self.netns)
+
     def request_full(self) -> None:
         self.needs_full = True
 
     def intact(self) -> bool:
         """Are clew's rules still in the kernel (canaries, and the nat postrouting rules)?"""
         try:
-            return apply.canary_present(self.netns) and apply.postrouting_present(self.netns)
+            return apply.canary_present(self._kernel) and apply.postrouting_present(self._kernel)
         except KernelError:
             return False
 
@@ -128,15 +135,15 @@ class ProxySyncer:
             if full:
                 rendered = assemble([ports[k] for k in sorted(ports, key=_render_order)], config)
                 if self._last_full == 0.0:
-                    for table in apply.remove_other_mode_leftovers(self.netns):
+                    for table in apply.remove_other_mode_leftovers(self._kernel):
                         log.info("removed the nftables mode's leftover table %s", table)
-                apply.full_sync(self.netns, rendered)
+                apply.full_sync(self._kernel, rendered)
                 self._last_full = self.clock()
             else:
                 new_part = ports if new_keys is None else {k: ports[k] for k in new_keys}
                 step = partial.plan(old_ports, new_part)
                 if step.text is not None:
-                    apply.partial_sync(self.netns, step.text)
+                    apply.partial_sync(self._kernel, step.text)
         except KernelError as e:
             self.needs_full = True
             log.error("%s sync failed: %s", "full" if full else "partial", e)
@@ -234,9 +241,9 @@ class ProxySyncer:
                 if ep.key in keep:
                     continue
                 for vip in (old.cluster_ip, *old.external_ips, *old.load_balancer_ips):
-                    deleted += conntrack.delete_udp(self.netns, orig_dst=vip, dst_nat=ep.ip)
+                    deleted += self._kernel.delete_udp_flows(orig_dst=vip, dst_nat=ep.ip)
                 if old.node_port:
-                    deleted += conntrack.delete_udp(self.netns, orig_port=old.node_port, dst_nat=ep.ip)
+                    deleted += self._kernel.delete_udp_flows(orig_port=old.node_port, dst_nat=ep.ip)
         return deleted
 
     def _node_config(self, snapshot: Snapshot) -> ProxyConfig:

@@ -8,23 +8,36 @@ and ``route_localnet`` (with localhost NodePorts). Idempotent.
 Partial sync (`partial_sync`): one ``iptables-restore --noflush --counters`` of a plan from
 ``partial.py``; a failure raises and the caller falls back to a full sync, as kube-proxy does.
 
-Every call names the node's network namespace; nothing here touches any other.
+Every call names the node's kernel: an `IptablesKernel` (the seam: the real `NodeIptables` for a
+namespace, or ``clew.fakes.iptables.FakeIptables`` in tests), or a namespace (name, path, or
+``""`` for this process's own), which means the real one there. Nothing here touches any other.
 """
 
 from __future__ import annotations
 
-from clew.kernel import iptables, netns
+from clew.kernel import iptables
+from clew.kernel.errors import KernelError
+from clew.kernel.iptables import IptablesKernel, NodeIptables
+from clew.kernel.namespace import Where
 from clew.proxy import names
 from clew.proxy.iptables.full import BUILTIN, ForeignTable, compose, foreign_from_spec, owned
 from clew.proxy.iptables.render import Rendered
 
+__all__ = ["IptablesKernel", "KernelError", "NodeIptables", "kernel_for"]  # the seam, for proxy.sync
+
 MAX_FOREIGN_CHAINS = 200  # past this, one iptables-save per table is cheaper than -S per chain
 
 
-def read_foreign(node_netns: str, chains: dict[str, list[str]] | None = None) -> dict[str, ForeignTable]:
+def kernel_for(node: Where | IptablesKernel) -> IptablesKernel:
+    """The kernel to write to: ``node`` itself, or the real one in the namespace it names."""
+    return NodeIptables.of(node)
+
+
+def read_foreign(node: Where | IptablesKernel, chains: dict[str, list[str]] | None = None) -> dict[str, ForeignTable]:
     """Everything in filter and nat that is not clew's, read without listing clew's rules."""
+    k = kernel_for(node)
     if chains is None:
-        chains = iptables.list_chains(node_netns)
+        chains = k.list_chains(("filter", "nat"))
     out: dict[str, ForeignTable] = {}
     for table in ("filter", "nat"):
         names_ = [c for c in chains.get(table, []) if c in BUILTIN[table] or not owned(c)]
@@ -32,9 +45,9 @@ def read_foreign(node_netns: str, chains: dict[str, list[str]] | None = None) ->
             if builtin not in names_:
                 names_.append(builtin)
         if len(names_) > MAX_FOREIGN_CHAINS:
-            specs = _from_save(iptables.save(node_netns, table), names_)
+            specs = _from_save(k.save(table), names_)
         else:
-            specs = {c: iptables.chain_spec(node_netns, table, c) for c in names_}
+            specs = {c: iptables.chain_spec(k, table, c) for c in names_}
         out[table] = foreign_from_spec(table, specs)
     return out
 
@@ -54,46 +67,49 @@ def _from_save(text: str, wanted: list[str]) -> dict[str, list[str]]:
     return specs
 
 
-def full_sync(node_netns: str, rendered: Rendered) -> None:
+def full_sync(node: Where | IptablesKernel, rendered: Rendered) -> None:
     """Replace filter and nat with the render plus what others have there; ensure the rest."""
-    listing = iptables.start_list_chains(node_netns)  # the kernel lists while we read
-    chains = iptables.parse_chain_list(listing.result(), netns=node_netns)
-    payload = compose(read_foreign(node_netns, chains), rendered)
-    iptables.restore(node_netns, payload, noflush=False, counters=True)
-    iptables.ensure_chain(node_netns, "mangle", names.KUBE_PROXY_CANARY)
+    k = kernel_for(node)
+    payload = compose(read_foreign(k), rendered)
+    k.restore(payload, noflush=False, counters=True)
+    iptables.ensure_chain(k, "mangle", names.KUBE_PROXY_CANARY)
     if rendered.config.localhost_nodeports:
-        netns.set_sysctl(node_netns, "net.ipv4.conf.all.route_localnet", 1)
+        k.set_sysctl("net.ipv4.conf.all.route_localnet", 1)
 
 
-def partial_sync(node_netns: str, plan_text: str) -> None:
+def partial_sync(node: Where | IptablesKernel, plan_text: str) -> None:
     """Apply a partial plan in one --noflush transaction (raises on failure)."""
-    iptables.restore(node_netns, plan_text, noflush=True, counters=True)
+    kernel_for(node).restore(plan_text, noflush=True, counters=True)
 
 
-def canary_present(node_netns: str) -> bool:
+def canary_present(node: Where | IptablesKernel) -> bool:
     """False when someone flushed the tables (the canary chain is gone): time for a full sync."""
-    return iptables.chain_exists(node_netns, "mangle", names.KUBE_PROXY_CANARY) and iptables.chain_exists(
-        node_netns, "nat", names.KUBE_PROXY_CANARY
+    k = kernel_for(node)
+    return iptables.chain_exists(k, "mangle", names.KUBE_PROXY_CANARY) and iptables.chain_exists(
+        k, "nat", names.KUBE_PROXY_CANARY
     )
 
 
-def postrouting_present(node_netns: str) -> bool:
+def postrouting_present(node: Where | IptablesKernel) -> bool:
     """False after ``iptables -t nat -F``: flushing empties chains but leaves them (and the
     canary) in place, so the canary alone cannot tell; KUBE-POSTROUTING is never empty."""
-    proc = iptables.iptables(node_netns, ["-t", "nat", "-S", names.KUBE_POSTROUTING, "1"], check=False)
+    proc = kernel_for(node).iptables(["-t", "nat", "-S", names.KUBE_POSTROUTING, "1"])
     return proc.returncode == 0 and bool(proc.stdout.strip())
 
 
 OTHER_MODE_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))  # kube-proxy's (and clew's) nftables mode
 
 
-def remove_other_mode_leftovers(node_netns: str) -> list[str]:
+def remove_other_mode_leftovers(node: Where | IptablesKernel) -> list[str]:
     """At start in iptables mode, delete what the nftables mode leaves behind (its own table),
     as kube-proxy does when switching modes; returns what was removed."""
+    k = kernel_for(node)
     removed = []
-    listing = netns.run(node_netns, ["nft", "list", "tables"], check=False).stdout
+    listing = k.nft(["list", "tables"]).stdout
     for family, table in OTHER_MODE_TABLES:
         if f"table {family} {table}" in listing.splitlines():
-            netns.run(node_netns, ["nft", "delete", "table", family, table])
+            done = k.nft(["delete", "table", family, table])
+            if done.returncode != 0:
+                raise KernelError(k.namespace, f"nft table {family} {table}", done.stderr or f"exit {done.returncode}")
             removed.append(f"{family} {table}")
     return removed
