@@ -15,11 +15,15 @@ namespace, or ``clew.fakes.iptables.FakeIptables`` in tests), or a namespace (na
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from clew.kernel import iptables
 from clew.kernel.errors import KernelError
 from clew.kernel.iptables import IptablesKernel, NodeIptables
 from clew.kernel.namespace import Where
+from clew.kernel.nfgen import Generation
 from clew.proxy import names
+from clew.proxy.iptables import guard
 from clew.proxy.iptables.full import BUILTIN, ForeignTable, compose, foreign_from_spec, owned
 from clew.proxy.iptables.render import Rendered
 
@@ -95,6 +99,35 @@ def postrouting_present(node: Where | IptablesKernel) -> bool:
     canary) in place, so the canary alone cannot tell; KUBE-POSTROUTING is never empty."""
     proc = kernel_for(node).iptables(["-t", "nat", "-S", names.KUBE_POSTROUTING, "1"])
     return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
+def read_chains(
+    node: Where | IptablesKernel, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], list[str] | None]:
+    """The ``-A`` lines of each (table, chain) in ``keys``; None for a chain that does not exist.
+
+    One ``iptables -S CHAIN`` per chain: iptables-nft then fetches that chain alone (~4 ms for a
+    fixed chain, ~110 ms for nat KUBE-SERVICES at 10k Services), where ``iptables-save -t
+    filter`` fetches every table (1.7 s at 10k Services, though filter itself is small)."""
+    k = kernel_for(node)
+    out: dict[tuple[str, str], list[str] | None] = {}
+    for table, chain in dict.fromkeys(keys):
+        done = k.iptables(["-t", table, "-S", chain])
+        if done.returncode == 0:
+            out[(table, chain)] = guard.parse_spec(done.stdout.splitlines())
+        elif done.returncode == 1:  # no such chain (iptables-nft 1.8.9 says "incompatible")
+            out[(table, chain)] = None
+        else:
+            raise KernelError(k.namespace, f"chain {table}/{chain}", done.stderr.strip() or f"exit {done.returncode}")
+    return out
+
+
+def generation_for(node: Where) -> Callable[[], int] | None:
+    """The nftables ruleset generation reader for ``node`` (None on the legacy backend, whose
+    tables have no generation: there every check reads the chains)."""
+    if iptables.backend() != "nf_tables":
+        return None
+    return Generation(node)
 
 
 OTHER_MODE_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))  # kube-proxy's (and clew's) nftables mode
