@@ -72,7 +72,8 @@ class FakeIptables:
         try:
             self.ruleset = strict.restore(self.ruleset, payload, noflush=noflush)
         except strict.RestoreFailed as exc:
-            raise CommandFailed(self.namespace, "iptables-restore", argv, 1, f"iptables-restore: {exc}") from None
+            code = _tool_error(exc.reason.split()[0] if exc.reason.startswith("-") else "", exc.reason)[0]
+            raise CommandFailed(self.namespace, "iptables-restore", argv, code, f"iptables-restore: {exc}") from None
 
     def save(self, table: str | None = None) -> str:
         return save_text.dump(self.ruleset, None if table is None else [table])
@@ -101,7 +102,8 @@ class FakeIptables:
         try:
             self.ruleset = strict.restore(self.ruleset, f"*{table}\n{line}\nCOMMIT\n", noflush=True)
         except strict.RestoreFailed as exc:
-            return Completed(argv, 1, "", _tool_message(cmd, exc.reason) + "\n")
+            code, message = _tool_error(cmd, exc.reason)
+            return Completed(argv, code, "", message + "\n")
         return Completed(argv, 0, "", "")
 
     def nft(self, args: Sequence[str]) -> Completed:
@@ -147,7 +149,7 @@ class FakeIptables:
         table = self.ruleset.tables.get(table_name)
         chain = table.chains.get(words[0]) if table is not None and words else None
         if chain is None:
-            return Completed(argv, 1, "", _NO_CHAIN + "\n")
+            return Completed(argv, 1, "", _BAD_RULE + "\n")
         try:
             want = canonical(RuleReader().rule(words, 1, table_name, words[0], 1, " ".join(words)))
         except BadLine as exc:
@@ -175,16 +177,19 @@ def _options(args: list[str]) -> tuple[str, bool, list[str]]:
     return table, verbose, words
 
 
-def _tool_message(cmd: str, reason: str) -> str:
-    """What ``iptables`` prints where the strict restore names a reason."""
-    if cmd == "-D" and ("no such rule" in reason or "rules" in reason):
-        return _BAD_RULE
+def _tool_error(cmd: str, reason: str) -> tuple[int, str]:
+    """The exit status and message of ``iptables`` (1.8.9, nf_tables) where the strict restore
+    names a reason (checked against the real tool by tests/kernel/test_fake_kernel.py)."""
+    if cmd == "-X" and ("referenced" in reason or "cannot delete" in reason):
+        chain = reason.split()[1] if reason.startswith("-X ") else "?"
+        return 4, f"iptables v1.8.9 (nf_tables):  CHAIN_DEL failed (Device or resource busy): chain {chain}"
+    if "Couldn't load target" in reason:
+        name = reason.split("`")[1].split("'")[0]
+        return 2, f"iptables v1.8.9 (nf_tables): Chain '{name}' does not exist"
+    if cmd in ("-D", "-C"):
+        return 1, _BAD_RULE
     if cmd == "-N" and "already exists" in reason:
-        return "iptables: Chain already exists."
-    if cmd == "-X" and "referenced" in reason:
-        return "iptables: Too many links."
-    if cmd == "-X" and "non-empty" in reason:
-        return "iptables: Directory not empty."
-    if "does not exist" in reason or "never declared" in reason or "Couldn't load target" in reason:
-        return _NO_CHAIN
-    return f"iptables v1.8.9 (nf_tables): {reason}"
+        return 1, "iptables: Chain already exists."
+    if "does not exist" in reason or "never declared" in reason:
+        return 1, _NO_CHAIN
+    return 2, f"iptables v1.8.9 (nf_tables): {reason}"
