@@ -37,7 +37,7 @@ def test_commands_the_sync_uses_with_the_kernels_exit_statuses() -> None:
     assert rc(fake, "-t", "nat", "-I", "OUTPUT", "-m", "comment", "--comment", "a b", "-j", "KUBE-X") == 0
     assert rc(fake, "-t", "nat", "-A", "KUBE-X", "-j", "RETURN") == 0
     assert fake.rules("nat", "OUTPUT") == ['-A OUTPUT -m comment --comment "a b" -j KUBE-X']
-    assert fake.iptables(["-t", "nat", "-v", "-S", "KUBE-X"]).stdout == "-N KUBE-X\n-A KUBE-X -j RETURN -c 0 0\n"
+    assert fake.iptables(["-t", "nat", "-v", "-S", "KUBE-X"]).stdout == "-N KUBE-X\n-A KUBE-X -c 0 0 -j RETURN\n"
     assert fake.iptables(["-t", "nat", "-S", "OUTPUT", "1"]).stdout.startswith("-A OUTPUT -m comment")
     assert fake.iptables(["-t", "filter", "-S", "FORWARD"]).stdout.splitlines()[0] == "-P FORWARD DROP"
     assert rc(fake, "-t", "nat", "-S", "KUBE-NONE", "1") == 1

@@ -219,3 +219,19 @@ def test_a_second_full_sync_over_foreign_rules_changes_nothing() -> None:
     assert fake.dump() == once
     assert parse(once).warnings == []
     assert apply.canary_present(fake) and apply.postrouting_present(fake)
+
+
+def test_many_foreign_chains_are_read_with_one_save_and_survive() -> None:
+    """Past MAX_FOREIGN_CHAINS the full sync reads foreign chains from one iptables-save."""
+    many = apply.MAX_FOREIGN_CHAINS + 20
+    lines = ["*filter", ":INPUT ACCEPT [7:420]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]"]
+    lines += [f":CALICO-{n} - [0:0]" for n in range(many)]
+    lines += [f"-A INPUT -j CALICO-{n}" for n in range(0, many, 50)]
+    lines += [f'-A CALICO-{n} -s 10.{n % 250}.0.0/16 -m comment --comment "cali {n}" -j ACCEPT' for n in range(many)]
+    fake = FakeIptables.from_save("\n".join([*lines, "COMMIT", ""]))
+    foreign = foreign_part(fake)
+    syncer = ProxySyncer("n1", CONFIG, kernel=fake)
+    assert syncer.sync(snapshot({1: ["10.244.1.1"]})).ok
+    assert any(line.startswith("iptables-restore --counters") for line in fake.log)
+    assert {k: v for k, v in foreign_part(fake).items() if k[0] == "filter"} == foreign
+    assert tables(fake) == tables(fresh_full_sync(snapshot({1: ["10.244.1.1"]}), "\n".join([*lines, "COMMIT", ""])))

@@ -26,8 +26,9 @@ def _option(o: Option) -> list[str]:
     return [*(["!"] if o.negated else []), o.name, *(quote(v) for v in o.values)]
 
 
-def rule_spec(rule: Rule) -> str:
-    """The rule's words after the chain name (``-s 10.0.0.1/32 -m tcp --dport 80 -j ACCEPT``)."""
+def rule_spec(rule: Rule, *, counters: bool = False) -> str:
+    """The rule's words after the chain name (``-s 10.0.0.1/32 -m tcp --dport 80 -j ACCEPT``);
+    ``counters`` puts ``-c 0 0`` before the target, where ``iptables -v -S`` prints it."""
     words: list[str] = []
     for o in rule.core:
         words += _option(o)
@@ -35,6 +36,8 @@ def rule_spec(rule: Rule) -> str:
         words += ["-m", m.module]
         for o in m.options:
             words += _option(o)
+    if counters:
+        words += ["-c", "0", "0"]
     if rule.target is not None:
         words += ["-g" if rule.target.goto else "-j", rule.target.name]
         for o in rule.target.options:
@@ -42,9 +45,9 @@ def rule_spec(rule: Rule) -> str:
     return " ".join(words)
 
 
-def rule_text(rule: Rule) -> str:
+def rule_text(rule: Rule, *, counters: bool = False) -> str:
     """``-A CHAIN spec``."""
-    spec = rule_spec(rule)
+    spec = rule_spec(rule, counters=counters)
     return f"-A {rule.chain} {spec}" if spec else f"-A {rule.chain}"
 
 
@@ -75,4 +78,4 @@ def spec_lines(table: Table, chain: str, *, counters: bool = False) -> list[str]
     found = table.chains[chain]
     tail = " -c 0 0" if counters else ""
     head = f"-P {chain} {found.policy}{tail}" if found.policy else f"-N {chain}"
-    return [head, *(rule_text(r) + tail for r in found.rules)]
+    return [head, *(rule_text(r, counters=counters) for r in found.rules)]
