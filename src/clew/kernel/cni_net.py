@@ -25,6 +25,7 @@ import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from clew.iproute2.routes import parse_routes
 from clew.kernel import runner
 from clew.kernel.errors import BatchFailed, CommandFailed, KernelError, NetnsUnusable
 from clew.kernel.namespace import IP, NSENTER, Namespace
@@ -139,10 +140,11 @@ def link(ns: Netns, name: str) -> LinkState | None:
 
 
 def routes(ns: Netns) -> list[Route]:
-    """The IPv4 main-table routes in ``ns``."""
+    """The IPv4 main-table routes in ``ns`` (``dst`` as ``ip`` prints it: ``default``, a CIDR)."""
     out = _run(ns, "routes", ["-j", "-4", "route", "show"])
     return [
-        Route(str(r.get("dst")), r.get("gateway"), r.get("dev")) for r in json.loads(out or "[]") if isinstance(r, dict)
+        Route(r.dst_text, str(r.gateway) if r.gateway is not None else None, r.dev)
+        for r in parse_routes(json.loads(out or "[]"))
     ]
 
 

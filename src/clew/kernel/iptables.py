@@ -20,6 +20,7 @@ from clew.kernel import conntrack, runner
 from clew.kernel.errors import CommandFailed, KernelError
 from clew.kernel.namespace import Namespace, Where
 from clew.kernel.runner import Completed
+from clew.netfilter import chain_text
 
 IPTABLES = "iptables"
 IPTABLES_RESTORE = "iptables-restore"
@@ -222,36 +223,9 @@ def list_chains(netns: Where, tables: Sequence[str] = ("filter", "nat")) -> dict
     so there the names come from ``iptables-save -t TABLE`` (fast on legacy).
     """
     if backend() != "nf_tables":
-        return {t: chains_of_save(save(netns, t)).get(t, []) for t in tables}
+        return {t: chain_text.save_chain_names(save(netns, t), [t])[t] for t in tables}
     out = runner.run(netns, ["nft", "list", "chains", "ip"], what="nft list chains").stdout
-    return parse_chain_list(out, tables)
-
-
-def parse_chain_list(out: str, tables: Sequence[str] = ("filter", "nat")) -> dict[str, list[str]]:
-    """Chain names per table from ``nft list chains ip`` output."""
-    wanted = set(tables)
-    found: dict[str, list[str]] = {t: [] for t in tables}
-    current = None
-    for raw in out.splitlines():
-        words = raw.split()
-        if len(words) >= 3 and words[0] == "table" and words[1] == "ip":
-            current = words[2] if words[2] in wanted else None
-        elif current is not None and len(words) >= 2 and words[0] == "chain":
-            found[current].append(words[1])
-    return found
-
-
-def chains_of_save(text: str) -> dict[str, list[str]]:
-    """Chain names per table of ``iptables-save`` text, in its order."""
-    found: dict[str, list[str]] = {}
-    table = ""
-    for line in text.splitlines():
-        if line.startswith("*"):
-            table = line[1:].strip()
-            found.setdefault(table, [])
-        elif line.startswith(":") and table:
-            found[table].append(line[1:].split()[0])
-    return found
+    return chain_text.nft_chain_names(out, tables)
 
 
 def chain_spec(netns: Where | IptablesKernel, table: str, chain: str) -> list[str]:

@@ -22,9 +22,10 @@ from clew.kernel.errors import KernelError
 from clew.kernel.iptables import IptablesKernel, NodeIptables
 from clew.kernel.namespace import Where
 from clew.kernel.nfgen import Generation
+from clew.netfilter import chain_text
 from clew.proxy import names
 from clew.proxy.iptables import guard
-from clew.proxy.iptables.full import BUILTIN, ForeignTable, compose, foreign_from_spec, owned
+from clew.proxy.iptables.full import BUILTIN, ForeignTable, compose, foreign_from_chains, owned
 from clew.proxy.iptables.render import Rendered
 
 __all__ = ["IptablesKernel", "KernelError", "NodeIptables", "kernel_for"]  # the seam, for proxy.sync
@@ -49,26 +50,11 @@ def read_foreign(node: Where | IptablesKernel, chains: dict[str, list[str]] | No
             if builtin not in names_:
                 names_.append(builtin)
         if len(names_) > MAX_FOREIGN_CHAINS:
-            specs = _from_save(k.save(table), names_)
+            read = chain_text.from_save(k.save(table), table, names_)
         else:
-            specs = {c: iptables.chain_spec(k, table, c) for c in names_}
-        out[table] = foreign_from_spec(table, specs)
+            read = {c: chain_text.from_spec(c, iptables.chain_spec(k, table, c)) for c in names_}
+        out[table] = foreign_from_chains(table, read)
     return out
-
-
-def _from_save(text: str, wanted: list[str]) -> dict[str, list[str]]:
-    specs: dict[str, list[str]] = {c: [] for c in wanted}
-    for line in text.splitlines():
-        if line.startswith(":"):
-            name, policy, counters = [*line[1:].split(), "", ""][:3]
-            if name in specs and policy != "-":
-                p, _, b = counters.strip("[]").partition(":")
-                specs[name].append(f"-P {name} {policy} -c {p or 0} {b or 0}")
-        elif line.startswith("-A "):
-            chain = line.split(" ", 2)[1]
-            if chain in specs:
-                specs[chain].append(line)
-    return specs
 
 
 def full_sync(node: Where | IptablesKernel, rendered: Rendered) -> None:
