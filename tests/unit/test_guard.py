@@ -8,11 +8,10 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from clew.bench.synthetic import objects
+from clew.bench.synthetic import every_chain, objects
 from clew.fakes.iptables import FakeIptables
 from clew.kernel import nfgen
 from clew.kernel.runner import Completed
@@ -38,34 +37,6 @@ SHARED = [
 ]  # fmt: skip
 
 
-def cluster(services: int) -> list[dict[str, Any]]:
-    """``services`` Services with endpoints, and three that put rules into every filter chain:
-    a ClusterIP and a NodePort without endpoints (REJECT), and a LoadBalancer with source ranges
-    (KUBE-PROXY-FIREWALL) and externalTrafficPolicy Local (its health check port, KUBE-NODEPORTS)."""
-
-    def svc(name: str, spec: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
-        ports = [{"name": "p", "port": 80, "protocol": "TCP"}]
-        meta = {"name": name, "namespace": "g"}
-        return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {"ports": ports, **spec},
-                "status": status or {}}  # fmt: skip
-
-    def node_port(port: int) -> list[dict[str, Any]]:
-        return [{"name": "p", "port": 80, "protocol": "TCP", "nodePort": port}]
-
-    lb = svc(
-        "lb",
-        {"type": "LoadBalancer", "clusterIP": "10.97.0.3", "externalTrafficPolicy": "Local",
-         "healthCheckNodePort": 32100, "loadBalancerSourceRanges": ["203.0.113.0/24"], "ports": node_port(32101)},
-        {"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}},
-    )  # fmt: skip
-    lonely_np = svc("lonely-np", {"type": "NodePort", "clusterIP": "10.97.0.2", "ports": node_port(32102)})
-    lb_slice = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-                "metadata": {"name": "lb-x", "namespace": "g", "labels": {"kubernetes.io/service-name": "lb"}},
-                "endpoints": [{"addresses": ["10.244.9.9"], "nodeName": "node-7"}],
-                "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]}  # fmt: skip
-    return [*objects(services), svc("lonely", {"clusterIP": "10.97.0.1"}), lonely_np, lb, lb_slice]
-
-
 class CountingKernel(FakeIptables):
     """The fake kernel, counting the ``iptables`` commands a check runs."""
 
@@ -84,7 +55,7 @@ def synced(services: int = 12) -> tuple[ProxySyncer, CountingKernel, list[int]]:
     kernel = CountingKernel()
     gen = [1]
     syncer = ProxySyncer("fake", CONFIG, kernel=kernel, generation=lambda: gen[0])
-    snapshot = build_snapshot(cluster(services))
+    snapshot = build_snapshot(every_chain(services))
     assert syncer.sync(snapshot).ok
     return syncer, kernel, gen
 
@@ -186,14 +157,14 @@ def test_the_syncer_reads_only_when_the_generation_moved() -> None:
     assert [str(d) for d in syncer.tampered()] == [f"nat/{n.KUBE_NODEPORTS}: 4 rules missing"]
     syncer.request_full()
     assert syncer.tampered() == []  # a full sync is due anyway: nothing to report
-    assert syncer.sync(build_snapshot(cluster(12))).full
+    assert syncer.sync(build_snapshot(every_chain(12))).full
     gen[0] += 2
     assert syncer.tampered() == []
 
 
 def test_after_partial_syncs_the_guard_expects_the_new_rules() -> None:
     syncer, _, gen = synced(12)
-    snapshot = build_snapshot(cluster(14))
+    snapshot = build_snapshot(every_chain(14))
     result = syncer.sync(replace(snapshot))
     assert result.ok and not result.full
     gen[0] += 1
@@ -230,7 +201,7 @@ def test_the_agent_logs_each_changed_chain_counts_it_and_resyncs_in_full(
     obs = Observer(node_name="node-0", sync_period=30.0)
     syncer.clock = lambda: now[0]
     agent = Agent(FolderSource(tmp_path), syncer, SyncRunner(1.0, 3600.0), clock=lambda: now[0], obs=obs)
-    for i, obj in enumerate(cluster(12)):
+    for i, obj in enumerate(every_chain(12)):
         (tmp_path / f"{i}.json").write_text(json.dumps(obj))
     assert agent.turn() and agent.syncs == 1 and syncer.tampered() == []
     kernel.iptables(["-t", "filter", "-F", n.KUBE_FORWARD])
