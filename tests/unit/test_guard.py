@@ -225,3 +225,27 @@ def test_the_generation_is_read_from_the_kernels_answer() -> None:
     assert nfgen.parse_gen(header + attrs) == 4242
     with pytest.raises(OSError, match="no generation id"):
         nfgen.parse_gen(header + attrs[8:])
+
+
+def test_a_periodic_full_sync_writes_nothing_when_the_kernel_holds_the_render() -> None:
+    """Item 2: the tables are replaced only when clew's part differs, so another program's rules
+    written meanwhile are never at risk in the common full sync (the hourly one, a restart's)."""
+    now = [0.0]
+    kernel = FakeIptables()
+    syncer = ProxySyncer("fake", CONFIG, kernel=kernel, clock=lambda: now[0], full_sync_period=60.0)
+    snapshot = build_snapshot(every_chain(12))
+    assert syncer.sync(snapshot).wrote
+    kernel.iptables(["-t", "filter", "-I", "INPUT", "-s", "10.9.9.9", "-j", "DROP"])  # someone else's
+    now[0] += 61
+    periodic = syncer.sync(snapshot)
+    assert periodic.full and not periodic.wrote
+    svc = next(c for c in kernel.list_chains(("nat",))["nat"] if c.startswith("KUBE-SVC-"))
+    kernel.iptables(["-t", "nat", "-F", svc])  # not a shared chain: only a full sync sees it
+    kernel.iptables(["-t", "nat", "-N", "KUBE-SEP-STALESTALESTALE"])
+    now[0] += 61
+    repaired = syncer.sync(snapshot)
+    assert repaired.full and repaired.wrote
+    assert kernel.rules("nat", svc) and "KUBE-SEP-STALESTALESTALE" not in kernel.list_chains(("nat",))["nat"]
+    assert any("10.9.9.9" in line for line in kernel.rules("filter", "INPUT"))
+    syncer.request_full()  # known to differ (the guard, a failure): replaced without a read
+    assert syncer.sync(snapshot).wrote

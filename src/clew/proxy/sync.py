@@ -48,6 +48,8 @@ class SyncResult:
     full: bool = False
     changed_ports: int = 0
     conntrack_deleted: int = 0
+    wrote: bool = True  # False: a full sync found the kernel already as rendered
+    foreign_commits: int = 0  # others' commits inside a full sync's replace window (see apply.FullSync)
 
 
 def _count(p: PortRules) -> int:
@@ -99,6 +101,7 @@ class ProxySyncer:
     _rules_total: int = 0
     _expected: guard.Expected | None = None  # the guarded chains after the last sync (built lazily)
     _verified_gen: int | None = None  # the generation at which they were last found as expected
+    _suspect: bool = False  # the kernel is known to differ (tampered, a failed sync): replace, no verify
 
     def __post_init__(self) -> None:
         self._kernel: IptablesKernel = self.kernel if self.kernel is not None else apply.kernel_for(self.netns)
@@ -107,7 +110,8 @@ class ProxySyncer:
             self._generation = apply.generation_for(self.netns)
 
     def request_full(self) -> None:
-        self.needs_full = True
+        """The next sync is a full one that replaces the tables (the kernel is known to differ)."""
+        self.needs_full = self._suspect = True
 
     def intact(self) -> bool:
         """Are clew's rules in the shared chains as the last sync left them?"""
@@ -143,7 +147,8 @@ class ProxySyncer:
         start = self.clock()
         self._expected, self._verified_gen = None, None  # the guard compares with this sync's result
         config = self._node_config(snapshot)
-        if config != self.config:
+        reconfigured = config != self.config
+        if reconfigured:
             self.config, self.needs_full = config, True
             self._services.clear()
         step_hint = self._incremental(snapshot) if not self.needs_full else None
@@ -158,20 +163,31 @@ class ProxySyncer:
                 1 for k in old_ports if k not in ports
             )
         fixed = assemble((), config)
+        too_many = changed > max(50, PARTIAL_LIMIT * max(len(ports), 1))
         full = (
             self.needs_full
             or partial.needs_full(self._rendered, fixed)
-            or changed > max(50, PARTIAL_LIMIT * max(len(ports), 1))
+            or too_many
             or start - self._last_full >= self.full_sync_period
         )
+        # Replacing the tables can lose a rule another program writes meanwhile (``full.py``):
+        # unless the kernel is known to differ, first check whether it already holds the render.
+        verify = not (self._suspect or reconfigured or too_many)
         rendered = fixed
+        outcome = apply.FullSync(False)
         try:
             if full:
                 rendered = assemble([ports[k] for k in sorted(ports, key=_render_order)], config)
                 if self._last_full == 0.0:
                     for table in apply.remove_other_mode_leftovers(self._kernel):
                         log.info("removed the nftables mode's leftover table %s", table)
-                apply.full_sync(self._kernel, rendered)
+                outcome = apply.full_sync(self._kernel, rendered, verify=verify, generation=self._generation)
+                if outcome.foreign_commits:
+                    log.warning(
+                        "%d commit(s) by another program landed while the full sync replaced filter and nat:"
+                        " a rule it wrote or deleted then may be lost or back",
+                        outcome.foreign_commits,
+                    )
                 self._last_full = self.clock()
             else:
                 new_part = ports if new_keys is None else {k: ports[k] for k in new_keys}
@@ -179,18 +195,24 @@ class ProxySyncer:
                 if step.text is not None:
                     apply.partial_sync(self._kernel, step.text)
         except KernelError as e:
-            self.needs_full = True
+            self.needs_full = self._suspect = True
             log.error("%s sync failed: %s", "full" if full else "partial", e)
             return SyncResult(False, self.clock() - start, len(ports), 0, str(e), full, changed)
         deleted = self._clear_stale_udp(old_policies, policies)
         self.needs_full = False
+        if full:
+            self._suspect = False
         self._applied, self._applied_policies, self._rendered = ports, policies, rendered
         self.last_policies = list(policies.values())
         if new_keys is None:
             self._rules_total = sum(_count(p) for p in ports.values())
         else:
             self._rules_total += sum(_count(ports[k]) for k in new_keys) - sum(_count(p) for p in old_ports.values())
-        return SyncResult(True, self.clock() - start, len(ports), self._rules_total, None, full, changed, deleted)
+        wrote = outcome.wrote or not full
+        return SyncResult(
+            True, self.clock() - start, len(ports), self._rules_total, None, full, changed, deleted, wrote,
+            outcome.foreign_commits,
+        )  # fmt: skip
 
     def _incremental(self, snapshot: Snapshot) -> tuple[dict[str, PortRules], dict[str, PortPolicy], set[str]] | None:
         """With the source's change hint: decide and render only the changed Services, updating

@@ -16,6 +16,7 @@ namespace, or ``clew.fakes.iptables.FakeIptables`` in tests), or a namespace (na
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from clew.kernel import iptables
 from clew.kernel.errors import KernelError
@@ -57,14 +58,66 @@ def read_foreign(node: Where | IptablesKernel, chains: dict[str, list[str]] | No
     return out
 
 
-def full_sync(node: Where | IptablesKernel, rendered: Rendered) -> None:
-    """Replace filter and nat with the render plus what others have there; ensure the rest."""
+TABLE_COMMITS = 2  # an iptables-nft restore of filter and nat commits each table on its own
+
+
+@dataclass(frozen=True)
+class FullSync:
+    """What a full sync did: ``wrote`` (False: the kernel already held the render, nothing was
+    written); ``foreign_commits``: commits by someone else between reading their chains and
+    writing the tables back — a rule they wrote or deleted then may be lost or back (0 when no
+    generation reader)."""
+
+    wrote: bool
+    foreign_commits: int = 0
+
+
+def full_sync(
+    node: Where | IptablesKernel,
+    rendered: Rendered,
+    *,
+    verify: bool = False,
+    generation: Callable[[], int] | None = None,
+) -> FullSync:
+    """Make filter and nat hold the render plus what others have there; ensure the rest.
+
+    ``verify``: first read filter and nat (one iptables-save) and write nothing when every chain
+    clew owns, the jumps and the canaries are already as rendered — the periodic full sync and a
+    restarted agent's first one, which then cannot lose another program's concurrent write (see
+    ``full.py``). Otherwise, or when they differ, the tables are replaced whole; with
+    ``generation``, the commits others made inside that window are counted."""
     k = kernel_for(node)
+    if verify:
+        want = guard.expected(rendered, whole=True)
+        read = read_owned(k)
+        if not guard.compare(want, read) and not guard.stale_chains(want, read):
+            _ensure_extras(k, rendered)
+            return FullSync(False)
+    before = generation() if generation is not None else None
     payload = compose(read_foreign(k), rendered)
     k.restore(payload, noflush=False, counters=True)
+    after = generation() if generation is not None else None
+    _ensure_extras(k, rendered)
+    foreign = 0 if before is None or after is None else max(0, after - before - TABLE_COMMITS)
+    return FullSync(True, foreign)
+
+
+def _ensure_extras(k: IptablesKernel, rendered: Rendered) -> None:
     iptables.ensure_chain(k, "mangle", names.KUBE_PROXY_CANARY)
     if rendered.config.localhost_nodeports:
         k.set_sysctl("net.ipv4.conf.all.route_localnet", 1)
+
+
+def read_owned(node: Where | IptablesKernel) -> dict[tuple[str, str], list[str] | None]:
+    """Every chain of filter and nat with its ``-A`` lines, and the mangle canary, from one
+    ``iptables-save`` (1 s at 10k Services; iptables-nft reads every table even with ``-t``)."""
+    text = kernel_for(node).save()
+    out: dict[tuple[str, str], list[str] | None] = {}
+    for table in ("filter", "nat", "mangle"):
+        for name, chain in chain_text.from_save(text, table).items():
+            if table != "mangle" or name == names.KUBE_PROXY_CANARY:
+                out[(table, name)] = chain.rules
+    return out
 
 
 def partial_sync(node: Where | IptablesKernel, plan_text: str) -> None:

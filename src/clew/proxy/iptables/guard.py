@@ -17,6 +17,7 @@ So rules are first paired by a cheap key (`quick_key`: the rule's option groups,
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,12 +25,14 @@ from dataclasses import dataclass, field
 from clew.netfilter.iptables_save import parse
 from clew.netfilter.rules import canonical
 from clew.proxy import names as n
+from clew.proxy.iptables.full import owned
 from clew.proxy.iptables.jumps import JumpRule, jump_rules
 from clew.proxy.iptables.render import NAT_TOP_CHAINS, Rendered
 
 CANARY_TABLES = ("mangle", "nat", "filter")
 BUILTIN_TABLES = {"filter": ("INPUT", "FORWARD", "OUTPUT"), "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")}
 
+_PROBABILITY = re.compile(r"--probability (\S+) ")
 ChainKey = tuple[str, str]  # (table, chain)
 Keys = Counter[tuple[str, ...]]  # quick keys of rules, counted
 
@@ -81,14 +84,16 @@ class Difference:
         return f"{self.table}/{self.chain}: {self.change}"
 
 
-def expected(rendered: Rendered) -> Expected:
-    """The guarded chains' rules from a render (the per-port pieces in any order)."""
+def expected(rendered: Rendered, *, whole: bool = False) -> Expected:
+    """The guarded chains' rules from a render (the per-port pieces in any order). ``whole``:
+    every chain clew owns, the per-Service ones too (ordered: their probabilities chain up) —
+    what a full sync would write."""
     chains: dict[ChainKey, ChainExpect] = {}
     by_chain: dict[ChainKey, list[str]] = {}
-    for table in rendered.tables():
+    for table in rendered.tables(only_services=None if whole else ()):
         wanted = set(rendered.filter_chains) if table.name == "filter" else set(NAT_TOP_CHAINS)
         for chain in table.chains:
-            if chain in wanted:
+            if whole or chain in wanted:
                 by_chain.setdefault((table.name, chain), [])
         for rule in table.rules:
             chain = rule.split(" ", 2)[1]
@@ -110,6 +115,8 @@ def quick_key(rule: str) -> tuple[str, ...]:
     hold the same options, possibly in another order; unequal keys fall back to `canonical`, so
     a miss costs time, never a wrong answer."""
     text = f"{rule} ".replace('"', "").replace("/32 ", " ").replace(" ! -", " -!")
+    if "--probability " in text:  # 0.3333333333 rendered, 0.33333333349 printed (a 32-bit fraction)
+        text = _PROBABILITY.sub(lambda m: f"--probability {float(m.group(1)):.6f} ", text)
     return tuple(sorted(text.split(" -")))
 
 
@@ -191,6 +198,16 @@ def compare(want: Expected, read: Mapping[ChainKey, Sequence[str] | None]) -> li
             diffs.append(Difference(table, chain, f"{exp.tail[0].split(' ', 2)[1]}'s final rule is no longer last"))
     diffs += _missing_jumps(want.jumps, read)
     return diffs
+
+
+def stale_chains(want: Expected, read: Mapping[ChainKey, Sequence[str] | None]) -> list[Difference]:
+    """Chains clew owns that ``read`` found but ``want`` does not hold (a full sync deletes them)."""
+    return [
+        Difference(table, chain, "chain not expected")
+        for (table, chain), rules in read.items()
+        if rules is not None and table in ("filter", "nat") and owned(chain) and (table, chain) not in want.chains
+        and chain != n.KUBE_PROXY_CANARY
+    ]  # fmt: skip
 
 
 def _missing_jumps(jumps: Iterable[JumpRule], read: Mapping[ChainKey, Sequence[str] | None]) -> list[Difference]:
