@@ -227,9 +227,9 @@ def test_the_generation_is_read_from_the_kernels_answer() -> None:
         nfgen.parse_gen(header + attrs[8:])
 
 
-def test_a_periodic_full_sync_writes_nothing_when_the_kernel_holds_the_render() -> None:
-    """Item 2: the tables are replaced only when clew's part differs, so another program's rules
-    written meanwhile are never at risk in the common full sync (the hourly one, a restart's)."""
+def test_a_periodic_full_sync_writes_nothing_while_the_shared_chains_are_intact() -> None:
+    """Item 2: the tables are replaced only when clew's part is known to differ, so another
+    program's rules written meanwhile are not at risk in the hourly full sync."""
     now = [0.0]
     kernel = FakeIptables()
     syncer = ProxySyncer("fake", CONFIG, kernel=kernel, clock=lambda: now[0], full_sync_period=60.0)
@@ -239,13 +239,27 @@ def test_a_periodic_full_sync_writes_nothing_when_the_kernel_holds_the_render() 
     now[0] += 61
     periodic = syncer.sync(snapshot)
     assert periodic.full and not periodic.wrote
-    svc = next(c for c in kernel.list_chains(("nat",))["nat"] if c.startswith("KUBE-SVC-"))
-    kernel.iptables(["-t", "nat", "-F", svc])  # not a shared chain: only a full sync sees it
-    kernel.iptables(["-t", "nat", "-N", "KUBE-SEP-STALESTALESTALE"])
+    changed = syncer.sync(build_snapshot(every_chain(13)))  # not yet due: a partial sync
+    assert not changed.full and changed.wrote
     now[0] += 61
-    repaired = syncer.sync(snapshot)
-    assert repaired.full and repaired.wrote
-    assert kernel.rules("nat", svc) and "KUBE-SEP-STALESTALESTALE" not in kernel.list_chains(("nat",))["nat"]
+    kernel.iptables(["-t", "nat", "-F", n.KUBE_NODEPORTS])
+    repaired = syncer.sync(build_snapshot(every_chain(13)))
+    assert repaired.full and repaired.wrote and kernel.rules("nat", n.KUBE_NODEPORTS)
     assert any("10.9.9.9" in line for line in kernel.rules("filter", "INPUT"))
-    syncer.request_full()  # known to differ (the guard, a failure): replaced without a read
+
+
+def test_a_restarted_agents_first_sync_compares_all_of_its_chains() -> None:
+    kernel = FakeIptables()
+    snapshot = build_snapshot(every_chain(12))
+    assert ProxySyncer("fake", CONFIG, kernel=kernel).sync(snapshot).wrote
+    again = ProxySyncer("fake", CONFIG, kernel=kernel).sync(snapshot)  # the agent restarted
+    assert again.full and not again.wrote
+    svc = next(c for c in kernel.list_chains(("nat",))["nat"] if c.startswith("KUBE-SVC-"))
+    kernel.iptables(["-t", "nat", "-F", svc])  # not a shared chain: only this check sees it
+    kernel.iptables(["-t", "nat", "-N", "KUBE-SEP-STALESTALESTALE"])
+    third = ProxySyncer("fake", CONFIG, kernel=kernel).sync(snapshot)
+    assert third.full and third.wrote
+    assert kernel.rules("nat", svc) and "KUBE-SEP-STALESTALESTALE" not in kernel.list_chains(("nat",))["nat"]
+    syncer = ProxySyncer("fake", CONFIG, kernel=kernel)
+    syncer.request_full()  # known to differ: replaced without a read
     assert syncer.sync(snapshot).wrote

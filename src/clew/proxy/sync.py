@@ -48,7 +48,7 @@ class SyncResult:
     full: bool = False
     changed_ports: int = 0
     conntrack_deleted: int = 0
-    wrote: bool = True  # False: a full sync found the kernel already as rendered
+    wrote: bool = True  # False: nothing was written (a full sync found the kernel already as rendered)
     foreign_commits: int = 0  # others' commits inside a full sync's replace window (see apply.FullSync)
 
 
@@ -102,6 +102,8 @@ class ProxySyncer:
     _expected: guard.Expected | None = None  # the guarded chains after the last sync (built lazily)
     _verified_gen: int | None = None  # the generation at which they were last found as expected
     _suspect: bool = False  # the kernel is known to differ (tampered, a failed sync): replace, no verify
+    _seen_shared: guard.Seen = field(default_factory=dict)  # chains the guard found equal (guard.compare)
+    _seen_whole: guard.Seen = field(default_factory=dict)  # … and the full sync's check
 
     def __post_init__(self) -> None:
         self._kernel: IptablesKernel = self.kernel if self.kernel is not None else apply.kernel_for(self.netns)
@@ -124,6 +126,9 @@ class ProxySyncer:
         Services, see ``guard.py``). A chain that cannot be read counts as changed."""
         if self.needs_full or self._rendered is None:
             return []
+        return self._shared_diffs()
+
+    def _shared_diffs(self) -> list[guard.Difference]:
         gen = None
         if self._generation is not None:
             try:
@@ -138,14 +143,17 @@ class ProxySyncer:
             read = apply.read_chains(self._kernel, self._expected.reads())
         except KernelError as e:
             return [guard.Difference("-", "-", f"cannot read the rules: {e}")]
-        diffs = guard.compare(self._expected, read)
+        diffs = guard.compare(self._expected, read, self._seen_shared)
         if not diffs:
             self._verified_gen = gen
         return diffs
 
     def sync(self, snapshot: Snapshot) -> SyncResult:
         start = self.clock()
-        self._expected, self._verified_gen = None, None  # the guard compares with this sync's result
+        periodic = start - self._last_full >= self.full_sync_period
+        # checked before anything below updates the applied state in place: the kernel should
+        # still hold the last sync's rules
+        shared_ok = periodic and not self.needs_full and self._rendered is not None and not self._shared_diffs()
         config = self._node_config(snapshot)
         reconfigured = config != self.config
         if reconfigured:
@@ -164,24 +172,26 @@ class ProxySyncer:
             )
         fixed = assemble((), config)
         too_many = changed > max(50, PARTIAL_LIMIT * max(len(ports), 1))
-        full = (
-            self.needs_full
-            or partial.needs_full(self._rendered, fixed)
-            or too_many
-            or start - self._last_full >= self.full_sync_period
-        )
-        # Replacing the tables can lose a rule another program writes meanwhile (``full.py``):
-        # unless the kernel is known to differ, first check whether it already holds the render.
-        verify = not (self._suspect or reconfigured or too_many)
+        known = self.needs_full or partial.needs_full(self._rendered, fixed) or too_many
+        full = known or periodic
+        # Replacing the tables can lose a rule another program writes meanwhile (``full.py``), so
+        # a full sync replaces them only when clew's part is known to differ. The periodic one
+        # first checks the shared chains (the guard's check): intact, it is a partial sync.
+        # A restarted agent's first sync compares all of filter and nat with the render.
+        periodic_ok = full and not known and shared_ok
+        verify = self._rendered is None and not self._suspect
+        self._expected, self._verified_gen = None, None  # the guard compares with this sync's result
         rendered = fixed
         outcome = apply.FullSync(False)
         try:
-            if full:
+            if full and not periodic_ok:
                 rendered = assemble([ports[k] for k in sorted(ports, key=_render_order)], config)
                 if self._last_full == 0.0:
                     for table in apply.remove_other_mode_leftovers(self._kernel):
                         log.info("removed the nftables mode's leftover table %s", table)
-                outcome = apply.full_sync(self._kernel, rendered, verify=verify, generation=self._generation)
+                outcome = apply.full_sync(
+                    self._kernel, rendered, verify=verify, generation=self._generation, seen=self._seen_whole
+                )
                 if outcome.foreign_commits:
                     log.warning(
                         "%d commit(s) by another program landed while the full sync replaced filter and nat:"
@@ -194,6 +204,9 @@ class ProxySyncer:
                 step = partial.plan(old_ports, new_part)
                 if step.text is not None:
                     apply.partial_sync(self._kernel, step.text)
+                    outcome = apply.FullSync(True)
+                if periodic_ok:
+                    self._last_full = self.clock()
         except KernelError as e:
             self.needs_full = self._suspect = True
             log.error("%s sync failed: %s", "full" if full else "partial", e)
@@ -208,7 +221,7 @@ class ProxySyncer:
             self._rules_total = sum(_count(p) for p in ports.values())
         else:
             self._rules_total += sum(_count(ports[k]) for k in new_keys) - sum(_count(p) for p in old_ports.values())
-        wrote = outcome.wrote or not full
+        wrote = outcome.wrote
         return SyncResult(
             True, self.clock() - start, len(ports), self._rules_total, None, full, changed, deleted, wrote,
             outcome.foreign_commits,

@@ -78,6 +78,7 @@ def full_sync(
     *,
     verify: bool = False,
     generation: Callable[[], int] | None = None,
+    seen: guard.Seen | None = None,
 ) -> FullSync:
     """Make filter and nat hold the render plus what others have there; ensure the rest.
 
@@ -85,12 +86,13 @@ def full_sync(
     clew owns, the jumps and the canaries are already as rendered — the periodic full sync and a
     restarted agent's first one, which then cannot lose another program's concurrent write (see
     ``full.py``). Otherwise, or when they differ, the tables are replaced whole; with
-    ``generation``, the commits others made inside that window are counted."""
+    ``generation``, the commits others made inside that window are counted. ``seen``: see
+    `guard.compare` (the caller keeps it from one full sync to the next)."""
     k = kernel_for(node)
     if verify:
         want = guard.expected(rendered, whole=True)
         read = read_owned(k)
-        if not guard.compare(want, read) and not guard.stale_chains(want, read):
+        if not guard.compare(want, read, seen) and not guard.stale_chains(want, read):
             _ensure_extras(k, rendered)
             return FullSync(False)
     before = generation() if generation is not None else None
