@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import signal
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -29,6 +30,8 @@ from clew.kernel.namespace import Namespace, Where
 if TYPE_CHECKING:
     import subprocess
 
+# Python ignores SIGPIPE (and SIGXFSZ); a child gets them back, as subprocess's restore_signals does.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 _BATCH_FAILED = re.compile(r"Command failed -:(\d+)")
 # what ``ip -n`` and ``nsenter`` say when the netns file is not (or no longer) a namespace
 _NO_NETNS = ("Cannot open network namespace", "setting the network namespace", "nsenter:")
@@ -62,7 +65,7 @@ def execute(
     err_from_child, child_err = os.pipe()
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in ((child_in, 0), (child_out, 1), (child_err, 2))]
     try:
-        pid = os.posix_spawnp(args[0], args, os.environ, file_actions=actions)
+        pid = os.posix_spawnp(args[0], args, os.environ, file_actions=actions, setsigdef=_DEFAULT_SIGNALS)
     except OSError as exc:
         for fd in (child_in, to_child, from_child, child_out, err_from_child, child_err):
             os.close(fd)
