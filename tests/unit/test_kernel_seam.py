@@ -52,6 +52,10 @@ def test_runner_captures_output_and_exit_status() -> None:
 def test_runner_feeds_a_large_input_without_deadlock() -> None:
     text = "x" * 3_000_000 + "\n"
     assert len(runner.run(None, ["cat"], input=text).stdout) == len(text)
+    # a child that writes a lot before it reads its input, and to both outputs
+    script = "head -c 1000000 /dev/zero; head -c 300000 /dev/zero >&2; cat"
+    done = runner.run(None, ["sh", "-c", script], input=text, timeout=60)
+    assert (len(done.stdout), len(done.stderr)) == (1_000_000 + len(text), 300_000)
 
 
 def test_command_not_found_and_timeout_are_one_line_errors() -> None:

@@ -100,11 +100,14 @@ def fail(ns: Where, what: str, done: Completed) -> None:
 def _communicate(to_child: int, out_fd: int, err_fd: int, data: bytes, deadline: float) -> tuple[bytes, bytes]:
     """Write ``data`` to the child and read both its outputs to EOF; closes the three fds."""
     chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    payload = memoryview(data)  # no copy of a 12 MB payload per chunk written
+    written = 0
     poller = select.poll()
     poller.register(out_fd, select.POLLIN)
     poller.register(err_fd, select.POLLIN)
     open_fds = {out_fd, err_fd}
     if data:
+        os.set_blocking(to_child, False)  # never block on the child's stdin while it waits on its stdout
         poller.register(to_child, select.POLLOUT)
         open_fds.add(to_child)
     else:
@@ -117,10 +120,12 @@ def _communicate(to_child: int, out_fd: int, err_fd: int, data: bytes, deadline:
             for fd, _event in poller.poll(left * 1000):
                 if fd == to_child:
                     try:
-                        data = data[os.write(fd, data[:65536]) :]
+                        written += os.write(fd, payload[written : written + 65536])
+                    except BlockingIOError:
+                        continue
                     except BrokenPipeError:
-                        data = b""
-                    if not data:
+                        written = len(payload)
+                    if written >= len(payload):
                         poller.unregister(fd)
                         open_fds.discard(fd)
                         os.close(fd)
