@@ -44,10 +44,30 @@ class SyncResult:
     full: bool = False
     changed_ports: int = 0
     conntrack_deleted: int = 0
+    rules_by_table: dict[str, int] = field(default_factory=dict)  # owned after the sync (…_iptables_total)
+    written_by_table: dict[str, int] = field(default_factory=dict)  # written by this sync (…_iptables_last)
 
 
 def _count(p: PortRules) -> int:
     return len(p.chain_rules) + len(p.nat_top_rules) + len(p.filter_rules)
+
+
+def _filter_count(p: PortRules) -> int:
+    return len(p.filter_rules)
+
+
+def _fixed_counts(r: Rendered) -> dict[str, int]:
+    return {"filter": len(r.filter_head) + len(r.filter_tail), "nat": len(r.nat_head) + len(r.nat_tail)}
+
+
+def _written(text: str) -> dict[str, int]:
+    """Rules a restore payload writes (``-A`` and ``-I`` lines), per table."""
+    counts: dict[str, int] = {}
+    for section in ("\n" + text).split("\n*")[1:]:
+        table, _, body = section.partition("\n")
+        body = "\n" + body
+        counts[table.strip()] = body.count("\n-A ") + body.count("\n-I ")
+    return counts
 
 
 def _render_order(key: str) -> tuple[str, str]:
@@ -92,6 +112,7 @@ class ProxySyncer:
     _services: dict[str, _Cached] = field(default_factory=dict)
     _endpoints: int = 0  # over all cached Services: large cluster mode without a scan
     _rules_total: int = 0
+    _filter_total: int = 0  # of _rules_total, the per-port rules in the filter table
 
     def __post_init__(self) -> None:
         self._kernel: IptablesKernel = self.kernel if self.kernel is not None else apply.kernel_for(self.netns)
@@ -131,6 +152,7 @@ class ProxySyncer:
             or start - self._last_full >= self.full_sync_period
         )
         rendered = fixed
+        written: dict[str, int] = {}
         try:
             if full:
                 rendered = assemble([ports[k] for k in sorted(ports, key=_render_order)], config)
@@ -144,6 +166,7 @@ class ProxySyncer:
                 step = partial.plan(old_ports, new_part)
                 if step.text is not None:
                     apply.partial_sync(self._kernel, step.text)
+                    written = _written(step.text)
         except KernelError as e:
             self.needs_full = True
             log.error("%s sync failed: %s", "full" if full else "partial", e)
@@ -154,9 +177,21 @@ class ProxySyncer:
         self.last_policies = list(policies.values())
         if new_keys is None:
             self._rules_total = sum(_count(p) for p in ports.values())
+            self._filter_total = sum(_filter_count(p) for p in ports.values())
         else:
             self._rules_total += sum(_count(ports[k]) for k in new_keys) - sum(_count(p) for p in old_ports.values())
-        return SyncResult(True, self.clock() - start, len(ports), self._rules_total, None, full, changed, deleted)
+            self._filter_total += sum(_filter_count(ports[k]) for k in new_keys) - sum(
+                _filter_count(p) for p in old_ports.values()
+            )
+        base = _fixed_counts(fixed)
+        owned = {
+            "filter": base["filter"] + self._filter_total,
+            "nat": base["nat"] + self._rules_total - self._filter_total,
+        }
+        written = owned if full else {"filter": written.get("filter", 0), "nat": written.get("nat", 0)}
+        return SyncResult(
+            True, self.clock() - start, len(ports), self._rules_total, None, full, changed, deleted, owned, written
+        )
 
     def _incremental(self, snapshot: Snapshot) -> tuple[dict[str, PortRules], dict[str, PortPolicy], set[str]] | None:
         """With the source's change hint: decide and render only the changed Services, updating
