@@ -47,8 +47,8 @@ def _bytecode() -> None:
 class Node:
     """A node namespace, its pods and the plugin's files; :meth:`close` deletes the namespaces."""
 
-    def __init__(self, state: Path) -> None:
-        self.prefix = unique_prefix("clewc")
+    def __init__(self, state: Path, base: str = "clewc") -> None:
+        self.prefix = unique_prefix(base)
         self.node = f"{self.prefix}-node"
         self.state = state
         (state / "subnet.env").write_text(SUBNET_ENV)
@@ -93,8 +93,9 @@ class Node:
         *,
         ifname: str = "eth0",
         netns_path: str | None = None,
+        caller: str | None = None,
     ) -> Reply:
-        """Exec clew-cni in the node namespace with the runtime's environment.
+        """Exec clew-cni in the node namespace (or ``caller``'s) with the runtime's environment.
 
         ``CNI_NETNS`` is ``/run/netns/POD`` (or ``netns_path``), left out when both are None.
         """
@@ -106,7 +107,7 @@ class Node:
         if netns_path is not None:
             env["CNI_NETNS"] = netns_path
         proc = subprocess.run(
-            netns.exec_argv(self.node, [PLUGIN]),
+            netns.exec_argv(caller or self.node, [PLUGIN]),
             input=json.dumps(conf),
             env=env,
             capture_output=True,
@@ -393,3 +394,136 @@ def test_without_an_agent_the_plugin_does_it_itself(node: Node) -> None:
     (p1,) = node.pods("s1")
     res = node.add(p1, "c1", agentSocket=str(node.state / "nobody-listens.sock"))
     assert res["ips"][0]["address"] == "10.244.1.2/24"  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- what must be refused
+@pytest.fixture
+def hnode(tmp_path: Path) -> Iterator[Node]:
+    """A node namespace named ``hcn-c-XXXX-…``."""
+    n = Node(tmp_path, base="hcn-c")
+    try:
+        yield n
+    finally:
+        n.close()
+    assert netns.list_names(n.prefix + "-") == []
+
+
+def node_links(ns: str) -> list[str]:
+    return sorted(link["ifname"] for link in json.loads(netns.run(ns, ["ip", "-j", "link", "show"]).stdout))
+
+
+def give_uplink(ns: str, address: str = "192.168.50.2/24") -> None:
+    """An ``eth0`` with an address, as a node has (a veth whose peer stays in the same namespace)."""
+    netns.run_batch(ns, ["link add eth0 type veth peer name eth0p", f"addr add {address} dev eth0",
+                         "link set eth0 up", "link set eth0p up"])  # fmt: skip
+
+
+def assert_refused_netns(reply: Reply, path: str) -> dict[str, object]:
+    rc, err = reply
+    assert rc == 1 and err is not None and err["code"] == errors.INVALID_ENVIRONMENT, err
+    assert f"CNI_NETNS {path} is the node's own network namespace" == err["msg"], err
+    return err
+
+
+@pytest.mark.parametrize("how", ["run-netns", "proc-self"])
+def test_the_nodes_own_netns_is_refused_and_its_links_stay(hnode: Node, how: str) -> None:
+    """Before: DEL with CNI_NETNS = the node's namespace deleted its eth0 (or cni0) and returned 0."""
+    node = hnode
+    (pod,) = node.pods("pod")
+    give_uplink(node.node)
+    res = node.add(pod, "c1")  # cni0 and one pod's veth exist
+    before = node_links(node.node)
+    assert "eth0" in before and "cni0" in before
+    own = f"/run/netns/{node.node}" if how == "run-netns" else "/proc/self/ns/net"  # the plugin's own
+    for ifname in ("eth0", "cni0"):
+        assert_refused_netns(node.call("DEL", node.conf(), "c1", netns_path=own, ifname=ifname), own)
+    assert_refused_netns(node.call("ADD", node.conf(), "c2", netns_path=own), own)
+    assert_refused_netns(node.call("CHECK", node.conf(prevResult=res), "c1", netns_path=own), own)
+    assert node_links(node.node) == before
+    assert node.store_ips() == ["10.244.1.2"]  # c1's address is still held, c2 got none
+    assert "192.168.50.2" in netns.run(node.node, ["ip", "-o", "addr", "show", "dev", "eth0"]).stdout
+    assert node.call("DEL", node.conf(), "c1", pod) == (0, None)  # the real pod's DEL still works
+
+
+def test_via_the_agent_the_clients_netns_is_the_nodes_too(hnode: Node, tmp_path: Path) -> None:
+    """The agent acts for a client exec'ed in another namespace: that one is the node's as the runtime
+    sees it (and the agent's own stays refused). Before: the agent deleted the client's eth0."""
+    node = hnode
+    sock = node.state / "cni.sock"
+    agent = netns.spawn(node.node, [sys.executable, "-m", "clew.agent.cni_server", str(sock)],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        assert agent.stdout is not None and agent.stdout.readline().strip() == b"ready"
+        (runtime_ns,) = node.pods("rt")
+        give_uplink(runtime_ns)
+        give_uplink(node.node, "192.168.51.2/24")
+        conf = node.conf(agentSocket=str(sock))
+        client_path, agent_path = f"/run/netns/{runtime_ns}", f"/run/netns/{node.node}"
+        err = assert_refused_netns(node.call("DEL", conf, "c1", netns_path=client_path, caller=runtime_ns), client_path)
+        assert "the namespace the runtime called the plugin from" in str(err["details"])
+        err = assert_refused_netns(node.call("DEL", conf, "c1", netns_path=agent_path, caller=runtime_ns), agent_path)
+        assert "the namespace the plugin runs in" in str(err["details"])
+        assert_refused_netns(node.call("ADD", conf, "c1", netns_path=client_path, caller=runtime_ns), client_path)
+        assert "eth0" in node_links(runtime_ns) and "eth0" in node_links(node.node)
+        assert "veth" not in " ".join(node_links(node.node)) and node.store_ips() == []
+        # a pod's own namespace is still fine through the same client and agent
+        (pod,) = node.pods("pod")
+        rc, res = node.call("ADD", conf, "c1", pod, caller=runtime_ns)
+        assert rc == 0 and res is not None, res
+        assert node.call("DEL", conf, "c1", pod, caller=runtime_ns) == (0, None)
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("setup", "says"),
+    [
+        (["addr add 10.244.1.50/24 dev eth0"], "address 10.244.1.50/24 on eth0"),  # the node's LAN is the pod subnet
+        (["route add 10.244.1.128/25 via 192.168.50.1 dev eth0"], "route 10.244.1.128/25 via 192.168.50.1 dev eth0"),
+    ],
+    ids=["address", "route"],
+)
+def test_a_pod_subnet_overlapping_the_node_is_refused(hnode: Node, setup: list[str], says: str) -> None:
+    """Before: the bridge took 10.244.1.1 (the node's LAN gateway, here) and ADD succeeded."""
+    node = hnode
+    (pod,) = node.pods("pod")
+    give_uplink(node.node)
+    netns.run_batch(node.node, setup)
+    rc, err = node.call("ADD", node.conf(), "c1", pod)
+    assert rc == 1 and err is not None and err["code"] == errors.INVALID_CONFIG, err
+    assert err["msg"] == "pod subnet overlaps the node's network" and says in str(err["details"]), err
+    assert "cni0" not in node_links(node.node) and node.store_ips() == []
+    assert link_json(pod, "eth0") is None
+
+
+def test_flannels_own_address_and_a_cluster_route_are_no_overlap(hnode: Node) -> None:
+    """flannel.1 holds the subnet's network address as a /32; a route to the whole cluster is larger."""
+    node = hnode
+    (pod,) = node.pods("pod")
+    give_uplink(node.node)
+    netns.run_batch(node.node, ["route add 10.244.0.0/16 via 192.168.50.1 dev eth0",
+                                "link add flannel.1 type bridge", "addr add 10.244.1.0/32 dev flannel.1"])  # fmt: skip
+    node.add(pod, "c1")
+    poll_until(lambda: pings(pod, "10.244.1.1"), 5, what=f"ping 10.244.1.1 from {pod}")
+
+
+def test_an_ifname_that_is_an_ip_keyword_works(hnode: Node) -> None:
+    """Kernel-legal names ``ip`` reads as keywords (``up``, ``help``): every line names them after ``dev``."""
+    node = hnode
+    (pod,) = node.pods("pod")
+    for ifname in ("up", "help"):
+        rc, res = node.call("ADD", node.conf(), f"c-{ifname}", pod, ifname=ifname)
+        assert rc == 0 and res is not None, res
+        assert link_json(pod, ifname) is not None
+        assert node.call("CHECK", node.conf(prevResult=res), f"c-{ifname}", pod, ifname=ifname) == (0, None)
+        assert node.call("DEL", node.conf(), f"c-{ifname}", pod, ifname=ifname) == (0, None)
+        assert link_json(pod, ifname) is None
+
+
+def test_an_ifname_ip_batch_cannot_carry_is_refused(hnode: Node) -> None:
+    node = hnode
+    (pod,) = node.pods("pod")
+    rc, err = node.call("ADD", node.conf(), "c1", pod, ifname="e#0")
+    assert rc == 1 and err is not None and err["code"] == errors.INVALID_ENVIRONMENT and "CNI_IFNAME" in str(err["msg"])
+    assert node.store_ips() == [] and node_links(pod) == ["lo"]

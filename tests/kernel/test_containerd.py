@@ -61,7 +61,8 @@ from topology import unique_prefix
 from clew.kernel import netns
 
 PLUGIN = str(Path(sys.executable).with_name("clew-cni"))
-TOOLS = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "nsenter", "unshare", "mount", "ip")
+TOOLS = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "nsenter", "unshare", "mount", "ip", "iptables")
+PORTMAP = "/usr/lib/cni/portmap"  # Debian 12's containernetworking-plugins 1.1.1
 IMAGE = "eco.local/busybox:1"
 APPLETS = ("sh", "ip", "ping", "cat", "echo")
 NETWORK = "cbr0"
@@ -92,6 +93,8 @@ def _skip_reason() -> str | None:
     missing = [t for t in TOOLS if shutil.which(t, path=PATH) is None]
     if missing:
         return f"needs {', '.join(missing)} (apt-get install containerd runc busybox-static; or bash scripts/install)"
+    if not os.access(PORTMAP, os.X_OK):
+        return f"needs {PORTMAP} (apt-get install containernetworking-plugins)"
     if not os.path.exists(BUSYBOX) or not _is_static_elf(BUSYBOX):
         return f"needs a static {BUSYBOX} (apt-get install busybox-static)"
     if not Path(PLUGIN).exists():
@@ -116,13 +119,24 @@ def _mount_ns(pid: int | str) -> str | None:
 class Runtime:
     """A node namespace with its own containerd in a private mount namespace; see the module doc."""
 
-    def __init__(self, cni_version: str = "1.0.0") -> None:
+    def __init__(self, cni_version: str = "1.0.0", *, conflist: str | None = None, base: str = "clewr") -> None:
+        """``conflist``: the text to install as is (else one of ``cni_version`` with paths in the temp dir).
+
+        Its clew plugin's ``subnetFile`` and ``dataDir`` must lie under an overlaid folder: the
+        subnet file is put there (in the upper layer) and the store is read from there.
+        """
         self.cni_version = cni_version
-        self.prefix = unique_prefix("clewr")
+        self.conflist = conflist
+        self.prefix = unique_prefix(base)
         self.node = f"{self.prefix}-node"
         self.tmp = Path(tempfile.mkdtemp(prefix="clewctr-"))
         self.sock = self.tmp / "containerd.sock"
+        self.subnet_env = self.tmp / "subnet.env"
         self.data = self.tmp / "data"
+        if conflist is not None:
+            clew = next(p for p in json.loads(conflist)["plugins"] if p["type"] == "clew")
+            self.subnet_env = self.upper_path(clew["subnetFile"])
+            self.data = self.upper_path(clew["dataDir"])
         self.log = self.tmp / "containerd.log"
         self.cgroup = f"/{self.prefix}-c1"
         self.proc: subprocess.Popen[bytes] | None = None  # unshare, the PID namespace's parent
@@ -135,19 +149,30 @@ class Runtime:
     def _upper(self, root: str) -> Path:
         return self.tmp / "overlay" / root.strip("/").replace("/", "_") / "upper"
 
+    def upper_path(self, path: str) -> Path:
+        """Where ``path`` (under an overlaid folder) lands in the upper layer, seen from outside."""
+        root = next((r for r in OVERLAID if path.startswith(r + "/")), None)
+        assert root is not None, f"{path} is not under one of {OVERLAID}"
+        return self._upper(root) / path[len(root) + 1 :]
+
     def _write_files(self) -> None:
-        (self.tmp / "subnet.env").write_text(SUBNET_ENV)
         for root in OVERLAID:
             self._upper(root).mkdir(parents=True)
             self._upper(root).with_name("work").mkdir()
+        self.subnet_env.parent.mkdir(parents=True, exist_ok=True)
+        self.subnet_env.write_text(SUBNET_ENV)
         bin_dir = self._upper("/opt") / "cni" / "bin"
         bin_dir.mkdir(parents=True)
         (bin_dir / "clew").symlink_to(PLUGIN)
+        (bin_dir / "portmap").symlink_to(PORTMAP)  # as deploy/install-cni.sh does on a host without one
         conf_dir = self._upper("/etc") / "cni" / "net.d"
         conf_dir.mkdir(parents=True)
-        plugin = {"type": "clew", "subnetFile": str(self.tmp / "subnet.env"), "dataDir": str(self.data)}
-        conflist = {"cniVersion": self.cni_version, "name": NETWORK, "plugins": [plugin]}
-        (conf_dir / "10-clew.conflist").write_text(json.dumps(conflist))
+        if self.conflist is None:
+            plugin = {"type": "clew", "subnetFile": str(self.subnet_env), "dataDir": str(self.data)}
+            conflist = json.dumps({"cniVersion": self.cni_version, "name": NETWORK, "plugins": [plugin]})
+        else:
+            conflist = self.conflist
+        (conf_dir / "10-clew.conflist").write_text(conflist)
         root_dir, state_dir = self.tmp / "root", self.tmp / "state"
         (self.tmp / "config.toml").write_text(
             "version = 2\n"
@@ -207,10 +232,14 @@ class Runtime:
 
     # -- use ---------------------------------------------------------------------------------
 
+    def ctr_argv(self, *args: str) -> list[str]:
+        """The argv of ``ctr ARGS`` in containerd's mount and PID namespaces and the node's netns."""
+        assert self.pid is not None
+        return ["nsenter", f"--target={self.pid}", "--mount", "--net", "--pid", "ctr", "-a", str(self.sock), *args]
+
     def ctr(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """``ctr ARGS`` in containerd's mount and PID namespaces and the node's netns."""
-        assert self.pid is not None
-        argv = ["nsenter", f"--target={self.pid}", "--mount", "--net", "--pid", "ctr", "-a", str(self.sock), *args]
+        argv = self.ctr_argv(*args)
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=self.env)
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -233,7 +262,7 @@ class Runtime:
             "cniVersion": self.cni_version,
             "name": NETWORK,
             "type": "clew",
-            "subnetFile": str(self.tmp / "subnet.env"),
+            "subnetFile": str(self.subnet_env),
             "dataDir": str(self.data),
         }
         proc = subprocess.run(
@@ -340,8 +369,12 @@ class Runtime:
 # flannel's stock conflist says, and there libcni's DEL carries no prevResult (clew's cache must do)
 @pytest.fixture(params=["0.3.1", "1.0.0"])
 def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    yield from running(Runtime(request.param))
+
+
+def running(rt: Runtime) -> Iterator[Runtime]:
+    """Start ``rt``, yield it, close it and check that it left nothing behind."""
     before = {p: os.path.lexists(p) for p in ROOT_PATHS}
-    rt = Runtime(request.param)
     try:
         rt.start()
         yield rt
@@ -400,3 +433,119 @@ def test_ctr_run_gets_its_network_from_clew_cni(runtime: Runtime) -> None:
 
     assert runtime.cni("DEL", "peer", peer) is None
     assert runtime.store() == {}
+
+
+# -- the conflist deploy/configmap.yaml ships, through the same runtime ---------------------------
+
+CONFIGMAP = Path(__file__).resolve().parents[2] / "deploy" / "configmap.yaml"
+HOST_PORT, CONTAINER_PORT = 8080, 80
+CLIENT_ADDR, NODE_ADDR = "192.168.77.2", "192.168.77.1"  # a link between a client netns and the node
+
+
+def shipped_conflist() -> str:
+    """``10-clew.conflist`` exactly as the ConfigMap holds it (what install-cni.sh copies to the host)."""
+    import yaml
+
+    text = yaml.safe_load(CONFIGMAP.read_text())["data"]["10-clew.conflist"]
+    assert isinstance(text, str)
+    return text
+
+
+def with_port_mapping(conflist: str) -> str:
+    """The conflist with the ``runtimeConfig`` the CRI plugin injects for a hostPort.
+
+    libcni adds ``runtimeConfig: {portMappings: […]}`` to each plugin declaring the capability
+    when the runtime passes it (the kubelet does, for a pod's hostPort); ``ctr run`` 1.6 has no
+    flag for capability arguments, and libcni leaves a static ``runtimeConfig`` as it is, so the
+    test writes what libcni would have. Nothing else changes.
+    """
+    conf = json.loads(conflist)
+    mapping = {"hostPort": HOST_PORT, "containerPort": CONTAINER_PORT, "protocol": "tcp"}
+    (portmap,) = [p for p in conf["plugins"] if p.get("capabilities", {}).get("portMappings")]
+    portmap["runtimeConfig"] = {"portMappings": [mapping]}
+    return json.dumps(conf)
+
+
+@pytest.fixture
+def shipped() -> Iterator[Runtime]:
+    yield from running(Runtime(conflist=shipped_conflist(), base="hcn-ctr"))
+
+
+@pytest.fixture
+def shipped_with_port() -> Iterator[Runtime]:
+    yield from running(Runtime(conflist=with_port_mapping(shipped_conflist()), base="hcn-ctr"))
+
+
+def _assert_released(rt: Runtime) -> None:
+    """After ``run --rm``'s DEL: no address, cached result or veth left; libcni's cache empty."""
+    assert rt.store() == {}
+    assert rt.cached_results() == []
+    assert netns.run(rt.node, ["ip", "-o", "link", "show", "master", "cni0"]).stdout == ""
+    assert list((rt._upper("/var/lib") / "cni" / "results").iterdir()) == []
+
+
+def test_the_shipped_conflist_brings_a_pod_up(shipped: Runtime) -> None:
+    """Before: cniVersion 1.1.0, which portmap 1.1.1 and containerd 1.6's libcni refuse."""
+    rt = shipped
+    assert (rt._upper("/etc") / "cni/net.d/10-clew.conflist").read_text() == shipped_conflist()
+    image = rt.tmp / "busybox-oci.tar"
+    build_busybox_image(image, IMAGE, APPLETS)
+    rt.ctr("images", "import", str(image))
+    script = f"ip -o -4 addr show dev eth0; ping -c 1 -W 2 {GATEWAY} >/dev/null && echo gateway-ok; true"
+    out = rt.ctr("run", "--rm", "--cni", "--cgroup", rt.cgroup, IMAGE, f"{rt.prefix}-c1", "sh", "-c", script).stdout
+    assert " 10.244.7." in out and "/24 " in out, out
+    assert "gateway-ok" in out, out
+    _assert_released(rt)
+
+
+def _client_attempt(client: str) -> str:
+    """One TCP connection from the client netns to the node's hostPort; what came back ('' if refused)."""
+    code = (
+        "import socket,sys\n"
+        "try:\n"
+        f"    s = socket.create_connection(({NODE_ADDR!r}, {HOST_PORT}), timeout=3)\n"
+        "except OSError as e:\n"
+        "    sys.exit(0)\n"
+        "s.settimeout(5)\n"
+        "data = b''\n"
+        "while chunk := s.recv(4096):\n"
+        "    data += chunk\n"
+        "sys.stdout.write(data.decode(errors='replace'))\n"
+    )
+    return netns.run(client, [sys.executable, "-c", code], timeout=30).stdout
+
+
+def test_a_host_port_reaches_the_pod_through_the_shipped_portmap(shipped_with_port: Runtime) -> None:
+    rt = shipped_with_port
+    client = f"{rt.prefix}-client"
+    netns.create(client)
+    netns.run_batch(
+        client,
+        [
+            "link set lo up",
+            f"link add c0 type veth peer name n0 netns {rt.node}",
+            f"addr add {CLIENT_ADDR}/24 dev c0",
+            "link set c0 up",
+        ],
+    )
+    netns.run_batch(rt.node, [f"addr add {NODE_ADDR}/24 dev n0", "link set n0 up"])
+    image = rt.tmp / "busybox-oci.tar"
+    build_busybox_image(image, IMAGE, [*APPLETS, "nc"])
+    rt.ctr("images", "import", str(image))
+    # the pod answers one connection on its port 80 with its address, then exits (and run --rm sends DEL)
+    script = f"echo pod-reply $(ip -o -4 addr show dev eth0) | nc -l -p {CONTAINER_PORT}"
+    argv = rt.ctr_argv("run", "--rm", "--cni", "--cgroup", rt.cgroup, IMAGE, f"{rt.prefix}-c1", "sh", "-c", script)
+    ctr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=rt.env)
+    try:
+        reply = poll_until(lambda: _client_attempt(client), 30, interval=0.2, what=f"{NODE_ADDR}:{HOST_PORT} answers")
+        out, err = ctr.communicate(timeout=30)
+    finally:
+        if ctr.poll() is None:
+            ctr.kill()
+            ctr.communicate()
+    assert ctr.returncode == 0, f"ctr run: {out}\n{err}\n{rt.log_tail()}"
+    assert reply.startswith("pod-reply ") and " 10.244.7." in reply, reply
+    # portmap's DNAT was in the node's namespace only, and its DEL took it away again
+    nat = netns.run(rt.node, ["iptables-save", "-t", "nat"]).stdout
+    assert f"--dport {HOST_PORT}" not in nat, nat
+    _assert_released(rt)

@@ -138,7 +138,12 @@ def test_bytes_stdin_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("name", "ok"),
     [("eth0", True), ("a" * 15, True), ("a" * 16, False), ("", False), (".", False), ("..", False),
-     ("e/th", False), ("e:0", False), ("e 0", False), ("e\t0", False), ("veth-1.2", True)],
+     ("e/th", False), ("e:0", False), ("e 0", False), ("e\t0", False), ("veth-1.2", True),
+     # what ip -batch reads specially (# comment, quotes, backslash), control characters, bytes not chars
+     ("e#0", False), ("#e", False), ('e"0', False), ("e'0", False), ("e\\0", False), ("e\x010", False),
+     ("e\n0", False), ("é" * 7, True), ("é" * 8, False),
+     # ip keywords are kernel-legal names: cni_net always writes them after ``dev``/``name``
+     ("help", True), ("up", True), ("-x", True)],
 )  # fmt: skip
 def test_ifname_rule(name: str, ok: bool) -> None:
     assert config.valid_ifname(name) is ok

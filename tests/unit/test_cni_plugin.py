@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from clew.cni import errors, plugin
+from clew.cni import errors, netns_guard, plugin
 
 SUBNET_ENV = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
 ATTACH = {"CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/nope", "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin"}
@@ -98,6 +100,11 @@ def test_missing_env_vars_are_named(tmp_path: Path, command: str, missing: list[
         ("CNI_IFNAME", ".."),
         ("CNI_IFNAME", "eth:0"),
         ("CNI_IFNAME", "eth 0"),
+        ("CNI_IFNAME", "e#th0"),  # ip -batch would read the rest of the line as a comment
+        ("CNI_IFNAME", 'eth"0'),
+        ("CNI_IFNAME", "eth'0"),
+        ("CNI_IFNAME", "eth\\0"),
+        ("CNI_IFNAME", "é" * 8),  # 8 characters, 16 bytes: the kernel counts bytes
         ("CNI_NETNS", "run/netns/relative"),
         ("CNI_NETNS", "/run/netns/x up"),
         ("CNI_NETNS", "/run/netns/x\nlink del cni0"),
@@ -242,3 +249,68 @@ def test_plugin_import_stays_light() -> None:
     heavy = {m for m in loaded if m.split(".")[0] in {"pyroute2", "typer", "click", "rich", "yaml", "subprocess"}}
     heavy |= {m for m in loaded if m.startswith(("clew.podnet", "clew.cli", "clew.kernel.netns", "dataclasses"))}
     assert heavy == set()
+
+
+# -- CNI_NETNS that is the node's own namespace ----------------------------------------------------
+
+
+@pytest.fixture
+def no_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test instead of touching this process's namespace (the one under test here)."""
+
+    def refuse(*args: object, **kw: object) -> None:
+        raise AssertionError("the plugin reached the kernel with the node's own namespace as CNI_NETNS")
+
+    for name in ("attach", "detach", "check"):
+        monkeypatch.setattr(plugin.bridge, name, refuse)
+
+
+@pytest.mark.parametrize("path", ["/proc/self/ns/net", "/proc/thread-self/ns/net", f"/proc/{os.getpid()}/ns/net"])
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])
+def test_the_nodes_own_netns_is_refused(tmp_path: Path, no_kernel: None, command: str, path: str) -> None:
+    """Before: DEL deleted CNI_IFNAME (the node's eth0, cni0) in the node's namespace and returned 0."""
+    folder = seed_store(tmp_path, {"10.244.1.2": "c1\r\neth0"})
+    prev = {"cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "sandbox": path}]}
+    err = assert_error(
+        call(command, conf(tmp_path, prevResult=prev), **{**ATTACH, "CNI_NETNS": path}),
+        errors.INVALID_ENVIRONMENT,
+        f"CNI_NETNS {path} is the node's own network namespace",
+    )
+    assert "the namespace the plugin runs in" in str(err["details"])
+    assert sorted(p.name for p in folder.iterdir()) == ["10.244.1.2"]  # nothing released, not even locked
+
+
+def test_a_namespace_the_agent_was_told_is_the_nodes_is_refused(tmp_path: Path, no_kernel: None) -> None:
+    """The agent passes its client's namespace; here a stand-in file plays it (same device and inode)."""
+    stand_in = tmp_path / "client-netns"
+    stand_in.write_text("")
+    client = netns_guard.identity(str(stand_in))
+    assert client is not None
+    out = io.StringIO()
+    env = {"CNI_COMMAND": "DEL", **ATTACH, "CNI_NETNS": str(stand_in)}
+    assert plugin.run(env, conf(tmp_path), out, node_netns=[client]) == 1
+    err = json.loads(out.getvalue())
+    assert err["code"] == errors.INVALID_ENVIRONMENT
+    assert "the namespace the runtime called the plugin from" in err["details"]
+
+
+def test_other_and_missing_namespaces_pass_the_guard() -> None:
+    netns_guard.refuse_node_netns("/run/netns/does-not-exist", "DEL")
+    netns_guard.refuse_node_netns("", "DEL")
+    netns_guard.refuse_node_netns("/proc/1/ns/mnt", "DEL")  # some other nsfs file: not this namespace
+
+
+# -- GC and the result cache's leftover temp files -------------------------------------------------
+
+
+def test_gc_removes_leftover_temp_files_but_not_a_fresh_one(tmp_path: Path) -> None:
+    """A plugin killed between writing a cached result and its rename leaves ``….json.PID.tmp``."""
+    results = tmp_path / "data" / "cbr0" / "results"
+    results.mkdir(parents=True)
+    old, fresh = results / "c9-eth0.json.4242.tmp", results / "c8-eth0.json.4243.tmp"
+    old.write_text("{")
+    fresh.write_text("{")
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    assert call("GC", conf(tmp_path, **{"cni.dev/valid-attachments": []})) == (0, None)
+    assert sorted(p.name for p in results.iterdir()) == [fresh.name]  # may be a concurrent ADD's, mid-save

@@ -129,3 +129,18 @@ def test_a_forced_failure_for_concurrency_tests() -> None:
     with pytest.raises(CommandFailed, match="Resource temporarily unavailable"):
         fake.restore("*filter\nCOMMIT\n")
     fake.restore("*filter\nCOMMIT\n")
+
+
+def test_a_concurrent_writer_can_act_between_a_read_and_a_restore() -> None:
+    fake = FakeIptables.from_save(BASE)
+    seen: list[str] = []
+
+    def writer(k: FakeIptables) -> None:
+        seen.append(k.save("filter"))
+        k.before_restore = None  # once
+        assert k.iptables(["-t", "filter", "-A", "DOCKER", "-j", "RETURN"]).returncode == 0
+
+    fake.before_restore = writer
+    fake.restore("*filter\n:KUBE-A - [0:0]\nCOMMIT\n")
+    assert seen and fake.rules("filter", "DOCKER")[-1] == "-A DOCKER -j RETURN"
+    assert "KUBE-A" in fake.list_chains(("filter",))["filter"]

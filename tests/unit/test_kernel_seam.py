@@ -52,6 +52,10 @@ def test_runner_captures_output_and_exit_status() -> None:
 def test_runner_feeds_a_large_input_without_deadlock() -> None:
     text = "x" * 3_000_000 + "\n"
     assert len(runner.run(None, ["cat"], input=text).stdout) == len(text)
+    # a child that writes a lot before it reads its input, and to both outputs
+    script = "head -c 1000000 /dev/zero; head -c 300000 /dev/zero >&2; cat"
+    done = runner.run(None, ["sh", "-c", script], input=text, timeout=60)
+    assert (len(done.stdout), len(done.stderr)) == (1_000_000 + len(text), 300_000)
 
 
 def test_command_not_found_and_timeout_are_one_line_errors() -> None:
@@ -84,3 +88,16 @@ def test_batch_errors_name_the_failing_line(monkeypatch: pytest.MonkeyPatch) -> 
         runner.batch(None, "ip", ["link set a up\nlink del a"])
     with pytest.raises(ValueError, match="refusing to run"):
         netns.run_batch(netns.HOST, ["link set lo down"])
+
+
+def test_cni_nets_old_spellings_still_work() -> None:
+    """cni_net's ``Netns(path)`` is the namespace value: ``label`` (what KernelError takes),
+    ``ip_argv``, ``path``."""
+    from clew.kernel import cni_net
+
+    pod = cni_net.Netns("/var/run/netns/cni-1234")
+    assert pod.label == "/var/run/netns/cni-1234" and pod.path == "/var/run/netns/cni-1234"
+    assert pod.ip_argv("-j", "link") == ["ip", "-n", "cni-1234", "-j", "link"]
+    assert cni_net.NODE.label is None and cni_net.NODE.ip_argv("link") == ["ip", "link"]
+    assert str(KernelError(cni_net.NODE.label, "bridge cni0", "x")) == "bridge cni0 in the current netns: x"
+    assert str(KernelError(pod.label, "link eth0", "x")) == "link eth0 in netns /var/run/netns/cni-1234: x"

@@ -109,6 +109,8 @@ GOOD = [
             min_sync_period=1.0,
             sync_period=30.0,
             metrics_bind_address="127.0.0.1:10249",
+            healthz_bind_address="0.0.0.0:10256",
+            kubeconfig="",
             nodeport_addresses=(),
             node_name="localhost",
         ),
@@ -153,7 +155,8 @@ GOOD = [
             sync_period=30.0,
             min_sync_period=0.0,
             metrics_bind_address="127.0.0.1:10249",
-            healthz_bind_address="127.0.0.1:10256",
+            healthz_bind_address="0.0.0.0:10256",  # kube-proxy's default: load balancers probe it
+            kubeconfig="/var/lib/kube-proxy/kubeconfig.conf",  # clientConnection.kubeconfig is honoured
         ),
     ),
     Good(

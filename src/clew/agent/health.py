@@ -5,7 +5,8 @@ queued (a change that needs a sync) and has stayed unsynced for longer than ``2 
 Idle, starting or caught up is healthy; a sync that fails keeps the queued update pending, so a
 proxy that keeps failing turns unhealthy after the timeout. ``/livez`` reports only that;
 ``/healthz`` is also 503 while the node is not eligible (the Node is missing, being deleted, or
-tainted ``ToBeDeletedByClusterAutoscaler``) so that load balancers drain it first.
+tainted ``ToBeDeletedByClusterAutoscaler``) so that load balancers drain it first, and (clew's
+addition) while the agent's source cannot be read: its rules are the last good ones, frozen.
 
 The body is kube-proxy's JSON (v1.33+): ``{"lastUpdated", "currentTime", "nodeEligible" (healthz
 only), "healthy", "status": {"IPv4": {"lastUpdated", "healthy"}}}``, compact, with Go's RFC 3339
@@ -56,6 +57,7 @@ class ProxyHealth:
         self._lock = threading.Lock()
         self.last_updated: float | None = None
         self.oldest_queued: float | None = None
+        self.source_problem: str | None = None  # set by the agent while its source cannot be read
 
     def queued_update(self) -> None:
         """A change needs a sync: start the clock unless an older change is already waiting."""
@@ -68,6 +70,11 @@ class ProxyHealth:
         with self._lock:
             self.oldest_queued = None
             self.last_updated = self.clock()
+
+    def set_source_problem(self, problem: str | None) -> None:
+        """The agent's source cannot be read (why), or can again (None)."""
+        with self._lock:
+            self.source_problem = problem
 
     def healthy(self, now: float | None = None) -> bool:
         with self._lock:
@@ -92,7 +99,8 @@ class ProxyHealth:
             now = self.clock()
             proxy_ok = self._healthy(now)
             last = self.last_updated
-        ok = proxy_ok and eligible
+            source_ok = self.source_problem is None or not with_node  # a restart would not help: livez stays
+        ok = proxy_ok and eligible and source_ok
         body: dict[str, Any] = {"lastUpdated": go_time(now if ok else last), "currentTime": go_time(now)}
         if with_node:
             body["nodeEligible"] = eligible

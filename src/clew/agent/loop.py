@@ -7,6 +7,11 @@ done and the version of the source it synced (`FolderSource.version`), so the la
 operator) can wait for "the folder as it is now is in the kernel" by polling it.
 Leaving (SIGTERM) keeps the rules in place, as kube-proxy does: traffic keeps flowing while the
 agent restarts.
+
+A source that cannot be read (a folder that is missing or unreadable, an API server that does
+not answer) is not "no Services": its ``problem`` is logged once, /healthz fails while it lasts
+and the rules stay as the last good snapshot made them. ``--once`` (`Agent.once`) fails when
+there was nothing to sync or the sync failed.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ class Source(Protocol):
     @property
     def errors(self) -> Mapping[Any, str]: ...
 
-    def patch_node_annotations(self, node_name: str, annotations: dict[str, str]) -> bool: ...
+    @property
+    def problem(self) -> str | None:
+        """Why the source as a whole cannot be read now (None: it can); the last snapshot stands."""
 
 
 class PodNetwork(Protocol):
@@ -68,10 +75,13 @@ class Agent:
     obs: Observer | None = None
     checked_at: float = 0.0
     source_version: str = ""  # FolderSource.version of the snapshot in hand
+    problem: str | None = None  # the source's problem, as last seen
+    last_error: str | None = None  # why the last sync failed (None: it succeeded, or none ran)
 
     def turn(self) -> bool:
         """One turn of the loop; True if a sync ran."""
         new = self.source.poll()
+        self._check_source()
         if new is not None:
             self.snapshot = new
             self.changed_at = time.time()
@@ -100,6 +110,7 @@ class Agent:
                 if self.obs:
                     self.obs.podnet_failed()
         self.runner.done(self.clock(), ok=ok)
+        self.last_error = None if ok else (result.error or podnet.get("error") or "sync failed")
         self.syncs += 1
         fields = {
             "n": self.syncs,
@@ -114,6 +125,41 @@ class Agent:
         log.log(logging.INFO if ok else logging.ERROR, "synced" if ok else "sync failed", extra={"fields": fields})
         self._write_status(started, ok, result.service_ports, result.rules, result.error, podnet)
         return True
+
+    def _check_source(self) -> None:
+        """Log a source problem once when it starts and once when it ends; /healthz follows it."""
+        problem = self.source.problem
+        if problem == self.problem:
+            return
+        if problem is not None:
+            log.error("source unavailable, keeping the last rules: %s", problem)
+        else:
+            log.info("source %s readable again", self.source)
+        self.problem = problem
+        if self.obs:
+            self.obs.source_problem(problem)
+
+    def once(self, deadline_s: float = 30.0) -> str | None:
+        """``--once``: wait (up to ``deadline_s``) for the source's first snapshot, sync it once;
+        the reason it failed, in one line, or None."""
+        end = self.clock() + deadline_s
+        while self.snapshot is None:
+            self.turn()
+            if self.problem is not None:
+                return f"source: {self.problem}"
+            if self.snapshot is None:
+                if self.clock() >= end:
+                    return f"{self.source}: no objects within {deadline_s:g}s"
+                self.stop.wait(0.05)
+        if self.syncs == 0:
+            self.runner.last_end = None
+            self.turn()
+        if self.last_error is not None:
+            return self.last_error
+        node = self.proxy.config.node_name
+        if not any(n.name == node for n in self.snapshot.nodes):
+            return f'node "{node}" not found among the Node objects'
+        return None
 
     def _check_intact(self) -> None:
         """Someone changed what clew owns in the shared chains (``iptables -F KUBE-SERVICES``, a

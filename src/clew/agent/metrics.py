@@ -285,7 +285,8 @@ class Observer:
         On success, ``policies`` (what was decided) set the no-local-endpoints gauges,
         ``payload`` (the restore input loaded) ``…_iptables_last``, and ``owned`` (a full
         render of every rule now owned; a full sync's payload by default) ``…_iptables_total``.
-        A gauge whose input is not given keeps its value.
+        Without them the counts come from the result (``written_by_table``, ``rules_by_table``:
+        what the agent's syncer reports); a gauge without either keeps its value.
         """
         m = self.metrics
         for hist in (m.sync_duration, m.sync_full_duration if full else m.sync_partial_duration):
@@ -302,16 +303,19 @@ class Observer:
         if policies is not None:
             for policy, n in no_local_endpoints(policies).items():
                 m.no_local_endpoints.labels(IP_FAMILY, policy).set(n)
-        if payload is not None:
-            for table, n in rules_per_table(payload).items():
-                m.iptables_last.labels(IP_FAMILY, table).set(n)
-        if owned is None and full:
+        written = rules_per_table(payload) if payload is not None else result.written_by_table
+        for table, n in written.items():
+            m.iptables_last.labels(IP_FAMILY, table).set(n)
+        if owned is None and full and payload is not None:
             owned = payload  # a full sync rewrites every owned rule: what it wrote is what is owned
-        if owned is not None:
-            for table, n in rules_per_table(owned).items():
-                m.iptables_total.labels(IP_FAMILY, table).set(n)
+        for table, n in (rules_per_table(owned) if owned is not None else result.rules_by_table).items():
+            m.iptables_total.labels(IP_FAMILY, table).set(n)
         self.health.updated()
         m.last_sync.labels(IP_FAMILY).set(now)
+
+    def source_problem(self, problem: str | None) -> None:
+        """The source cannot be read (``problem``), or can again (None): /healthz follows."""
+        self.health.set_source_problem(problem)
 
     def podnet_failed(self) -> None:
         self.metrics.podnet_failures.inc()

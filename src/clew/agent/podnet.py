@@ -3,13 +3,16 @@
 The order is `clew.podnet`'s (see its package docstring): subnet from the Node, the backend's
 device, the lease published as the Node's flannel annotations, ``subnet.env`` for the CNI
 plugin, masquerade rules, then routes/neighbours/FDB for every other node's lease, by level.
-With the folder source the annotations are merged into the Node's manifest in the watched
-folder, as a PATCH of nodes/status would do against an API server.
+Against an API server the lease is a PATCH of the Node's status (`KubeSource`); with the folder
+source the agent never writes into the user's folder: the lease goes to its state dir as
+``node-lease.json`` (`LeaseFile`), for whoever publishes the Node objects to merge (the lab's
+control plane does).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +25,28 @@ from clew.podnet import masquerade, netconf, reconcile, setup, subnets
 from clew.podnet.errors import PodnetError
 from clew.podnet.netconf import NetConf
 from clew.podnet.subnet_env import SubnetEnv
+from clew.sources.files import write_atomic
 
 log = logging.getLogger("clew.podnet")
+LEASE_FILE = "node-lease.json"  # a contract with the lab: {"node": NAME, "annotations": {...}}
+
+
+@dataclass(frozen=True)
+class LeaseFile:
+    """Publishes a lease as ``{"node": NAME, "annotations": {...}}`` in one file; returns
+    whether it changed (a publish callback, like `KubeSource.patch_node_annotations`)."""
+
+    path: Path
+
+    def __call__(self, node_name: str, annotations: dict[str, str]) -> bool:
+        text = json.dumps({"node": node_name, "annotations": annotations}, indent=2, sort_keys=True) + "\n"
+        try:
+            if self.path.read_text(encoding="utf-8") == text:
+                return False
+        except (OSError, UnicodeDecodeError):
+            pass
+        write_atomic(self.path, text)
+        return True
 
 
 @dataclass

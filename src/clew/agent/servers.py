@@ -1,17 +1,20 @@
 """The agent's two HTTP servers, as kube-proxy has them.
 
 * the metrics address (``metricsBindAddress``, default 127.0.0.1:10249): ``/metrics`` (Prometheus
-  text, or OpenMetrics when asked), ``/healthz`` and ``/healthz/ping`` ("ok"), ``/proxyMode``;
-* the health address (``healthzBindAddress``, clew's default 127.0.0.1:10256; kube-proxy's is
-  0.0.0.0): ``/healthz`` and ``/livez`` with kube-proxy's JSON bodies (see `health`).
+  text, or OpenMetrics when asked), ``/healthz`` and ``/healthz/ping`` ("ok"), ``/proxyMode``,
+  ``/configz`` (the effective configuration, see `clew.model.configz`);
+* the health address (``healthzBindAddress``, default 0.0.0.0:10256 as kube-proxy's):
+  ``/healthz`` and ``/livez`` with kube-proxy's JSON bodies (see `health`).
 
-Both are stdlib ``ThreadingHTTPServer``s in daemon threads: a probe never waits for a sync. An
-empty address disables that server (kube-proxy's "set empty to disable"); a port of 0 binds an
-ephemeral one (tests). A bind failure is a `BindError` naming the address.
+Both are stdlib ``ThreadingHTTPServer``s in daemon threads: a probe never waits for a sync. They
+listen in the namespace the agent programs (``netns``; see `listen`), never in the host's on its
+behalf. An empty address disables that server (kube-proxy's "set empty to disable"); a port of 0
+binds an ephemeral one (tests). A bind failure is a `BindError` naming the address.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -22,7 +25,10 @@ from typing import cast
 
 from clew.agent.health import HEADERS as JSON_HEADERS
 from clew.agent.health import ProxyHealth
+from clew.agent.listen import listening_socket
 from clew.agent.metrics import ProxyMetrics
+from clew.model.configz import configz
+from clew.model.proxy_config import ProxyConfig
 
 log = logging.getLogger("clew.agent.http")
 
@@ -48,10 +54,13 @@ def parse_address(text: str, setting: str) -> tuple[str, int]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], routes: dict[str, Route]) -> None:
+    def __init__(self, address: tuple[str, int], routes: dict[str, Route], netns: str = "") -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.routes = routes
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listening_socket(netns, self.address_family, address)
+        self.server_address = self.socket.getsockname()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -84,6 +93,8 @@ class Servers:
     metrics: ProxyMetrics
     health: ProxyHealth
     mode: str = "iptables"
+    config: ProxyConfig | None = None  # served on /configz
+    netns: str = ""  # the namespace to listen in ("" the agent's own)
     running: dict[str, tuple[_Server, threading.Thread]] = field(default_factory=dict)
 
     def metrics_routes(self) -> dict[str, Route]:
@@ -93,6 +104,7 @@ class Servers:
             "/healthz": ok,
             "/healthz/ping": ok,
             "/proxyMode": lambda _: (200, TEXT_HEADERS, self.mode.encode()),
+            "/configz": self._configz,
         }
 
     def health_routes(self) -> dict[str, Route]:
@@ -112,9 +124,10 @@ class Servers:
     def _listen(self, setting: str, address: str, routes: dict[str, Route]) -> None:
         host, port = parse_address(address, setting)
         try:
-            server = _Server((host, port), routes)
+            server = _Server((host, port), routes, self.netns)
         except OSError as e:
-            raise BindError(f"{setting}: cannot listen on {address}: {e.strerror or e}") from None
+            where = f" in netns {self.netns}" if self.netns else ""
+            raise BindError(f"{setting}: cannot listen on {address}{where}: {e.strerror or e}") from None
         thread = threading.Thread(
             target=server.serve_forever, args=(POLL_INTERVAL,), name=f"clew-http-{setting}", daemon=True
         )
@@ -138,6 +151,10 @@ class Servers:
         """Where a running server listens (``metricsBindAddress`` or ``healthzBindAddress``)."""
         host, port = self.running[setting][0].server_address[:2]
         return str(host), int(port)
+
+    def _configz(self, _: BaseHTTPRequestHandler) -> Response:
+        doc = configz(self.config or ProxyConfig(mode=self.mode))
+        return 200, {"Content-Type": "application/json"}, json.dumps(doc).encode()
 
     def _metrics(self, request: BaseHTTPRequestHandler) -> Response:
         body, content_type = self.metrics.exposition(request.headers.get("Accept"))

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from clew.agent.loop import Agent, Source
+from clew.agent.loop import Agent
 from clew.cli.errors import UserError
 from clew.proxy.inputs import read_config_file
 from clew.proxy.runner import SyncRunner
 from clew.proxy.sync import ProxySyncer
 from clew.sources.files import FolderSource
+
+if TYPE_CHECKING:
+    from clew.sources.kube import KubeSource
 
 
 def agent_command(
@@ -26,7 +29,9 @@ def agent_command(
         Path | None, typer.Option("--net-conf", help="flannel net-conf.json: run the pod network.")
     ] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help="Where subnet.env and status go.")] = None,
-    once: Annotated[bool, typer.Option("--once", help="Sync once and exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Sync once and exit; exit 1 if the sync failed or there was nothing to sync.")
+    ] = False,
     cni_socket: Annotated[
         Path | None, typer.Option("--cni-socket", help="Serve clew-cni requests here (default <state-dir>/cni.sock).")
     ] = None,
@@ -46,13 +51,15 @@ def agent_command(
         logging.getLogger("clew.agent").warning("config: %s", warning)
     state = state_dir or Path("/run/clew") / cfg.node_name
     target = netns or ""  # without --netns: the namespace the agent runs in (hostNetwork; Namespace.of)
-    source = _source(objects, kubeconfig)
+    source = _source(objects, kubeconfig or (Path(cfg.kubeconfig) if cfg.kubeconfig else None))
     podnet = None
     if net_conf is not None:
-        from clew.agent.podnet import PodNetAgent
+        from clew.agent.podnet import LEASE_FILE, LeaseFile, PodNetAgent
 
+        # the folder is the user's: the lease goes to the state dir (the lab merges it into the Node)
+        publish = LeaseFile(state / LEASE_FILE) if isinstance(source, FolderSource) else source.patch_node_annotations
         podnet = PodNetAgent.from_files(
-            net_conf, netns=target, node_name=cfg.node_name, state_dir=state, publish=source.patch_node_annotations
+            net_conf, netns=target, node_name=cfg.node_name, state_dir=state, publish=publish
         )
     from clew.agent.metrics import Observer
     from clew.agent.servers import BindError, Servers
@@ -67,11 +74,13 @@ def agent_command(
         obs=obs,
     )
     if once:
-        agent.turn()
+        problem = agent.once()
+        if problem is not None:
+            raise UserError(f"sync failed: {problem}", exit_code=1)
         return
     from clew.agent.cni_server import CniServer
 
-    servers = Servers(obs.metrics, obs.health, mode=cfg.mode)
+    servers = Servers(obs.metrics, obs.health, mode=cfg.mode, config=cfg, netns=target)
     try:
         servers.start(cfg.metrics_bind_address, cfg.healthz_bind_address)
     except BindError as e:
@@ -84,8 +93,9 @@ def agent_command(
         servers.stop()
 
 
-def _source(objects: Path | None, kubeconfig: Path | None) -> Source:
-    """A watched folder, a kube-apiserver from a kubeconfig, or the in-cluster one."""
+def _source(objects: Path | None, kubeconfig: Path | None) -> FolderSource | KubeSource:
+    """A watched folder, a kube-apiserver from a kubeconfig (``--kubeconfig``, else the config's
+    ``clientConnection.kubeconfig``), or the in-cluster one."""
     if objects is not None:
         return FolderSource(objects)
     from clew.sources.kube import KubeSource

@@ -1,9 +1,10 @@
 """Attach, detach and check a pod: the node's bridge, a veth pair, the pod's address and route.
 
 ADD does what the reference ``bridge`` plugin does with ``isDefaultGateway`` and ``hairpinMode``,
-in three ``ip`` processes (see ``clew.kernel.cni_net``):
+in four ``ip`` processes (three in the node agent, which remembers a checked bridge) (see ``clew.kernel.cni_net``):
 
-1. node: make sure the bridge exists, is up, has the gateway address (``10.244.1.1/24``) and the
+1. node: refuse a pod subnet that overlaps the node's addresses or routes (`clew.cni.overlap`);
+   make sure the bridge exists, is up, has the gateway address (``10.244.1.1/24``) and the
    MTU; refuse a bridge that carries another IPv4 address. Turn on ``ip_forward``.
 2. node: a veth pair ``veth<8 hex>`` / ``CNI_IFNAME`` (both at the MTU), the peer moved into the
    pod's namespace, the host end into the bridge with hairpin on, up.
@@ -20,9 +21,10 @@ import os
 from ipaddress import IPv4Interface
 from typing import NamedTuple
 
+from clew.cni import overlap
 from clew.cni.result import Interface, IpConfig, Result, Route
 from clew.kernel import cni_net
-from clew.kernel.errors import KernelError
+from clew.kernel.errors import CommandFailed, KernelError
 
 
 class BridgeError(Exception):
@@ -76,6 +78,7 @@ def _attach(spec: AttachSpec) -> Result:
 def _attach_with(spec: AttachSpec, bridge: cni_net.LinkState | None) -> Result:
     node, pod = cni_net.NODE, cni_net.Netns(spec.netns)
     if bridge is None:
+        _refuse_overlap(node, spec)
         bridge = cni_net.ensure_bridge(node, spec.bridge, str(spec.gateway), spec.mtu)
         cni_net.enable_ip_forward()
         _GOOD_BRIDGES[(spec.bridge, str(spec.gateway), spec.mtu)] = bridge
@@ -110,6 +113,15 @@ def _attach_with(spec: AttachSpec, bridge: cni_net.LinkState | None) -> Result:
         ips=(IpConfig(str(spec.address), gw, 2),),
         routes=(Route("0.0.0.0/0", gw),),
     )
+
+
+def _refuse_overlap(node: cni_net.Netns, spec: AttachSpec) -> None:
+    """:class:`~clew.cni.overlap.SubnetConflict` if the pod subnet overlaps the node's addresses or routes."""
+    argv = node.ip_argv("-4", "-j", "-batch", "-")
+    code, out, err = cni_net.execute(node, "ip -batch", argv, input="addr show\nroute show\n")
+    if code != 0:
+        raise CommandFailed(node.label, "addresses and routes", argv, code, err)
+    overlap.refuse_conflicts(spec.gateway.network, spec.bridge, node.path or "the node", out)
 
 
 def host_interface(result: Result, bridge: str) -> str | None:

@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from clew.cni.config import Attachment, valid_id, valid_ifname
 
 KIND = "clewCacheV1"
+TEMP_SUFFIX = ".tmp"
+# A temp file older than this is a leftover of a writer that died between write and rename: a
+# save takes milliseconds, and GC must not pull the file from under a concurrent ADD's rename.
+STALE_TEMP_AGE = 60.0
 
 
 class ResultCache:
@@ -33,7 +38,7 @@ class ResultCache:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         data = {"kind": KIND, "containerId": att.container_id, "ifName": att.ifname, **entry}
         path = self._path(att)
-        tmp = f"{path}.{os.getpid()}.tmp"
+        tmp = f"{path}.{os.getpid()}{TEMP_SUFFIX}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)
@@ -53,6 +58,24 @@ class ResultCache:
                 os.unlink(self._path(att))
             except FileNotFoundError:
                 return
+
+    def remove_stale_temp(self, older_than: float = STALE_TEMP_AGE) -> list[str]:
+        """Delete temp files a writer left (killed before its rename), older than ``older_than`` s; their names."""
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return []
+        cutoff, removed = time.time() - older_than, []
+        for entry in entries:
+            if not entry.name.endswith(TEMP_SUFFIX) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+            except FileNotFoundError:
+                continue
+        return sorted(removed)
 
     def entries(self) -> list[tuple[Attachment, dict[str, object]]]:
         """Every readable entry with its attachment."""

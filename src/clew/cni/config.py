@@ -78,9 +78,21 @@ def valid_id(text: str) -> bool:
     return bool(text) and text[0] in _ALNUM and all(c in _ID_CHARS for c in text)
 
 
+# Characters an interface name must not carry: the kernel's ``/`` and ``:``; and what ``ip -batch``
+# (the plugin's way to the kernel) reads specially — ``#`` starts a comment, quotes and ``\``
+# quote. Whitespace and control characters are checked apart (the kernel refuses whitespace; a
+# newline would end a batch line).
+IFNAME_FORBIDDEN = frozenset("/:#\"'\\")
+
+
 def valid_ifname(name: str) -> bool:
-    """Linux's rule for interface names, as the spec states it: 1-15 chars, no ``/``, ``:``, space."""
-    return 0 < len(name) <= 15 and name not in (".", "..") and not any(c in "/:" or c.isspace() for c in name)
+    """Linux's rule for interface names (1-15 bytes, not ``.``/``..``, no ``/``, ``:`` or whitespace),
+    plus no character ``ip -batch`` would read specially (:data:`IFNAME_FORBIDDEN`, control characters)."""
+    return (
+        0 < len(name.encode(errors="replace")) <= 15
+        and name not in (".", "..")
+        and not any(c in IFNAME_FORBIDDEN or c.isspace() or not c.isprintable() for c in name)
+    )
 
 
 def decode(stdin: bytes | str) -> dict[str, object]:

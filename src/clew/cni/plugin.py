@@ -8,8 +8,10 @@ process; ``main`` wires it to the real ones.
 
 Mapping of failures to spec codes: bad environment 4, bad JSON 6, bad config 7, unsupported
 version 1, missing pod namespace 8, store I/O 5, store locked too long or ``subnet.env`` not yet
-written 11, no attachment to CHECK 3, STATUS not ready 50; anything else (kernel, IPAM
-exhaustion) 999 with a one-line message, never a traceback.
+written 11, no attachment to CHECK 3, STATUS not ready 50, a ``CNI_NETNS`` that is the node's own
+namespace 4 (`clew.cni.netns_guard`), a pod subnet overlapping the node's addresses or routes 7
+(`clew.cni.overlap`); anything else (kernel, IPAM exhaustion) 999 with a one-line message, never
+a traceback. GC also removes the result cache's leftover temp files.
 
 Keep this import path light (stdlib only, no pyroute2, typer or yaml): it runs once per pod.
 """
@@ -19,14 +21,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Interface
 from typing import NamedTuple, TextIO
 
-from clew.cni import bridge, config, errors, ipam, result, subnet_file
+from clew.cni import bridge, config, errors, ipam, netns_guard, result, subnet_file
 from clew.cni.cache import ResultCache
 from clew.cni.config import Attachment, NetConf
 from clew.cni.errors import CniError
+from clew.cni.netns_guard import NsId
+from clew.cni.overlap import SubnetConflict
 from clew.cni.store import DiskStore, StoreBusy
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
@@ -87,7 +91,9 @@ def request_from_env(env: Mapping[str, str]) -> Request:
     if not config.valid_id(container_id):
         raise _env_error(f"CNI_CONTAINERID {container_id!r} must match {config.ID_PATTERN}")
     if not config.valid_ifname(ifname):
-        raise _env_error(f"CNI_IFNAME {ifname!r} is not an interface name (1-15 chars, no / : or space)")
+        raise _env_error(
+            f"CNI_IFNAME {ifname!r} is not an interface name (1-15 bytes, not . or .., no whitespace or / : # quote \\)"
+        )
     netns = env.get("CNI_NETNS", "")
     if netns and (not netns.startswith("/") or any(c.isspace() or c in "\"'#\\" for c in netns)):
         # it becomes a word in an ``ip -batch`` line: an absolute path, nothing ip would split or quote
@@ -213,6 +219,10 @@ def cmd_gc(conf: NetConf, req: Request) -> None:
             cache.remove(att)
         except (bridge.BridgeError, OSError) as exc:
             failures.append(f"{att.container_id}/{att.ifname}: {exc}")
+    try:
+        cache.remove_stale_temp()
+    except OSError as exc:
+        failures.append(f"leftover temp files in {cache.directory}: {exc}")
     store = _store(conf)
     if store.exists():
         with store.locked() as s:
@@ -235,7 +245,7 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def _dispatch(env: Mapping[str, str], stdin: bytes | str) -> dict[str, object] | None:
+def _dispatch(env: Mapping[str, str], stdin: bytes | str, node_netns: Iterable[NsId]) -> dict[str, object] | None:
     if env.get("CNI_COMMAND") == "VERSION":
         return version_info()
     req = request_from_env(env)
@@ -247,6 +257,7 @@ def _dispatch(env: Mapping[str, str], stdin: bytes | str) -> dict[str, object] |
             "incompatible CNI versions",
             f"config version {conf.cni_version} does not allow {req.command} (needs {minimum})",
         )
+    netns_guard.refuse_node_netns(req.netns, req.command, node_netns)
     return HANDLERS[req.command](conf, req)
 
 
@@ -255,6 +266,8 @@ def _as_cni_error(exc: Exception) -> CniError:
         return exc
     if isinstance(exc, StoreBusy):
         return CniError(errors.TRY_AGAIN_LATER, "try again later", str(exc))
+    if isinstance(exc, SubnetConflict):
+        return CniError(errors.INVALID_CONFIG, "pod subnet overlaps the node's network", str(exc))
     if isinstance(exc, (ipam.IpamError, bridge.BridgeError)):
         return CniError(errors.INTERNAL, str(exc))
     if isinstance(exc, OSError):
@@ -262,10 +275,14 @@ def _as_cni_error(exc: Exception) -> CniError:
     return CniError(errors.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def run(env: Mapping[str, str], stdin: bytes | str, stdout: TextIO) -> int:
-    """Do one CNI operation; print its result or error on ``stdout``; return the exit status."""
+def run(env: Mapping[str, str], stdin: bytes | str, stdout: TextIO, *, node_netns: Iterable[NsId] = ()) -> int:
+    """Do one CNI operation; print its result or error on ``stdout``; return the exit status.
+
+    ``node_netns``: namespaces besides this thread's own that are the node's (the agent passes
+    its client's), where no pod interface may be made or deleted (`clew.cni.netns_guard`).
+    """
     try:
-        out = _dispatch(env, stdin)
+        out = _dispatch(env, stdin, node_netns)
     except Exception as exc:
         err = _as_cni_error(exc)
         json.dump(err.to_json(config.version_hint(stdin)), stdout)

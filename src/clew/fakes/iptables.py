@@ -14,7 +14,7 @@ nftables mode (``nft`` knows no tables here; an nftables fake is a later issue's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from clew.kernel.errors import CommandFailed
@@ -41,13 +41,15 @@ class FakeIptables:
 
     ``log`` records every write (``restore --noflush``, ``iptables -t nat -N X``, …) so a test
     can see what a sync did; ``sysctls`` what was set; ``fail_next_restore`` makes the next
-    restore fail as a concurrent writer or a kernel error would."""
+    restore fail as a kernel error would; ``before_restore`` runs just before each restore is
+    applied (after the caller has read the tables): a concurrent writer's window."""
 
     where: Where = "fake"
     ruleset: Ruleset = field(default_factory=Ruleset)
     log: list[str] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)
     fail_next_restore: str | None = None
+    before_restore: Callable[[FakeIptables], None] | None = None
 
     @classmethod
     def from_save(cls, text: str, where: Where = "fake") -> FakeIptables:
@@ -66,6 +68,8 @@ class FakeIptables:
     def restore(self, payload: str, *, noflush: bool = True, counters: bool = True) -> None:
         argv = ["iptables-restore", *(["--noflush"] if noflush else []), *(["--counters"] if counters else [])]
         self.log.append(" ".join(argv))
+        if self.before_restore is not None:
+            self.before_restore(self)
         if self.fail_next_restore is not None:
             reason, self.fail_next_restore = self.fail_next_restore, None
             raise CommandFailed(self.namespace, "iptables-restore", argv, 1, f"iptables-restore: {reason}")

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """One IPv4 route as the kernel reports it. ``protocol`` is ``boot`` for routes added with
     ``ip route`` (the default), ``kernel`` for the connected ones; ``type`` ``unicast`` unless
     ``local``, ``broadcast``, ``blackhole``, ``unreachable``, ...; ``dev`` is None for multipath
-    and blackhole routes; ``table`` is ``main`` unless the object names another."""
+    and blackhole routes; ``table`` is ``main`` unless the object names another. A NamedTuple,
+    not a dataclass: the CNI plugin reads routes and keeps ``dataclasses`` off its import path."""
 
     dst: ipaddress.IPv4Network
     dev: str | None

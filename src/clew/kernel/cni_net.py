@@ -158,7 +158,7 @@ def ensure_bridge(ns: Netns, name: str, address: str, mtu: int) -> LinkState:
     state = link(ns, name)
     if state is None:
         try:
-            batch(ns, [f"link add {name} address {random_mac()} mtu {mtu} type bridge"])
+            batch(ns, [f"link add name {name} address {random_mac()} mtu {mtu} type bridge"])
         except BatchFailed as exc:
             if not exc.exists_error:
                 raise
@@ -177,9 +177,9 @@ def ensure_bridge(ns: Netns, name: str, address: str, mtu: int) -> LinkState:
     if not state.ipv4:
         fixes.append(f"addr replace {address} dev {name}")
     if state.mtu != mtu:
-        fixes.append(f"link set {name} mtu {mtu}")
+        fixes.append(f"link set dev {name} mtu {mtu}")
     if not state.up:
-        fixes.append(f"link set {name} up")
+        fixes.append(f"link set dev {name} up")
     if fixes:
         batch(ns, fixes)
     return state._replace(mtu=mtu, up=True, ipv4=state.ipv4 or (address,))
@@ -213,7 +213,7 @@ def configure_pod(ns: Netns, ifname: str, address: str, gateway: str) -> None:
         [
             "link set lo up",
             f"addr add {address} dev {ifname}",
-            f"link set {ifname} up",
+            f"link set dev {ifname} up",
             f"route add default via {gateway} dev {ifname}",
         ],
     )

@@ -28,7 +28,7 @@ class KernelError(Exception):
 
     def _message(self) -> str:
         detail = " ".join(self.detail.split()) or "(no detail)"
-        return f"{self.what} in {self.namespace.label}: {detail}"
+        return f"{self.what} in {self.namespace.display}: {detail}"
 
 
 class CommandFailed(KernelError):

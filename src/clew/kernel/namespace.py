@@ -3,7 +3,7 @@ file, or this process's own namespace.
 
 Every module of ``clew.kernel`` takes one (or a plain string, turned into one by `Namespace.of`),
 builds the argv of a command for it with `Namespace.exec_argv` / `Namespace.tool_argv`, and
-names it in errors with `Namespace.label` — so "the current namespace" has one spelling and an
+names it in errors with `Namespace.display` — so "the current namespace" has one spelling and an
 error never reads ``in netns :``. Nothing here ever ``setns()``es the calling process: a command
 switches namespace itself (``ip -n``), or is started by ``ip netns exec`` / ``nsenter``.
 
@@ -71,9 +71,14 @@ class Namespace(NamedTuple):
         return f"{NETNS_DIR}/{self.ref}"
 
     @property
-    def label(self) -> str:
+    def display(self) -> str:
         """How errors name it: ``netns NAME``, ``netns /proc/1/ns/net``, ``the current netns``."""
         return "the current netns" if self.ref is None else f"netns {self.ref}"
+
+    @property
+    def label(self) -> str | None:
+        """The name or path (None for our own): what `KernelError` takes (cni_net's spelling)."""
+        return self.ref
 
     def __str__(self) -> str:
         return self.ref or ""
@@ -95,6 +100,10 @@ class Namespace(NamedTuple):
             check_name(self.ref)
             return [IP, "netns", "exec", self.ref, *argv]
         return [NSENTER, f"--net={self.ref}", *argv]
+
+    def ip_argv(self, *args: str) -> list[str]:
+        """``ip ARGS`` in this namespace (`tool_argv` for ``ip``; cni_net's spelling)."""
+        return self.tool_argv(IP, args)
 
     def tool_argv(self, tool: str, args: Sequence[str]) -> list[str]:
         """``TOOL ARGS`` in this namespace: iproute2's ``ip``/``bridge`` switch themselves

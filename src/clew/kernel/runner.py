@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import signal
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -29,6 +30,8 @@ from clew.kernel.namespace import Namespace, Where
 if TYPE_CHECKING:
     import subprocess
 
+# Python ignores SIGPIPE (and SIGXFSZ); a child gets them back, as subprocess's restore_signals does.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 _BATCH_FAILED = re.compile(r"Command failed -:(\d+)")
 # what ``ip -n`` and ``nsenter`` say when the netns file is not (or no longer) a namespace
 _NO_NETNS = ("Cannot open network namespace", "setting the network namespace", "nsenter:")
@@ -62,7 +65,7 @@ def execute(
     err_from_child, child_err = os.pipe()
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in ((child_in, 0), (child_out, 1), (child_err, 2))]
     try:
-        pid = os.posix_spawnp(args[0], args, os.environ, file_actions=actions)
+        pid = os.posix_spawnp(args[0], args, os.environ, file_actions=actions, setsigdef=_DEFAULT_SIGNALS)
     except OSError as exc:
         for fd in (child_in, to_child, from_child, child_out, err_from_child, child_err):
             os.close(fd)
@@ -97,11 +100,14 @@ def fail(ns: Where, what: str, done: Completed) -> None:
 def _communicate(to_child: int, out_fd: int, err_fd: int, data: bytes, deadline: float) -> tuple[bytes, bytes]:
     """Write ``data`` to the child and read both its outputs to EOF; closes the three fds."""
     chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    payload = memoryview(data)  # no copy of a 12 MB payload per chunk written
+    written = 0
     poller = select.poll()
     poller.register(out_fd, select.POLLIN)
     poller.register(err_fd, select.POLLIN)
     open_fds = {out_fd, err_fd}
     if data:
+        os.set_blocking(to_child, False)  # never block on the child's stdin while it waits on its stdout
         poller.register(to_child, select.POLLOUT)
         open_fds.add(to_child)
     else:
@@ -114,10 +120,12 @@ def _communicate(to_child: int, out_fd: int, err_fd: int, data: bytes, deadline:
             for fd, _event in poller.poll(left * 1000):
                 if fd == to_child:
                     try:
-                        data = data[os.write(fd, data[:65536]) :]
+                        written += os.write(fd, payload[written : written + 65536])
+                    except BlockingIOError:
+                        continue
                     except BrokenPipeError:
-                        data = b""
-                    if not data:
+                        written = len(payload)
+                    if written >= len(payload):
                         poller.unregister(fd)
                         open_fds.discard(fd)
                         os.close(fd)

@@ -167,10 +167,13 @@ def wait_synced(
     the current folder (or one that started after ``since``, a wall time) raises
     :class:`LabError` at once, naming the node and the error, in one line.
     """
+    from clew.lab.controlplane import publish_leases
+
     end = time.monotonic() + deadline_s
     peers = len(state.plan.nodes) - 1 if converged else None
     pending = {n.name for n in state.plan.nodes}
     while pending:
+        publish_leases(root, [n.name for n in state.plan.nodes])  # the agents' leases into their Nodes
         version = folder_version(root / "objects")
         failed: list[tuple[str, dict[str, Any]]] = []
         for name in sorted(pending):

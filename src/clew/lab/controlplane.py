@@ -6,7 +6,9 @@
   need them (values set in the manifest are kept).
 * EndpointSlices list the pods each Service selects, ready while their echo server runs.
 
-All of it is written as API objects into the folder the node agents watch.
+All of it is written as API objects into the folder the node agents watch. Each agent writes
+its flannel lease to its own state dir (``node-lease.json``; agents never write the folder):
+`publish_leases` merges them into the Node objects, as the API server would store their PATCHes.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from clew.agent.podnet import LEASE_FILE
 from clew.lab import pods as lab_pods
 from clew.lab.build import alive
 from clew.lab.state import LabState, Pod, save
-from clew.sources.files import write_atomic
+from clew.sources.files import patch_node_annotations, write_atomic
 
 NODE_PORTS = range(30000, 32768)
 
@@ -102,6 +105,22 @@ def _reconcile_pods(state: LabState, root: Path) -> list[str]:
             save(state)
             said.append(f"pod {pod_name} on {node.name} at {pod.ip}")
     return said
+
+
+def publish_leases(root: Path, nodes: Iterable[str]) -> bool:
+    """Merge each node agent's ``<root>/nodes/<name>/node-lease.json`` into its Node object in
+    the objects folder; True if any Node changed. A missing or unreadable lease file is skipped
+    (that agent has not published yet)."""
+    changed = False
+    for name in nodes:
+        try:
+            doc = json.loads((root / "nodes" / name / LEASE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        annotations = doc.get("annotations") if isinstance(doc, dict) and doc.get("node") == name else None
+        if isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values()):
+            changed |= patch_node_annotations(root / "objects", name, annotations)
+    return changed
 
 
 def _allocate(state: LabState, key: str, svc: dict[str, Any]) -> dict[str, Any]:

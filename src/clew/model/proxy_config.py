@@ -18,6 +18,9 @@ reads a ``kubeproxy.config.k8s.io/v1alpha1`` document the way kube-proxy does:
   ``syncPeriod`` > 0 and ≥ ``minSyncPeriod``; ``masqueradeBit`` 0-31; bind addresses ``IP:port``
   (a bare IP gets the default port, as kube-proxy's defaulting does); ``hostnameOverride`` a
   DNS subdomain (lower-cased first, as kube-proxy does).
+* Defaults are kube-proxy's: metrics on 127.0.0.1:10249, health on 0.0.0.0:10256 (cloud load
+  balancers probe it on every node); ``clientConnection.kubeconfig`` names the API server's
+  kubeconfig when the agent is given no ``--kubeconfig`` (the flag wins, as kube-proxy's does).
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class ProxyConfig:
     min_sync_period: float = 1.0
     sync_period: float = 30.0
     metrics_bind_address: str = "127.0.0.1:10249"
-    healthz_bind_address: str = "127.0.0.1:10256"
+    healthz_bind_address: str = "0.0.0.0:10256"  # kube-proxy's: load balancers probe every node's
+    kubeconfig: str = field(default="", compare=False)  # clientConnection.kubeconfig (the agent's API server)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -212,6 +216,12 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
     return [f"apiVersion {api!r}: clew reads {API_VERSION}'s field names"] if api and api != API_VERSION else []
 
 
+def mode_of(doc: Mapping[str, Any]) -> str:
+    """The document's ``mode`` (default iptables); `Invalid` naming ``mode`` for one clew does not
+    run (``ipvs``, ``kernelspace``): what ``clew render`` and the agent both refuse."""
+    return _mode(doc)
+
+
 def _mode(doc: Mapping[str, Any]) -> str:
     mode = f.string(doc.get("mode"), "mode") or "iptables"
     if mode not in ("iptables", "nftables"):
@@ -325,6 +335,7 @@ def from_kube_proxy_config(doc: Mapping[str, Any], **overrides: Any) -> ProxyCon
     mode = _mode(doc)
     section, ipt = f.mapping(doc.get(mode), mode), f.mapping(doc.get("iptables"), "iptables")
     linux, detect = f.mapping(doc.get("linux"), "linux"), f.mapping(doc.get("detectLocal"), "detectLocal")
+    client = f.mapping(doc.get("clientConnection"), "clientConnection")
     cidrs = _cluster_cidrs(doc, detect)
     nodeport_addresses, notes = _nodeport_addresses(doc)
     periods = _sync_periods(doc, mode)
@@ -350,7 +361,8 @@ def from_kube_proxy_config(doc: Mapping[str, Any], **overrides: Any) -> ProxyCon
         min_sync_period=used["minSyncPeriod"],
         sync_period=used["syncPeriod"],
         metrics_bind_address=metrics or f"127.0.0.1:{METRICS_PORT}",
-        healthz_bind_address=healthz or f"127.0.0.1:{HEALTHZ_PORT}",
+        healthz_bind_address=healthz or f"0.0.0.0:{HEALTHZ_PORT}",
+        kubeconfig=f.string(client.get("kubeconfig"), "clientConnection.kubeconfig").strip(),
         warnings=(*warnings, *notes, *_other_section(doc, mode, used)),
     )
     values.update({k: v for k, v in overrides.items() if v is not None})

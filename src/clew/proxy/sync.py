@@ -48,12 +48,32 @@ class SyncResult:
     full: bool = False
     changed_ports: int = 0
     conntrack_deleted: int = 0
+    rules_by_table: dict[str, int] = field(default_factory=dict)  # owned after the sync (…_iptables_total)
+    written_by_table: dict[str, int] = field(default_factory=dict)  # written by this sync (…_iptables_last)
     wrote: bool = True  # False: nothing was written (a full sync found the kernel already as rendered)
     foreign_commits: int = 0  # others' commits inside a full sync's replace window (see apply.FullSync)
 
 
 def _count(p: PortRules) -> int:
     return len(p.chain_rules) + len(p.nat_top_rules) + len(p.filter_rules)
+
+
+def _filter_count(p: PortRules) -> int:
+    return len(p.filter_rules)
+
+
+def _fixed_counts(r: Rendered) -> dict[str, int]:
+    return {"filter": len(r.filter_head) + len(r.filter_tail), "nat": len(r.nat_head) + len(r.nat_tail)}
+
+
+def _written(text: str) -> dict[str, int]:
+    """Rules a restore payload writes (``-A`` and ``-I`` lines), per table."""
+    counts: dict[str, int] = {}
+    for section in ("\n" + text).split("\n*")[1:]:
+        table, _, body = section.partition("\n")
+        body = "\n" + body
+        counts[table.strip()] = body.count("\n-A ") + body.count("\n-I ")
+    return counts
 
 
 def _render_order(key: str) -> tuple[str, str]:
@@ -104,6 +124,7 @@ class ProxySyncer:
     _suspect: bool = False  # the kernel is known to differ (tampered, a failed sync): replace, no verify
     _seen_shared: guard.Seen = field(default_factory=dict)  # chains the guard found equal (guard.compare)
     _seen_whole: guard.Seen = field(default_factory=dict)  # … and the full sync's check
+    _filter_total: int = 0  # of _rules_total, the per-port rules in the filter table
 
     def __post_init__(self) -> None:
         self._kernel: IptablesKernel = self.kernel if self.kernel is not None else apply.kernel_for(self.netns)
@@ -183,6 +204,7 @@ class ProxySyncer:
         self._expected, self._verified_gen = None, None  # the guard compares with this sync's result
         rendered = fixed
         outcome = apply.FullSync(False)
+        written: dict[str, int] = {}
         try:
             if full and not periodic_ok:
                 rendered = assemble([ports[k] for k in sorted(ports, key=_render_order)], config)
@@ -205,6 +227,7 @@ class ProxySyncer:
                 if step.text is not None:
                     apply.partial_sync(self._kernel, step.text)
                     outcome = apply.FullSync(True)
+                    written = _written(step.text)
                 if periodic_ok:
                     self._last_full = self.clock()
         except KernelError as e:
@@ -219,12 +242,22 @@ class ProxySyncer:
         self.last_policies = list(policies.values())
         if new_keys is None:
             self._rules_total = sum(_count(p) for p in ports.values())
+            self._filter_total = sum(_filter_count(p) for p in ports.values())
         else:
             self._rules_total += sum(_count(ports[k]) for k in new_keys) - sum(_count(p) for p in old_ports.values())
-        wrote = outcome.wrote
+            self._filter_total += sum(_filter_count(ports[k]) for k in new_keys) - sum(
+                _filter_count(p) for p in old_ports.values()
+            )
+        base = _fixed_counts(fixed)
+        owned = {
+            "filter": base["filter"] + self._filter_total,
+            "nat": base["nat"] + self._rules_total - self._filter_total,
+        }
+        replaced = full and not periodic_ok and outcome.wrote
+        written = owned if replaced else {"filter": written.get("filter", 0), "nat": written.get("nat", 0)}
         return SyncResult(
-            True, self.clock() - start, len(ports), self._rules_total, None, full, changed, deleted, wrote,
-            outcome.foreign_commits,
+            True, self.clock() - start, len(ports), self._rules_total, None, full, changed, deleted, owned, written,
+            wrote=outcome.wrote, foreign_commits=outcome.foreign_commits,
         )  # fmt: skip
 
     def _incremental(self, snapshot: Snapshot) -> tuple[dict[str, PortRules], dict[str, PortPolicy], set[str]] | None:

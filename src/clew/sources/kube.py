@@ -130,6 +130,13 @@ class KubeSource:
         return all(r.connected for r in self.reflectors)
 
     @property
+    def problem(self) -> str | None:
+        """Why the API server cannot be read now: a reflector's last request failed to connect
+        or broke (None while connecting for the first time, and once every one works again)."""
+        down = [r.error for r in self.reflectors if not r.connected and r.error]
+        return f"{self}: {down[0]}" if down else None
+
+    @property
     def errors(self) -> dict[str, str]:
         """The current problem of each resource that has one (cleared once it works again)."""
         return {r.resource.name: r.error for r in self.reflectors if r.error}
