@@ -171,7 +171,7 @@ def test_after_partial_syncs_the_guard_expects_the_new_rules() -> None:
     assert syncer.tampered() == []
 
 
-def test_a_chain_that_cannot_be_read_counts_as_changed() -> None:
+def test_a_chain_that_cannot_be_read_is_tried_again_not_taken_for_tampering(caplog: pytest.LogCaptureFixture) -> None:
     class Unreadable(FakeIptables):
         broken = False
 
@@ -181,11 +181,19 @@ def test_a_chain_that_cannot_be_read_counts_as_changed() -> None:
             return super().iptables(args)
 
     kernel = Unreadable()
-    syncer = ProxySyncer("fake", CONFIG, kernel=kernel, generation=lambda: 1)
-    assert syncer.sync(build_snapshot(objects(3))).ok
+    now = [0.0]
+    syncer = ProxySyncer("fake", CONFIG, kernel=kernel, generation=lambda: 1, clock=lambda: now[0])
+    snapshot = build_snapshot(objects(3))
+    assert syncer.sync(snapshot).ok
     kernel.broken = True
-    (d,) = syncer.tampered()
-    assert "cannot read the rules" in d.change and "Resource temporarily unavailable" in d.change
+    with caplog.at_level("WARNING", logger="clew.proxy"):
+        assert syncer.tampered() == []
+    assert "Resource temporarily unavailable" in caplog.text
+    now[0] += 3601  # the periodic full sync cannot check: put off, the tables are not replaced
+    put_off = syncer.sync(snapshot)
+    assert put_off.ok and not put_off.full and not put_off.wrote
+    kernel.broken = False
+    assert syncer.sync(snapshot).full  # tried again at the next sync
 
 
 def test_the_agent_logs_each_changed_chain_counts_it_and_resyncs_in_full(

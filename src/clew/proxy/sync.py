@@ -144,12 +144,20 @@ class ProxySyncer:
         """What changed in the chains clew shares with the system since the last sync (empty:
         nothing, or no sync to compare with yet). Costs one netlink round trip when the ruleset
         generation has not moved; otherwise a read of the guarded chains (~0.15 s at 10k
-        Services, see ``guard.py``). A chain that cannot be read counts as changed."""
+        Services, see ``guard.py``). A read that fails is logged and tried again at the next
+        check, not taken for tampering: replacing the tables then could lose others' writes,
+        and iptables-nft's reads fail mostly while someone writes back to back (each read starts
+        over when the generation moves)."""
         if self.needs_full or self._rendered is None:
             return []
-        return self._shared_diffs()
+        try:
+            return self._shared_diffs()
+        except KernelError as e:
+            log.warning("cannot read the shared chains, trying again later: %s", e)
+            return []
 
     def _shared_diffs(self) -> list[guard.Difference]:
+        """`tampered` without its guards; raises `KernelError` when a chain cannot be read."""
         gen = None
         if self._generation is not None:
             try:
@@ -160,21 +168,28 @@ class ProxySyncer:
             return []
         if self._expected is None:
             self._expected = guard.expected(assemble(list(self._applied.values()), self.config))
-        try:
-            read = apply.read_chains(self._kernel, self._expected.reads())
-        except KernelError as e:
-            return [guard.Difference("-", "-", f"cannot read the rules: {e}")]
+        read = apply.read_chains(self._kernel, self._expected.reads())
         diffs = guard.compare(self._expected, read, self._seen_shared)
         if not diffs:
             self._verified_gen = gen
         return diffs
+
+    def _periodic_check(self) -> bool | None:
+        """The periodic full sync's check: True when the shared chains are intact (the sync can
+        stay partial), False when they differ (replace the tables), None when they cannot be
+        read (put the full sync off until the next sync)."""
+        try:
+            return not self._shared_diffs()
+        except KernelError as e:
+            log.warning("periodic full sync put off: cannot read the shared chains: %s", e)
+            return None
 
     def sync(self, snapshot: Snapshot) -> SyncResult:
         start = self.clock()
         periodic = start - self._last_full >= self.full_sync_period
         # checked before anything below updates the applied state in place: the kernel should
         # still hold the last sync's rules
-        shared_ok = periodic and not self.needs_full and self._rendered is not None and not self._shared_diffs()
+        check = self._periodic_check() if periodic and not self.needs_full and self._rendered is not None else False
         config = self._node_config(snapshot)
         reconfigured = config != self.config
         if reconfigured:
@@ -194,12 +209,12 @@ class ProxySyncer:
         fixed = assemble((), config)
         too_many = changed > max(50, PARTIAL_LIMIT * max(len(ports), 1))
         known = self.needs_full or partial.needs_full(self._rendered, fixed) or too_many
-        full = known or periodic
+        full = known or (periodic and check is not None)  # unreadable: put off to the next sync
         # Replacing the tables can lose a rule another program writes meanwhile (``full.py``), so
         # a full sync replaces them only when clew's part is known to differ. The periodic one
         # first checks the shared chains (the guard's check): intact, it is a partial sync.
         # A restarted agent's first sync compares all of filter and nat with the render.
-        periodic_ok = full and not known and shared_ok
+        periodic_ok = full and not known and check is True
         verify = self._rendered is None and not self._suspect
         self._expected, self._verified_gen = None, None  # the guard compares with this sync's result
         rendered = fixed
