@@ -143,7 +143,8 @@ def run(services: int, syncs: int, mode: str, ns: str | None = None, pause: floa
         found = writer.found()
         chains = iptables.list_chains(ns)
         return WriterBench(
-            services, mode, syncs, pause, times, full, wrote, foreign, writer.adds, writer.deletes, writer.failed_deletes,
+            services, mode, syncs, pause, times, full, wrote, foreign,
+            writer.adds, writer.deletes, writer.failed_deletes,
             lost=len(writer.present - found), resurrected=len(found - writer.present),
             writer_chains_left=all(WRITER_CHAIN in chains[t] for t in ("filter", "nat")),
         )  # fmt: skip
