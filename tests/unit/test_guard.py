@@ -271,3 +271,35 @@ def test_a_restarted_agents_first_sync_compares_all_of_its_chains() -> None:
     syncer = ProxySyncer("fake", CONFIG, kernel=kernel)
     syncer.request_full()  # known to differ: replaced without a read
     assert syncer.sync(snapshot).wrote
+
+
+class GenerationKernel(CountingKernel):
+    """The fake kernel with a generation that moves as nftables' does: +1 per table a restore
+    commits, +1 per iptables command that writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gen = 1
+
+    def restore(self, payload: str, *, noflush: bool = True, counters: bool = True) -> None:
+        super().restore(payload, noflush=noflush, counters=counters)
+        self.gen += sum(1 for line in payload.splitlines() if line == "COMMIT")
+
+    def iptables(self, args: Sequence[str]) -> Completed:
+        done = super().iptables(args)
+        if done.returncode == 0 and not {"-S", "-C", "-L"} & set(args):
+            self.gen += 1
+        return done
+
+
+def test_after_its_own_partial_sync_the_guard_does_not_read_again_unless_someone_else_wrote() -> None:
+    kernel = GenerationKernel()
+    syncer = ProxySyncer("fake", CONFIG, kernel=kernel, generation=lambda: kernel.gen)
+    assert syncer.sync(build_snapshot(every_chain(12))).ok
+    assert syncer.tampered() == []  # the first check after a full sync reads
+    assert syncer.sync(build_snapshot(every_chain(13))).wrote  # partial
+    reads = kernel.commands
+    assert syncer.tampered() == [] and kernel.commands == reads  # only our commits: no read
+    kernel.iptables(["-t", "filter", "-A", "INPUT", "-s", "10.9.9.9", "-j", "DROP"])
+    assert syncer.sync(build_snapshot(every_chain(14))).wrote
+    assert syncer.tampered() == [] and kernel.commands > reads + 1  # someone else wrote: read
