@@ -7,10 +7,13 @@ what changed.
   (`Snapshot.changes`, which the Kubernetes source provides) a sync touches only the changed
   Services — no pass over the others at all.
 * A partial sync (``partial.py``) writes only the changed ports' chains and edits the shared
-  chains rule by rule; a full sync (``full.py``) replaces filter and nat whole. Full syncs happen
-  at start, after any failure, when the fixed rules change (configuration), when too much
-  changed at once to be worth editing, when the rules were tampered with (`tampered`), and
-  every ``full_sync_period`` (kube-proxy: 1 h).
+  chains rule by rule; a full sync (``full.py``) replaces filter and nat whole, which can lose a
+  rule another program writes meanwhile — so only when clew's part is known to differ: after
+  any failure, when the fixed rules change (configuration), when too much changed at once to be
+  worth editing, when the rules were tampered with (`tampered`). At start, filter and nat are
+  first compared with the render (a restarted agent writes nothing when they match). Every
+  ``full_sync_period`` (kube-proxy: 1 h) the shared chains are checked; intact, the sync stays
+  partial.
 * `tampered` (the agent calls it every second) compares what clew owns in the shared chains —
   KUBE-SERVICES, KUBE-NODEPORTS, KUBE-FORWARD, KUBE-FIREWALL…, the canaries and the jumps from
   the built-in chains — with what the last sync left (``guard.py``), reading those chains only

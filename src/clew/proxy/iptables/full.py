@@ -17,8 +17,10 @@ filter and nat tables, carrying everything that is not clew's verbatim:
    are not written, so they are gone.
 
 The cost: a rule another component adds to filter or nat between step 2 and 3 (a window of the
-restore's duration) is lost; components like flannel re-assert their rules periodically. raw and
-mangle are never touched. `compose` is pure; `read_foreign` is the only kernel read.
+restore's duration) is lost, and one it deletes then comes back. So the sync engine replaces the
+tables only when clew's part is known to differ (``sync.py``) and counts others' commits inside
+the window by the nftables generation. raw and mangle are never touched. `compose` is pure;
+`read_foreign` is the only kernel read.
 """
 
 from __future__ import annotations
