@@ -303,3 +303,15 @@ def test_after_its_own_partial_sync_the_guard_does_not_read_again_unless_someone
     kernel.iptables(["-t", "filter", "-A", "INPUT", "-s", "10.9.9.9", "-j", "DROP"])
     assert syncer.sync(build_snapshot(every_chain(14))).wrote
     assert syncer.tampered() == [] and kernel.commands > reads + 1  # someone else wrote: read
+
+
+def test_a_first_sync_that_cannot_read_the_tables_replaces_them() -> None:
+    from clew.kernel.errors import CommandFailed
+
+    class NoSave(FakeIptables):
+        def save(self, table: str | None = None) -> str:
+            raise CommandFailed(self.namespace, "iptables-save", ["iptables-save"], -9, "")
+
+    kernel = NoSave()
+    result = ProxySyncer("fake", CONFIG, kernel=kernel).sync(build_snapshot(every_chain(3)))
+    assert result.ok and result.full and result.wrote and kernel.rules("nat", n.KUBE_SERVICES)
