@@ -139,3 +139,29 @@ def test_every_shared_chain_and_jump_is_repaired_and_reported(agent: RunningAgen
     metrics = netns.run(agent.ns, [sys.executable, "-c", METRICS]).stdout
     assert 'clew_ruleset_tampered_total{chain="KUBE-FORWARD",table="filter"} 1.0' in metrics
     assert 'clew_ruleset_tampered_total{chain="POSTROUTING",table="nat"} 1.0' in metrics
+
+
+def test_the_generation_follows_the_namespace_and_every_iptables_commit() -> None:
+    from clew.kernel.nfgen import Generation
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, iptables)")
+    ns = f"clewg-{secrets.token_hex(2)}"
+    netns.create(ns)
+    try:
+        gen = Generation(ns)
+        first = gen()
+        iptables.iptables(ns, ["-t", "filter", "-N", "MINE"])
+        assert gen() == first + 1
+        iptables.iptables(ns, ["-t", "filter", "-S", "MINE"])  # a read commits nothing
+        iptables.restore(ns, "*filter\n-A MINE -j ACCEPT\nCOMMIT\n*nat\n:MINE - [0:0]\nCOMMIT\n")
+        assert gen() == first + 3  # one commit per table
+        netns.delete(ns)
+        netns.create(ns)  # the same name, another namespace: the reader opens a new socket
+        iptables.iptables(ns, ["-t", "filter", "-N", "MINE"])
+        fresh = gen()
+        iptables.iptables(ns, ["-t", "filter", "-X", "MINE"])
+        assert gen() == fresh + 1
+        gen.close()
+    finally:
+        netns.delete(ns)

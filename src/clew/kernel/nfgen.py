@@ -80,18 +80,24 @@ def _open_netlink(where: Where) -> socket.socket:
 
 
 class Generation:
-    """``generation()`` of one namespace, over a netlink socket opened once (lazily)."""
+    """``generation()`` of one namespace, over a netlink socket opened once (lazily) — and again
+    when the namespace file names another namespace than the socket's (deleted and made anew
+    under the same name: the old socket would keep answering for the old one)."""
 
     def __init__(self, where: Where) -> None:
         self.namespace = Namespace.of(where)
         self._sock: socket.socket | None = None
+        self._inode: int | None = None
         self._seq = 0
 
     def __call__(self) -> int:
         """The current generation; raises `KernelError` when it cannot be read."""
         try:
+            inode = os.stat(self.namespace.path).st_ino if self.namespace.path else None
+            if self._sock is not None and inode != self._inode:
+                self.close()
             if self._sock is None:
-                self._sock = _open_netlink(self.namespace)
+                self._sock, self._inode = _open_netlink(self.namespace), inode
             return self._ask(self._sock)
         except OSError as e:
             self.close()
