@@ -15,6 +15,7 @@ import yaml
 from clew.agent.loop import Agent
 from clew.model.objects import Snapshot
 from clew.model.proxy_config import ProxyConfig
+from clew.proxy.iptables.guard import Difference
 from clew.proxy.runner import SyncRunner
 from clew.proxy.sync import ProxySyncer, SyncResult
 from clew.sources.files import FolderSource, patch_node_annotations
@@ -78,8 +79,8 @@ class FakeProxy(ProxySyncer):
         self.calls.append(len(snapshot.services))
         return SyncResult(True, 0.01, len(snapshot.services), 7)
 
-    def intact(self) -> bool:
-        return True
+    def tampered(self) -> list[Difference]:
+        return []
 
 
 class BrokenPodnet:

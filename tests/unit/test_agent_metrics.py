@@ -55,6 +55,7 @@ EXPECTED = {
     "kubeproxy_proxy_livez_total": ("counter", {"code"}),
     "clew_rejected_objects_total": ("counter", {"kind", "reason"}),
     "clew_pod_network_sync_failures_total": ("counter", set()),
+    "clew_ruleset_tampered_total": ("counter", set()),  # labels appear with the first change found
 }
 
 

@@ -190,10 +190,10 @@ def test_the_syncer_reports_rules_per_table_and_the_metrics_show_them(tmp_path: 
     syncer = ProxySyncer("unused", config)
     objects = [SERVICE, eps("web-abc", "web", "10.244.1.5"), NODE]
     with (
-        mock.patch.object(proxy_sync.apply, "full_sync"),
+        mock.patch.object(proxy_sync.apply, "full_sync", return_value=proxy_sync.apply.FullSync(True)),
         mock.patch.object(proxy_sync.apply, "partial_sync") as partial,
         mock.patch.object(proxy_sync.apply, "remove_other_mode_leftovers", return_value=[]),
-        mock.patch.object(proxy_sync, "conntrack"),
+        mock.patch.object(proxy_sync.apply.NodeIptables, "delete_udp_flows", return_value=0),
     ):
         first = syncer.sync(build_snapshot(objects))
         assert first.full and first.rules_by_table == rules_per_table(syncer.payload()) == first.written_by_table

@@ -1,26 +1,31 @@
-"""The import rules of DESIGN.md: only the side-effect adapters import clew.kernel, and model and
-netfilter import nothing else of clew."""
+"""The import rules of DESIGN.md: only the side-effect adapters import clew.kernel (through its
+one runner and one namespace value), and model and netfilter import nothing else of clew."""
 
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "clew"
 
-# Modules allowed to import clew.kernel (the appliers, the CLI and the benchmark harness).
+# Modules allowed to import clew.kernel, and why (DESIGN.md "Layering": appliers, reconcile, the
+# CNI bridge, the lab builder, the trace node view and the doctor's readers, through one seam).
 KERNEL_USERS = {
-    "kernel",
-    "proxy/iptables/apply.py",
-    "podnet/reconcile.py",
-    "podnet/setup.py",
-    "podnet/masquerade.py",
-    "proxy/sync.py",
-    "trace/node_view.py",
-    "cni/bridge.py",
-    "cli",
-    "bench",
-    "lab",
+    "kernel": "the seam itself: one namespace value (namespace.py), one runner (runner.py)",
+    "fakes": "stand-ins for the seam speak its types (Namespace, Completed, KernelError)",
+    "proxy/iptables/apply.py": "the Service proxy's applier (proxy/sync.py goes through it)",
+    "podnet/reconcile.py": "the pod network's reconcile",
+    "podnet/setup.py": "the pod network's applier (node setup)",
+    "podnet/masquerade.py": "the pod network's applier (masquerade rules)",
+    "cni/bridge.py": "the CNI bridge",
+    "trace/node_view.py": "the trace node view (reads a live namespace)",
+    "cli/dump.py": "a doctor's reader: clew dump captures a namespace",
+    "cli/main.py": "prints a KernelError as one line (the error type only)",
+    "cli/demo.py": "creates, loads and deletes its throwaway namespace",
+    "cli/lab.py": "clew lab exec: the argv that enters a lab namespace",
+    "lab": "the lab builder",
+    "bench": "the benchmark harness builds throwaway namespaces, as the kernel tests do",
 }
 
 
@@ -49,13 +54,48 @@ def test_only_adapters_import_kernel() -> None:
     assert offenders == []
 
 
-def test_model_and_netfilter_are_self_contained() -> None:
+def test_model_netfilter_and_iproute2_are_self_contained() -> None:
     for rel, mods in modules():
         package = rel.split("/")[0]
-        if package in ("model", "netfilter"):
+        if package in ("model", "netfilter", "iproute2"):
             others = {m for m in mods if m.startswith("clew.") and not m.startswith(f"clew.{package}")}
             assert not others, f"{rel} imports {others}"
 
 
 def test_the_check_sees_an_import() -> None:
     assert "clew.kernel" in imports(SRC / "proxy" / "iptables" / "apply.py")
+
+
+def test_only_the_runner_starts_processes_in_kernel() -> None:
+    """One runner: no other module of clew.kernel calls subprocess or posix_spawn."""
+    starters = {"run", "Popen", "call", "check_call", "check_output", "posix_spawn", "posix_spawnp"}
+    offenders = []
+    for path in sorted((SRC / "kernel").glob("*.py")):
+        if path.name == "runner.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            func = node.func if isinstance(node, ast.Call) else None
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr in starters
+                and isinstance(func.value, ast.Name)
+                and func.value.id in ("subprocess", "os")
+            ):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []
+
+
+def test_only_the_namespace_value_builds_namespace_argv() -> None:
+    """One namespace value: nothing outside clew.kernel spells ``ip netns exec`` or ``nsenter``
+    (it asks `Namespace.exec_argv`)."""
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = str(path.relative_to(SRC))
+        if rel.startswith("kernel/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.List | ast.Tuple):
+                words = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+                if "nsenter" in words or any(a == "netns" and b == "exec" for a, b in itertools.pairwise(words)):
+                    offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == []

@@ -13,7 +13,6 @@ from clew.cli.main import main
 from clew.model.from_kube import build_snapshot
 from clew.model.objects import Snapshot
 from clew.model.proxy_config import DetectLocal, from_kube_proxy_config
-from clew.proxy import sync as sync_module
 from clew.proxy.inputs import make_config
 from clew.proxy.iptables import apply
 from clew.proxy.iptables.render import Rendered, render
@@ -54,10 +53,10 @@ CONFIGS = {
 def loaded(monkeypatch: pytest.MonkeyPatch) -> list[Rendered]:
     """The agent's full syncs, recorded instead of loaded."""
     found: list[Rendered] = []
-    monkeypatch.setattr(apply, "full_sync", lambda ns, rendered: found.append(rendered))
+    monkeypatch.setattr(apply, "full_sync", lambda ns, rendered, **_: found.append(rendered) or apply.FullSync(True))
     monkeypatch.setattr(apply, "partial_sync", lambda ns, text: None)
     monkeypatch.setattr(apply, "remove_other_mode_leftovers", lambda ns: [])
-    monkeypatch.setattr(sync_module.conntrack, "delete_udp", lambda *a, **k: 0)
+    monkeypatch.setattr(apply.NodeIptables, "delete_udp_flows", lambda *a, **k: 0)
     return found
 
 

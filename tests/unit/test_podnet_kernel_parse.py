@@ -79,3 +79,22 @@ def test_parse_neighbours_and_fdb() -> None:
     assert neighbours.replace_command(IP("10.244.2.0"), "0a:00:00:00:00:02", "flannel.1") == (
         "neigh replace 10.244.2.0 lladdr 0a:00:00:00:00:02 dev flannel.1 nud permanent"
     )
+
+
+def test_one_route_parser_for_the_kernel_layer_the_cni_plugin_and_the_tracer() -> None:
+    """``ip -j route`` is read by `clew.iproute2.routes` alone: the pod network's reader, the CNI
+    plugin's CHECK and the tracer's node view agree on every route (IPv6 and junk skipped)."""
+    from clew.iproute2.routes import parse_routes
+    from clew.trace.node_view import routes_from_json
+
+    docs = [*ROUTES, {"dst": "fd00::/64", "dev": "eth0"}, {"dst": "nonsense"}, {"type": "local",
+            "dst": "192.168.7.2", "dev": "eth0", "table": "local", "protocol": "kernel", "scope": "host",
+            "prefsrc": "192.168.7.2"}]  # fmt: skip
+    parsed = parse_routes(docs)
+    assert [r.dst for r in parsed] == [routes.parse_route(d).dst for d in ROUTES] + [NET("192.168.7.2/32")]  # type: ignore[union-attr]
+    traced = routes_from_json(docs)
+    assert [(t.dst, t.dev, t.gateway, t.table, t.onlink, t.metric, t.prefsrc) for t in traced] == [
+        (r.dst, r.dev, str(r.gateway) if r.gateway else None, r.table, r.onlink, r.metric, r.prefsrc) for r in parsed
+    ]
+    assert [r.dst_text for r in parsed][:4] == ["default", "10.244.2.0/24", "10.244.3.0/24", "10.9.9.9"]
+    assert parsed[-1].table == "local" and parsed[-1].type == "local" and parsed[5].prefsrc == "192.168.7.2"

@@ -24,10 +24,10 @@ CONFIG = ProxyConfig(node_name="n1", node_ips=("192.168.50.2",), detect_local=De
 def no_kernel(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the restore payloads instead of loading them."""
     loaded: list[str] = []
-    monkeypatch.setattr(apply, "full_sync", lambda ns, rendered: loaded.append("full"))
+    monkeypatch.setattr(apply, "full_sync", lambda ns, rendered, **_: loaded.append("full") or apply.FullSync(True))
     monkeypatch.setattr(apply, "partial_sync", lambda ns, text: loaded.append(text))
     monkeypatch.setattr(apply, "remove_other_mode_leftovers", lambda ns: [])
-    monkeypatch.setattr(sync_module.conntrack, "delete_udp", lambda *a, **k: 0)
+    monkeypatch.setattr(apply.NodeIptables, "delete_udp_flows", lambda *a, **k: 0)
     return loaded
 
 

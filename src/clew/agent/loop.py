@@ -34,7 +34,7 @@ from clew.sources.files import write_atomic
 
 log = logging.getLogger("clew.agent")
 POLL_INTERVAL = 0.2  # seconds between looks at the source folder (a stat per file)
-INTACT_INTERVAL = 1.0  # seconds between checks that nobody flushed the rules
+INTACT_INTERVAL = 1.0  # seconds between checks that nobody changed the shared chains
 
 
 class Source(Protocol):
@@ -162,16 +162,23 @@ class Agent:
         return None
 
     def _check_intact(self) -> None:
-        """Someone flushed iptables (``iptables -t nat -F``, a firewalld reload): resync in full."""
+        """Someone changed what clew owns in the shared chains (``iptables -F KUBE-SERVICES``, a
+        deleted jump, ``iptables -t nat -F``, a firewalld reload): log each chain, count it, and
+        resync in full at once."""
         now = self.clock()
         if self.snapshot is None or self.syncs == 0 or now - self.checked_at < INTACT_INTERVAL:
             return
         self.checked_at = now
-        if not self.proxy.intact():
-            log.warning("clew's rules are gone from the kernel (flushed?): full resync")
-            self.proxy.request_full()
-            self.runner.request()
-            self.runner.last_end = None  # due now, whatever min-sync-period says
+        diffs = self.proxy.tampered()
+        if not diffs:
+            return
+        for d in diffs:
+            log.warning("ruleset tampered", extra={"fields": {"table": d.table, "chain": d.chain, "change": d.change}})
+            if self.obs:
+                self.obs.ruleset_tampered(d.table, d.chain)
+        self.proxy.request_full()
+        self.runner.request()
+        self.runner.last_end = None  # due now, whatever min-sync-period says
 
     def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

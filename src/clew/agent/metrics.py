@@ -130,6 +130,11 @@ class ProxyMetrics:
         self.podnet_failures = counter(
             "clew_pod_network_sync_failures_total", "Cumulative pod network sync failures", ()
         )
+        self.ruleset_tampered = counter(
+            "clew_ruleset_tampered_total",
+            "Changes someone else made to the chains clew owns (found by the guard, then repaired)",
+            ("chain", "table"),
+        )
         for metric in (
             self.sync_duration,
             self.sync_full_duration,
@@ -314,6 +319,9 @@ class Observer:
 
     def podnet_failed(self) -> None:
         self.metrics.podnet_failures.inc()
+
+    def ruleset_tampered(self, table: str, chain: str) -> None:
+        self.metrics.ruleset_tampered.labels(chain, table).inc()
 
     def node_eligible(self) -> bool:
         """kube-proxy's nodeEligible: this node's Node object exists (the model keeps no

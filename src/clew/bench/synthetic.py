@@ -57,3 +57,33 @@ def objects(services: int, endpoints: int = 3, *, nodes: int = 3, node_port_ever
             }
         )
     return out
+
+
+def every_chain(services: int) -> list[dict[str, Any]]:
+    """`objects` plus three Services in namespace ``g`` that put rules into every shared chain:
+    a ClusterIP and a NodePort without endpoints (REJECTs in filter KUBE-SERVICES and
+    KUBE-EXTERNAL-SERVICES), and a LoadBalancer with source ranges (KUBE-PROXY-FIREWALL) and
+    externalTrafficPolicy Local with its one endpoint on another node (its health check port in
+    filter KUBE-NODEPORTS). For the tamper guard's tests and benches."""
+
+    def svc(name: str, spec: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
+        ports = [{"name": "p", "port": 80, "protocol": "TCP"}]
+        meta = {"name": name, "namespace": "g"}
+        return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {"ports": ports, **spec},
+                "status": status or {}}  # fmt: skip
+
+    def node_port(port: int) -> list[dict[str, Any]]:
+        return [{"name": "p", "port": 80, "protocol": "TCP", "nodePort": port}]
+
+    lb = svc(
+        "lb",
+        {"type": "LoadBalancer", "clusterIP": "10.97.0.3", "externalTrafficPolicy": "Local",
+         "healthCheckNodePort": 32100, "loadBalancerSourceRanges": ["203.0.113.0/24"], "ports": node_port(32101)},
+        {"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}},
+    )  # fmt: skip
+    lonely_np = svc("lonely-np", {"type": "NodePort", "clusterIP": "10.97.0.2", "ports": node_port(32102)})
+    lb_slice = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                "metadata": {"name": "lb-x", "namespace": "g", "labels": {"kubernetes.io/service-name": "lb"}},
+                "endpoints": [{"addresses": ["10.244.9.9"], "nodeName": "node-7"}],
+                "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]}  # fmt: skip
+    return [*objects(services), svc("lonely", {"clusterIP": "10.97.0.1"}), lonely_np, lb, lb_slice]

@@ -11,7 +11,6 @@ import typer
 from clew.agent.loop import Agent
 from clew.cli.errors import UserError
 from clew.cli.modes import require_runnable
-from clew.kernel.netns import HOST
 from clew.proxy.inputs import read_config_file
 from clew.proxy.runner import SyncRunner
 from clew.proxy.sync import ProxySyncer
@@ -51,7 +50,7 @@ def agent_command(
     for warning in cfg.warnings:
         logging.getLogger("clew.agent").warning("config: %s", warning)
     state = state_dir or Path("/run/clew") / cfg.node_name
-    target = netns or HOST  # without --netns: the namespace the agent runs in (hostNetwork)
+    target = netns or ""  # without --netns: the namespace the agent runs in (hostNetwork; Namespace.of)
     source = _source(objects, kubeconfig or (Path(cfg.kubeconfig) if cfg.kubeconfig else None))
     podnet = None
     if net_conf is not None:

@@ -6,9 +6,10 @@ import ipaddress
 from collections.abc import Sequence
 
 from clew.kernel import iproute
+from clew.kernel.namespace import Where
 
 
-def list_addresses(netns: str, dev: str) -> list[ipaddress.IPv4Interface]:
+def list_addresses(netns: Where, dev: str) -> list[ipaddress.IPv4Interface]:
     """The device's IPv4 addresses with their prefixes, in the kernel's order."""
     docs = iproute.show_json(netns, iproute.IP, ["-4", "addr", "show", "dev", dev], f"addresses of {dev}")
     found: list[ipaddress.IPv4Interface] = []
@@ -19,7 +20,7 @@ def list_addresses(netns: str, dev: str) -> list[ipaddress.IPv4Interface]:
     return found
 
 
-def ensure_addresses(netns: str, dev: str, want: Sequence[ipaddress.IPv4Interface]) -> bool:
+def ensure_addresses(netns: Where, dev: str, want: Sequence[ipaddress.IPv4Interface]) -> bool:
     """Make ``want`` the device's only IPv4 addresses; returns whether anything changed.
 
     Idempotent: present addresses stay (no flap), others are deleted, missing ones added.

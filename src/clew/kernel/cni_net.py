@@ -22,60 +22,20 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
-import select
-import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from clew.kernel.errors import CommandFailed, KernelError
+from clew.iproute2.routes import parse_routes
+from clew.kernel import runner
+from clew.kernel.errors import BatchFailed, CommandFailed, KernelError, NetnsUnusable
+from clew.kernel.namespace import IP, NSENTER, Namespace
 
-IP = "ip"
-NSENTER = "nsenter"
-_NETNS_DIRS = ("/run/netns/", "/var/run/netns/")  # where ``ip netns`` keeps named namespaces
+__all__ = ["IP", "NODE", "NSENTER", "BatchFailed", "Netns", "NetnsUnusable"]
+
 _MISSING = ("Cannot find device", "does not exist", "No such device")
-# what ``ip -n`` and ``nsenter`` say when the netns file is not (or no longer) a namespace
-_NO_NETNS = ("Cannot open network namespace", "setting the network namespace", "nsenter:")
 
-
-class Netns(NamedTuple):
-    """Where ``ip`` runs: ``path`` None is the current (node) namespace, else a netns file."""
-
-    path: str | None
-
-    @property
-    def label(self) -> str | None:
-        """The name errors use: the path (``None`` reads "the current netns")."""
-        return self.path
-
-    def ip_argv(self, *args: str) -> list[str]:
-        """``ip ARGS`` running in this namespace."""
-        if self.path is None:
-            return [IP, *args]
-        for folder in _NETNS_DIRS:
-            name = self.path[len(folder) :] if self.path.startswith(folder) else ""
-            if name and "/" not in name and not any(c.isspace() for c in name):
-                return [IP, "-n", name, *args]
-        return [NSENTER, f"--net={self.path}", IP, *args]
-
-
+Netns = Namespace  # ``Netns(path)``: the pod's namespace file; ``Netns(None)``: the node (ours)
 NODE = Netns(None)
-
-
-class BatchFailed(CommandFailed):
-    """An ``ip -batch`` stopped at ``line`` (1-based; 0 if unknown): the lines before it ran."""
-
-    def __init__(self, netns: str | None, argv: Sequence[str], returncode: int, stderr: str, line: int) -> None:
-        self.line = line
-        super().__init__(netns, "ip -batch", argv, returncode, stderr)
-
-    @property
-    def exists_error(self) -> bool:
-        return "File exists" in self.stderr
-
-
-class NetnsUnusable(CommandFailed):
-    """The namespace file could not be entered: gone, unmounted, or not a network namespace."""
 
 
 class LinkState(NamedTuple):
@@ -110,74 +70,11 @@ class VethSpec(NamedTuple):
 def execute(
     ns: Netns, what: str, argv: Sequence[str], *, input: str = "", timeout: float = 30.0
 ) -> tuple[int, str, str]:
-    """Run ``argv``, feed it ``input``, return ``(returncode, stdout, stderr)``.
-
-    ``posix_spawn`` and ``poll`` instead of ``subprocess``, whose import alone costs the plugin
-    ~4 ms. A missing program or running past ``timeout`` (the child is killed) raise
-    :class:`CommandFailed` with returncode -1.
-    """
-    args = list(argv)
-    child_in, to_child = os.pipe()
-    from_child, child_out = os.pipe()
-    err_from_child, child_err = os.pipe()
-    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in ((child_in, 0), (child_out, 1), (child_err, 2))]
-    try:
-        pid = os.posix_spawnp(args[0], args, os.environ, file_actions=actions)
-    except OSError as exc:
-        for fd in (child_in, to_child, from_child, child_out, err_from_child, child_err):
-            os.close(fd)
-        raise CommandFailed(ns.label, what, args, -1, f"{args[0]}: {exc.strerror}") from None
-    for fd in (child_in, child_out, child_err):
-        os.close(fd)
-    try:
-        out, err = _communicate(to_child, from_child, err_from_child, input.encode(), time.monotonic() + timeout)
-    except TimeoutError:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        raise CommandFailed(ns.label, what, args, -1, f"timed out after {timeout:g}s") from None
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def _communicate(to_child: int, out_fd: int, err_fd: int, data: bytes, deadline: float) -> tuple[bytes, bytes]:
-    """Write ``data`` to the child and read both its outputs to EOF; closes the three fds."""
-    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
-    poller = select.poll()
-    poller.register(out_fd, select.POLLIN)
-    poller.register(err_fd, select.POLLIN)
-    open_fds = {out_fd, err_fd}
-    if data:
-        poller.register(to_child, select.POLLOUT)
-        open_fds.add(to_child)
-    else:
-        os.close(to_child)
-    try:
-        while open_fds:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            for fd, _event in poller.poll(left * 1000):
-                if fd == to_child:
-                    try:
-                        data = data[os.write(fd, data[:65536]) :]
-                    except BrokenPipeError:
-                        data = b""
-                    if not data:
-                        poller.unregister(fd)
-                        open_fds.discard(fd)
-                        os.close(fd)
-                    continue
-                chunk = os.read(fd, 65536)
-                if chunk:
-                    chunks[fd].append(chunk)
-                else:
-                    poller.unregister(fd)
-                    open_fds.discard(fd)
-                    os.close(fd)
-    finally:
-        for fd in open_fds:
-            os.close(fd)
-    return b"".join(chunks[out_fd]), b"".join(chunks[err_fd])
+    """Run ``argv``, feed it ``input``, return ``(returncode, stdout, stderr)`` (`runner.execute`:
+    ``posix_spawn``, no ``subprocess`` import; a missing program or a timeout raise
+    :class:`CommandFailed` with returncode -1)."""
+    done = runner.execute(ns, what, argv, input=input, check=False, timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
 
 
 def random_mac() -> str:
@@ -188,13 +85,10 @@ def random_mac() -> str:
 
 
 def _run(ns: Netns, what: str, args: Sequence[str]) -> str:
-    argv = ns.ip_argv(*args)
-    code, out, err = execute(ns, what, argv)
-    if code != 0:
-        if ns.path is not None and err.startswith(_NO_NETNS):
-            raise NetnsUnusable(ns.label, what, argv, code, err)
-        raise CommandFailed(ns.label, what, argv, code, err)
-    return out
+    done = runner.execute(ns, what, ns.tool_argv(IP, args), check=False)
+    if done.returncode != 0:
+        runner.fail(ns, what, done)
+    return done.stdout
 
 
 def batch(ns: Netns, lines: Sequence[str]) -> None:
@@ -203,20 +97,7 @@ def batch(ns: Netns, lines: Sequence[str]) -> None:
     Raises :class:`BatchFailed` with the failing line. Not idempotent by itself: callers decide
     what a repeated command means.
     """
-    for cmd in lines:
-        if not cmd.strip() or "\n" in cmd:
-            raise ValueError(f"bad ip batch command {cmd!r}")
-    if not lines:
-        return
-    argv = ns.ip_argv("-batch", "-")
-    code, _, err = execute(ns, "ip -batch", argv, input="\n".join(lines) + "\n")
-    if code != 0:
-        match = re.search(r"Command failed -:(\d+)", err)
-        line = int(match.group(1)) if match else 0
-        detail = err.strip()
-        if 1 <= line <= len(lines):
-            detail += f" [line {line}: {lines[line - 1]}]"
-        raise BatchFailed(ns.label, argv, code, detail, line)
+    runner.batch(ns, IP, lines, what="ip -batch", timeout=30.0)
 
 
 def _missing(exc: CommandFailed) -> bool:
@@ -259,10 +140,11 @@ def link(ns: Netns, name: str) -> LinkState | None:
 
 
 def routes(ns: Netns) -> list[Route]:
-    """The IPv4 main-table routes in ``ns``."""
+    """The IPv4 main-table routes in ``ns`` (``dst`` as ``ip`` prints it: ``default``, a CIDR)."""
     out = _run(ns, "routes", ["-j", "-4", "route", "show"])
     return [
-        Route(str(r.get("dst")), r.get("gateway"), r.get("dev")) for r in json.loads(out or "[]") if isinstance(r, dict)
+        Route(r.dst_text, str(r.gateway) if r.gateway is not None else None, r.dev)
+        for r in parse_routes(json.loads(out or "[]"))
     ]
 
 
@@ -282,14 +164,14 @@ def ensure_bridge(ns: Netns, name: str, address: str, mtu: int) -> LinkState:
                 raise
         state = link(ns, name)
         if state is None:
-            raise KernelError(ns.label, f"bridge {name}", "vanished right after it was created")
+            raise KernelError(ns, f"bridge {name}", "vanished right after it was created")
     if state.kind != "bridge":
-        raise KernelError(ns.label, f"link {name}", f'"{name}" already exists but is not a bridge')
+        raise KernelError(ns, f"link {name}", f'"{name}" already exists but is not a bridge')
     ip = address.split("/")[0]
     others = [a for a in state.ipv4 if a.split("/")[0] != ip]
     if others:
         raise KernelError(
-            ns.label, f"bridge {name}", f'"{name}" already has an IP address different from {address}: {others[0]}'
+            ns, f"bridge {name}", f'"{name}" already has an IP address different from {address}: {others[0]}'
         )
     fixes = []
     if not state.ipv4:

@@ -11,11 +11,12 @@ import shutil
 
 from clew.kernel import netns as _netns
 from clew.kernel.errors import CommandFailed
+from clew.kernel.namespace import Where
 
 _DELETED = re.compile(r"(\d+) flow entries have been deleted")
 
 
-def delete_udp(netns: str, *, dst_nat: str, orig_dst: str | None = None, orig_port: int | None = None) -> int:
+def delete_udp(netns: Where, *, dst_nat: str, orig_dst: str | None = None, orig_port: int | None = None) -> int:
     """``conntrack -D -p udp [--orig-dst VIP | --orig-port-dst PORT] --dst-nat EP``; how many."""
     if shutil.which("conntrack") is None:
         return 0

@@ -8,27 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-def _where(netns: str | None) -> str:
-    return f"netns {netns}" if netns is not None else "the current netns"
+from clew.kernel.namespace import Namespace, Where
 
 
 class KernelError(Exception):
     """A kernel operation failed.
 
-    ``netns`` is the namespace acted in (``None`` for the process's own namespace), ``what`` the
-    object acted on (a chain, a link, a command, ...) and ``detail`` what went wrong.
+    ``netns`` is the namespace acted in (a `Namespace`, a name or path, or ``None``/``""`` for the
+    process's own: `Namespace.of`); it is kept as the name or path (``None`` for our own).
+    ``what`` is the object acted on (a chain, a link, a command, ...) and ``detail`` what went wrong.
     """
 
-    def __init__(self, netns: str | None, what: str, detail: str) -> None:
-        self.netns = netns
+    def __init__(self, netns: Where, what: str, detail: str) -> None:
+        self.namespace = Namespace.of(netns)
+        self.netns = self.namespace.ref
         self.what = what
         self.detail = detail
         super().__init__(self._message())
 
     def _message(self) -> str:
         detail = " ".join(self.detail.split()) or "(no detail)"
-        return f"{self.what} in {_where(self.netns)}: {detail}"
+        return f"{self.what} in {self.namespace.display}: {detail}"
 
 
 class CommandFailed(KernelError):
@@ -36,7 +36,7 @@ class CommandFailed(KernelError):
 
     def __init__(
         self,
-        netns: str | None,
+        netns: Where,
         what: str,
         argv: Sequence[str],
         returncode: int,
@@ -52,5 +52,21 @@ class CommandFailed(KernelError):
 class NamespaceNotFound(KernelError):
     """The named network namespace does not exist."""
 
-    def __init__(self, netns: str, what: str = "netns") -> None:
+    def __init__(self, netns: Where, what: str = "netns") -> None:
         super().__init__(netns, what, "no such network namespace")
+
+
+class BatchFailed(CommandFailed):
+    """A ``TOOL -batch`` stopped at ``line`` (1-based; 0 if unknown): the lines before it ran."""
+
+    def __init__(self, netns: Where, what: str, argv: Sequence[str], returncode: int, stderr: str, line: int) -> None:
+        self.line = line
+        super().__init__(netns, what, argv, returncode, stderr)
+
+    @property
+    def exists_error(self) -> bool:
+        return "File exists" in self.stderr
+
+
+class NetnsUnusable(CommandFailed):
+    """The namespace file could not be entered: gone, unmounted, or not a network namespace."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clew.kernel import iproute
+from clew.kernel.namespace import Where
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +20,7 @@ class FdbEntry:
     permanent: bool = True
 
 
-def list_fdb(netns: str, dev: str) -> list[FdbEntry]:
+def list_fdb(netns: Where, dev: str) -> list[FdbEntry]:
     """The FDB entries of ``dev`` in ``netns`` (for a vxlan device: its remote VTEPs)."""
     docs = iproute.show_json(netns, iproute.BRIDGE, ["fdb", "show", "dev", dev], f"fdb of {dev}")
     return [parse_fdb(doc, dev) for doc in docs]
@@ -50,6 +51,6 @@ def delete_command(entry: FdbEntry) -> str:
     return f"fdb del {entry.mac} dev {entry.dev}{dst} self"
 
 
-def apply(netns: str, commands: Iterable[str]) -> None:
+def apply(netns: Where, commands: Iterable[str]) -> None:
     """Run ``bridge`` batch lines in ``netns`` in one process (nothing if there are none)."""
     iproute.batch(netns, iproute.BRIDGE, commands, "fdb")

@@ -16,70 +16,51 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from clew.kernel import netns as _netns
-from clew.kernel.errors import CommandFailed, KernelError, NamespaceNotFound
+from clew.kernel import runner
+from clew.kernel.errors import CommandFailed, KernelError
+from clew.kernel.namespace import Namespace, Where
 
 IP = "ip"
 BRIDGE = "bridge"
 _TOOLS = (IP, BRIDGE)
 
 
-def _check(netns: str, tool: str) -> None:
+def _check(tool: str) -> None:
     if tool not in _TOOLS:
         raise ValueError(f"unknown iproute2 tool {tool!r}")
-    if netns != _netns.HOST and not _netns.exists(netns):
-        raise NamespaceNotFound(netns)
 
 
 def show_json(
-    netns: str, tool: str, args: Sequence[str], what: str, *, absent_ok: bool = False
+    netns: Where, tool: str, args: Sequence[str], what: str, *, absent_ok: bool = False
 ) -> list[dict[str, Any]]:
     """``TOOL -n NETNS -j ARGS…`` parsed; ``what`` names the object in errors.
 
     With ``absent_ok`` a device named in ``ARGS`` that does not exist reads as ``[]``.
     """
-    _check(netns, tool)
-    proc = _netns.execute(netns, what, [tool, *_ns_flag(netns), "-j", *args], check=False)
+    _check(tool)
+    space = Namespace.of(netns)
+    proc = runner.run(space, [tool, "-j", *args], what=what, check=False)
     if proc.returncode != 0:
         if absent_ok and "does not exist" in proc.stderr:
             return []
-        raise CommandFailed(netns, what, proc.args, proc.returncode, proc.stderr)
+        raise CommandFailed(space, what, proc.args, proc.returncode, proc.stderr)
     text = proc.stdout.strip()
     if not text:
         return []
     try:
         doc = json.loads(text)
     except ValueError as exc:
-        raise KernelError(netns, what, f"{tool} printed invalid JSON: {exc}") from None
+        raise KernelError(space, what, f"{tool} printed invalid JSON: {exc}") from None
     if not isinstance(doc, list):
-        raise KernelError(netns, what, f"{tool} printed {type(doc).__name__}, expected a list")
+        raise KernelError(space, what, f"{tool} printed {type(doc).__name__}, expected a list")
     return [item for item in doc if isinstance(item, dict)]
 
 
-def _ns_flag(netns: str) -> list[str]:
-    """``-n NETNS``, or nothing for the agent's own namespace (`clew.kernel.netns.HOST`)."""
-    return [] if netns == _netns.HOST else ["-n", netns]
-
-
-def batch(netns: str, tool: str, commands: Iterable[str], what: str) -> None:
+def batch(netns: Where, tool: str, commands: Iterable[str], what: str) -> None:
     """Run ``commands`` with ``TOOL -n NETNS -batch -`` in one process (nothing if empty).
 
     Each command is one invocation without the tool's name (``route replace …``). The first
-    failing command stops the batch; :class:`CommandFailed` names it.
+    failing command stops the batch; :class:`~clew.kernel.errors.BatchFailed` names it.
     """
-    lines = list(commands)
-    for cmd in lines:
-        if not cmd.strip() or "\n" in cmd:
-            raise ValueError(f"bad {tool} batch command {cmd!r}")
-    if not lines:
-        return
-    _check(netns, tool)
-    argv = [tool, *_ns_flag(netns), "-batch", "-"]
-    proc = _netns.execute(netns, what, argv, input="\n".join(lines) + "\n", check=False)
-    if proc.returncode != 0:
-        detail = proc.stderr.strip()
-        for lineno, cmd in enumerate(lines, 1):
-            if f"-:{lineno}\n" in proc.stderr + "\n":
-                detail = f"{detail} [line {lineno}: {cmd}]"
-                break
-        raise CommandFailed(netns, what, argv, proc.returncode, detail)
+    _check(tool)
+    runner.batch(netns, tool, commands, what=what, timeout=30.0)

@@ -1,20 +1,26 @@
-"""iptables inside a network namespace: restore, save, and kube-proxy's Ensure* helpers.
+"""iptables inside a network namespace: restore, save, and kube-proxy's Ensure* helpers; and
+`IptablesKernel`, the seam the proxy's sync writes through (`NodeIptables` is the real one).
 
-All commands run through ``ip netns exec NS`` (see :mod:`clew.kernel.netns`). The wait flags
-follow kube-proxy: ``-w 5`` everywhere, and ``-W 100000`` (the lock poll interval, µs) for
-``iptables-restore`` and for the legacy backend only; iptables-nft takes no lock and prints
-"Ignoring deprecated --wait-interval option." for every ``iptables`` call that passes it.
+All commands run through the one runner (:mod:`clew.kernel.runner`) in a
+:class:`~clew.kernel.namespace.Namespace`. The wait flags follow kube-proxy: ``-w 5`` everywhere,
+and ``-W 100000`` (the lock poll interval, µs) for ``iptables-restore`` and for the legacy
+backend only; iptables-nft takes no lock and prints "Ignoring deprecated --wait-interval
+option." for every ``iptables`` call that passes it.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-from clew.kernel import netns as _netns
+from clew.kernel import conntrack, runner
 from clew.kernel.errors import CommandFailed, KernelError
+from clew.kernel.namespace import Namespace, Where
+from clew.kernel.runner import Completed
+from clew.netfilter import chain_text
 
 IPTABLES = "iptables"
 IPTABLES_RESTORE = "iptables-restore"
@@ -24,10 +30,90 @@ WAIT_INTERVAL = ["-W", "100000"]
 _VERSION = re.compile(r"v(\d+)\.(\d+)(?:\.(\d+))?(?:\s+\((\w+)\))?")
 
 
+class IptablesKernel(Protocol):
+    """What the proxy's sync needs from one node's netfilter — the seam a fake stands in for.
+
+    `NodeIptables` is the real one (commands in a namespace); ``clew.fakes.iptables`` keeps the
+    tables in memory and refuses what the kernel refuses. Failures raise
+    :class:`~clew.kernel.errors.KernelError` (`CommandFailed`), except `iptables` and `nft`,
+    which return the exit status as the commands do.
+    """
+
+    @property
+    def namespace(self) -> Namespace:
+        """Where the tables are (names the node in errors and logs)."""
+        ...
+
+    def restore(self, payload: str, *, noflush: bool = True, counters: bool = True) -> None:
+        """``iptables-restore [--noflush] [--counters]``: all of ``payload`` or nothing."""
+        ...
+
+    def save(self, table: str | None = None) -> str:
+        """``iptables-save [-t TABLE]``."""
+        ...
+
+    def list_chains(self, tables: Sequence[str] = ("filter", "nat")) -> dict[str, list[str]]:
+        """Chain names per table (built-in and user chains), without reading rules."""
+        ...
+
+    def iptables(self, args: Sequence[str]) -> Completed:
+        """One ``iptables -w 5 ARGS…`` command (``-C``/``-I``/``-A``/``-D``/``-N``/``-X``/``-F``/
+        ``-S``); never raises for a non-zero exit: 1 is iptables' "no such rule" / "chain
+        already exists", as in the tool."""
+        ...
+
+    def nft(self, args: Sequence[str]) -> Completed:
+        """One ``nft ARGS…`` command (the sync only lists and deletes the nftables mode's table)."""
+        ...
+
+    def set_sysctl(self, key: str, value: str | int) -> None:
+        """Set one sysctl in the namespace (``route_localnet``)."""
+        ...
+
+    def delete_udp_flows(self, *, dst_nat: str, orig_dst: str | None = None, orig_port: int | None = None) -> int:
+        """Delete UDP conntrack entries DNATed to ``dst_nat`` (best effort); how many."""
+        ...
+
+
+@dataclass(frozen=True)
+class NodeIptables:
+    """The real `IptablesKernel`: iptables, nft, sysctl and conntrack commands in ``namespace``."""
+
+    namespace: Namespace
+
+    @classmethod
+    def of(cls, where: Where | IptablesKernel) -> IptablesKernel:
+        """``where`` itself if it already is a kernel, else the real one for that namespace."""
+        if where is None or isinstance(where, (str, Namespace)):
+            return cls(Namespace.of(where))
+        return where
+
+    def restore(self, payload: str, *, noflush: bool = True, counters: bool = True) -> None:
+        restore(self.namespace, payload, noflush=noflush, counters=counters)
+
+    def save(self, table: str | None = None) -> str:
+        return save(self.namespace, table)
+
+    def list_chains(self, tables: Sequence[str] = ("filter", "nat")) -> dict[str, list[str]]:
+        return list_chains(self.namespace, tables)
+
+    def iptables(self, args: Sequence[str]) -> Completed:
+        return iptables(self.namespace, args, check=False)
+
+    def nft(self, args: Sequence[str]) -> Completed:
+        return runner.run(self.namespace, ["nft", *args], check=False)
+
+    def set_sysctl(self, key: str, value: str | int) -> None:
+        runner.run(self.namespace, ["sysctl", "-q", "-w", f"{key}={value}"])
+
+    def delete_udp_flows(self, *, dst_nat: str, orig_dst: str | None = None, orig_port: int | None = None) -> int:
+        return conntrack.delete_udp(self.namespace, dst_nat=dst_nat, orig_dst=orig_dst, orig_port=orig_port)
+
+
 @functools.cache
 def _version_info() -> tuple[tuple[int, int, int], str]:
     argv = [IPTABLES, "--version"]
-    proc = _netns.execute(None, "iptables --version", argv)
+    proc = runner.execute(None, "iptables --version", argv)
     match = _VERSION.search(proc.stdout)
     if match is None:
         raise KernelError(None, "iptables --version", f"unrecognised output {proc.stdout.strip()!r}")
@@ -49,12 +135,12 @@ def _wait_flags() -> list[str]:
     return WAIT if backend() == "nf_tables" else WAIT + WAIT_INTERVAL
 
 
-def iptables(netns: str, args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+def iptables(netns: Where, args: Sequence[str], *, check: bool = True) -> Completed:
     """Run ``iptables -w 5 ARGS…`` inside ``netns``."""
-    return _netns.run(netns, [IPTABLES, *_wait_flags(), *args], check=check)
+    return runner.run(netns, [IPTABLES, *_wait_flags(), *args], check=check)
 
 
-def restore(netns: str, payload: str, *, noflush: bool = True, counters: bool = True, timeout: float = 300.0) -> None:
+def restore(netns: Where, payload: str, *, noflush: bool = True, counters: bool = True, timeout: float = 300.0) -> None:
     """Load ``payload`` (iptables-restore input) inside ``netns`` in one transaction.
 
     ``noflush`` keeps the chains the payload does not mention (a partial sync); ``counters``
@@ -66,67 +152,69 @@ def restore(netns: str, payload: str, *, noflush: bool = True, counters: bool = 
         argv.append("--noflush")
     if counters:
         argv.append("--counters")
-    proc = _netns.run(netns, argv, input=payload, check=False, timeout=timeout)
-    if proc.returncode != 0:
-        raise CommandFailed(netns, "iptables-restore", proc.args, proc.returncode, proc.stderr)
+    runner.run(netns, argv, what="iptables-restore", input=payload, timeout=timeout)
 
 
-def save(netns: str, table: str | None = None) -> str:
+def save(netns: Where, table: str | None = None) -> str:
     """``iptables-save`` output of ``netns`` (one table, or all)."""
     argv = [IPTABLES_SAVE] if table is None else [IPTABLES_SAVE, "-t", table]
-    return _netns.run(netns, argv).stdout
+    return runner.run(netns, argv).stdout
 
 
-def chain_exists(netns: str, table: str, chain: str) -> bool:
+def chain_exists(netns: Where | IptablesKernel, table: str, chain: str) -> bool:
     """Whether ``chain`` exists in ``table`` inside ``netns``."""
-    proc = iptables(netns, ["-t", table, "-S", chain, "1"], check=False)
-    return proc.returncode == 0
+    return NodeIptables.of(netns).iptables(["-t", table, "-S", chain, "1"]).returncode == 0
 
 
-def ensure_chain(netns: str, table: str, chain: str) -> bool:
+def ensure_chain(netns: Where | IptablesKernel, table: str, chain: str) -> bool:
     """Create ``chain`` in ``table`` unless it exists; returns whether it already existed.
 
     Like kube-proxy's EnsureChain: ``-N`` and exit status 1 means "already exists".
     """
-    proc = iptables(netns, ["-t", table, "-N", chain], check=False)
+    k = NodeIptables.of(netns)
+    proc = k.iptables(["-t", table, "-N", chain])
     if proc.returncode == 0:
         return False
-    if proc.returncode == 1 and chain_exists(netns, table, chain):
+    if proc.returncode == 1 and chain_exists(k, table, chain):
         return True
-    raise CommandFailed(netns, f"chain {table}/{chain}", proc.args, proc.returncode, proc.stderr)
+    raise CommandFailed(k.namespace, f"chain {table}/{chain}", proc.args, proc.returncode, proc.stderr)
 
 
-def ensure_rule(netns: str, table: str, chain: str, args: Sequence[str], *, prepend: bool = True) -> bool:
+def ensure_rule(
+    netns: Where | IptablesKernel, table: str, chain: str, args: Sequence[str], *, prepend: bool = True
+) -> bool:
     """Add the rule ``args`` to ``table``/``chain`` unless present; returns whether it existed.
 
     Like kube-proxy's EnsureRule: ``-C`` to check (exit 1 = absent), then ``-I`` (``prepend``)
     or ``-A``.
     """
+    k = NodeIptables.of(netns)
     what = f"rule in {table}/{chain}"
-    check = iptables(netns, ["-t", table, "-C", chain, *args], check=False)
+    check = k.iptables(["-t", table, "-C", chain, *args])
     if check.returncode == 0:
         return True
     if check.returncode != 1:
-        raise CommandFailed(netns, what, check.args, check.returncode, check.stderr)
+        raise CommandFailed(k.namespace, what, check.args, check.returncode, check.stderr)
     op = "-I" if prepend else "-A"
-    add = iptables(netns, ["-t", table, op, chain, *args], check=False)
+    add = k.iptables(["-t", table, op, chain, *args])
     if add.returncode != 0:
-        raise CommandFailed(netns, what, add.args, add.returncode, add.stderr)
+        raise CommandFailed(k.namespace, what, add.args, add.returncode, add.stderr)
     return False
 
 
-def delete_rule(netns: str, table: str, chain: str, args: Sequence[str]) -> bool:
+def delete_rule(netns: Where | IptablesKernel, table: str, chain: str, args: Sequence[str]) -> bool:
     """Delete the rule ``args`` from ``table``/``chain`` if present; returns whether it was."""
-    check = iptables(netns, ["-t", table, "-C", chain, *args], check=False)
+    k = NodeIptables.of(netns)
+    check = k.iptables(["-t", table, "-C", chain, *args])
     if check.returncode != 0:
         return False
-    delete = iptables(netns, ["-t", table, "-D", chain, *args], check=False)
+    delete = k.iptables(["-t", table, "-D", chain, *args])
     if delete.returncode != 0:
-        raise CommandFailed(netns, f"rule in {table}/{chain}", delete.args, delete.returncode, delete.stderr)
+        raise CommandFailed(k.namespace, f"rule in {table}/{chain}", delete.args, delete.returncode, delete.stderr)
     return True
 
 
-def list_chains(netns: str, tables: Sequence[str] = ("filter", "nat")) -> dict[str, list[str]]:
+def list_chains(netns: Where, tables: Sequence[str] = ("filter", "nat")) -> dict[str, list[str]]:
     """Chain names per table (built-in and user chains), cheaply.
 
     iptables-nft keeps its tables as nftables tables ``ip filter`` / ``ip nat``: ``nft list
@@ -134,58 +222,17 @@ def list_chains(netns: str, tables: Sequence[str] = ("filter", "nat")) -> dict[s
     ``iptables-save`` of the same nat table takes 0.7 s). The legacy backend has no nftables view,
     so there the names come from ``iptables-save -t TABLE`` (fast on legacy).
     """
-    return parse_chain_list(start_list_chains(netns).result(), tables, netns=netns)
-
-
-class _Pending:
-    """A chain listing running in the background (see `start_list_chains`)."""
-
-    def __init__(self, netns: str, proc: subprocess.Popen[str] | None) -> None:
-        self.netns, self.proc = netns, proc
-
-    def result(self) -> str:
-        """``nft list chains ip`` output, or "" on the legacy backend."""
-        if self.proc is None:
-            return ""
-        out, err = self.proc.communicate(timeout=120)
-        if self.proc.returncode != 0:
-            raise CommandFailed(
-                self.netns, "nft list chains", ["nft", "list", "chains", "ip"], self.proc.returncode, err
-            )
-        return out
-
-
-def start_list_chains(netns: str) -> _Pending:
-    """Start listing the chain names so the caller can work meanwhile (a full sync renders)."""
     if backend() != "nf_tables":
-        return _Pending(netns, None)
-    argv = _netns.exec_argv(netns, ["nft", "list", "chains", "ip"])
-    return _Pending(netns, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return {t: chain_text.save_chain_names(save(netns, t), [t])[t] for t in tables}
+    out = runner.run(netns, ["nft", "list", "chains", "ip"], what="nft list chains").stdout
+    return chain_text.nft_chain_names(out, tables)
 
 
-def parse_chain_list(
-    out: str, tables: Sequence[str] = ("filter", "nat"), *, netns: str | None = None
-) -> dict[str, list[str]]:
-    """Chain names per table from ``nft list chains ip``; legacy (empty output): iptables-save."""
-    wanted = set(tables)
-    found: dict[str, list[str]] = {t: [] for t in tables}
-    if out or netns is None:
-        current = None
-        for raw in out.splitlines():
-            words = raw.split()
-            if len(words) >= 3 and words[0] == "table" and words[1] == "ip":
-                current = words[2] if words[2] in wanted else None
-            elif current is not None and len(words) >= 2 and words[0] == "chain":
-                found[current].append(words[1])
-        return found
-    for table in tables:
-        for line in save(netns or "", table).splitlines():
-            if line.startswith(":"):
-                found[table].append(line[1:].split()[0])
-    return found
-
-
-def chain_spec(netns: str, table: str, chain: str) -> list[str]:
+def chain_spec(netns: Where | IptablesKernel, table: str, chain: str) -> list[str]:
     """``iptables -v -S CHAIN``: the chain's ``-P``/``-N`` line and its ``-A`` rules, with
     ``-c packets bytes`` counters, as iptables-restore accepts them with ``--counters``."""
-    return iptables(netns, ["-t", table, "-v", "-S", chain]).stdout.splitlines()
+    k = NodeIptables.of(netns)
+    proc = k.iptables(["-t", table, "-v", "-S", chain])
+    if proc.returncode != 0:
+        raise CommandFailed(k.namespace, f"chain {table}/{chain}", proc.args, proc.returncode, proc.stderr)
+    return proc.stdout.splitlines()

@@ -10,12 +10,13 @@ from typing import Any
 
 from clew.kernel import iproute
 from clew.kernel.errors import KernelError
+from clew.kernel.namespace import Where
 
 
 class LinkNotFound(KernelError):
     """The named device does not exist in the namespace."""
 
-    def __init__(self, netns: str, name: str) -> None:
+    def __init__(self, netns: Where, name: str) -> None:
         self.name = name
         super().__init__(netns, f"link {name}", "no such device")
 
@@ -56,7 +57,7 @@ class VxlanSpec:
     learning: bool = False
 
 
-def get_link(netns: str, name: str) -> Link | None:
+def get_link(netns: Where, name: str) -> Link | None:
     """The device ``name`` in ``netns``, or None if there is none."""
     docs = iproute.show_json(netns, iproute.IP, ["-d", "link", "show", "dev", name], f"link {name}", absent_ok=True)
     if not docs:
@@ -64,7 +65,7 @@ def get_link(netns: str, name: str) -> Link | None:
     return parse_link(docs[0])
 
 
-def require_link(netns: str, name: str) -> Link:
+def require_link(netns: Where, name: str) -> Link:
     """Like :func:`get_link`, but a missing device raises :class:`LinkNotFound`."""
     link = get_link(netns, name)
     if link is None:
@@ -98,7 +99,7 @@ def parse_link(doc: dict[str, Any]) -> Link:
     )
 
 
-def create_vxlan(netns: str, spec: VxlanSpec) -> Link:
+def create_vxlan(netns: Where, spec: VxlanSpec) -> Link:
     """Create the vxlan device (its MAC set at creation, as flannel PR #1485 does); it stays
     down. Fails with :class:`~clew.kernel.errors.CommandFailed` if the name is taken."""
     cmd = (
@@ -109,7 +110,9 @@ def create_vxlan(netns: str, spec: VxlanSpec) -> Link:
     return require_link(netns, spec.name)
 
 
-def set_link(netns: str, name: str, *, mtu: int | None = None, mac: str | None = None, up: bool | None = None) -> None:
+def set_link(
+    netns: Where, name: str, *, mtu: int | None = None, mac: str | None = None, up: bool | None = None
+) -> None:
     """Change a device's MTU, MAC and/or admin state (only the ones given)."""
     cmds = []
     if mac is not None:
@@ -121,7 +124,7 @@ def set_link(netns: str, name: str, *, mtu: int | None = None, mac: str | None =
     iproute.batch(netns, iproute.IP, cmds, f"link {name}")
 
 
-def delete_link(netns: str, name: str) -> bool:
+def delete_link(netns: Where, name: str) -> bool:
     """Delete the device if it exists; returns whether it did."""
     if get_link(netns, name) is None:
         return False

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clew.kernel import iproute
+from clew.kernel.namespace import Where
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +23,7 @@ class Neighbour:
         return "PERMANENT" in self.state
 
 
-def list_neighbours(netns: str, dev: str) -> list[Neighbour]:
+def list_neighbours(netns: Where, dev: str) -> list[Neighbour]:
     """The IPv4 neighbour entries of ``dev`` in ``netns``."""
     docs = iproute.show_json(netns, iproute.IP, ["-4", "neigh", "show", "dev", dev], f"neighbours of {dev}")
     return [parse_neighbour(doc, dev) for doc in docs]

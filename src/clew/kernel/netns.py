@@ -1,60 +1,49 @@
 """Network namespaces: create, delete, run commands inside, bulk ``ip -batch`` setup.
 
-Every function names the namespace it acts in. Nothing here ever ``setns()``es the calling
-process: commands run through ``ip netns exec NS …`` or ``ip -n NS …`` in a child process, so the
-caller's own namespace (on a shared machine, the host's) is never changed.
+Every function names the namespace it acts in: a `Namespace` (see :mod:`clew.kernel.namespace`)
+or its name (`HOST`, ``""``, is this process's own). Nothing here ever ``setns()``es the calling
+process: commands run through ``ip netns exec NS …`` or ``ip -n NS …`` in a child process (see
+:mod:`clew.kernel.runner`, the one runner), so the caller's own namespace is never changed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
-import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clew.kernel.errors import CommandFailed, KernelError, NamespaceNotFound
+from clew.kernel import runner
+from clew.kernel.errors import CommandFailed, KernelError
+from clew.kernel.namespace import Namespace, Where, check_name
+from clew.kernel.runner import Completed
+
+if TYPE_CHECKING:
+    import subprocess
 
 IP = "ip"
 NETNS_DIR = Path("/run/netns")
-_BAD_NAME = re.compile(r"[/\s\x00]")
-_BATCH_FAILED = re.compile(r"Command failed -:(\d+)")
+HOST = ""  # "the namespace this process is in": a node agent running with hostNetwork (Namespace.of)
 
 
 def _check_name(name: str) -> None:
-    if not name or name in (".", "..") or _BAD_NAME.search(name):
-        raise ValueError(f"invalid network namespace name {name!r}")
+    check_name(name)
 
 
 def execute(
-    netns: str | None,
+    netns: Where,
     what: str,
     argv: Sequence[str],
     *,
     input: str | None = None,
     check: bool = True,
     timeout: float = 30.0,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` as given (the caller has already put ``ip netns exec`` / ``ip -n`` in it).
-
-    ``netns`` and ``what`` only label errors. Not finding the program or running past
-    ``timeout`` raise :class:`CommandFailed` with returncode -1; so does a non-zero exit if
-    ``check``.
-    """
-    args = list(argv)
-    try:
-        proc = subprocess.run(args, input=input, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise CommandFailed(netns, what, args, -1, f"{args[0]}: command not found") from None
-    except subprocess.TimeoutExpired:
-        raise CommandFailed(netns, what, args, -1, f"timed out after {timeout:g}s") from None
-    if check and proc.returncode != 0:
-        raise CommandFailed(netns, what, args, proc.returncode, proc.stderr)
-    return proc
+) -> Completed:
+    """Run ``argv`` as given (the caller has already built it for the namespace): `runner.execute`."""
+    return runner.execute(netns, what, argv, input=input, check=check, timeout=timeout)
 
 
 def exists(name: str) -> bool:
@@ -129,92 +118,62 @@ def delete(name: str, *, grace_s: float = 1.0) -> None:
         raise CommandFailed(name, "netns del", proc.args, proc.returncode, proc.stderr)
 
 
-HOST = ""  # "the namespace this process is in": a node agent running with hostNetwork
+def _require(netns: Where) -> None:
+    runner.require(Namespace.of(netns))
 
 
-def _require(netns: str) -> None:
-    if netns == HOST:
-        return
-    if not exists(netns):
-        raise NamespaceNotFound(netns)
-
-
-def exec_argv(netns: str, argv: Sequence[str]) -> list[str]:
+def exec_argv(netns: Where, argv: Sequence[str]) -> list[str]:
     """The argv that runs ``argv`` inside ``netns`` (as is for `HOST`, this process's own)."""
-    if netns == HOST:
-        return list(argv)
-    _check_name(netns)
-    return [IP, "netns", "exec", netns, *argv]
+    return Namespace.of(netns).exec_argv(argv)
 
 
 def run(
-    netns: str,
+    netns: Where,
     argv: Sequence[str],
     *,
     input: str | None = None,
     check: bool = True,
     timeout: float = 30.0,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` inside ``netns`` and capture its output (text).
+) -> Completed:
+    """Run ``argv`` inside ``netns`` and capture its output (text): `runner.run`.
 
     Raises :class:`NamespaceNotFound` if the namespace is missing and, if ``check``,
     :class:`CommandFailed` (with the command's stderr) when it exits non-zero.
     """
-    _require(netns)
-    what = os.path.basename(argv[0]) if argv else "command"
-    return execute(netns, what, exec_argv(netns, argv), input=input, check=check, timeout=timeout)
+    return runner.run(netns, argv, input=input, check=check, timeout=timeout)
 
 
-def spawn(netns: str, argv: Sequence[str], **popen_kw: Any) -> subprocess.Popen[Any]:
-    """Start ``argv`` inside ``netns`` without waiting for it.
+def spawn(netns: Where, argv: Sequence[str], **popen_kw: Any) -> subprocess.Popen[Any]:
+    """Start ``argv`` inside ``netns`` without waiting for it (`runner.spawn`).
 
     ``ip netns exec`` execs the program, so the returned process's pid is the program's own.
     """
-    _require(netns)
-    return subprocess.Popen(exec_argv(netns, argv), **popen_kw)
+    return runner.spawn(netns, argv, **popen_kw)
 
 
-def set_sysctl(netns: str, key: str, value: str | int) -> None:
+def set_sysctl(netns: Where, key: str, value: str | int) -> None:
     """Set one sysctl inside ``netns`` (``sysctl -w``); net.* keys are per namespace."""
     set_sysctls(netns, {key: value})
 
 
-def set_sysctls(netns: str, values: Mapping[str, str | int]) -> None:
+def set_sysctls(netns: Where, values: Mapping[str, str | int]) -> None:
     """Set several sysctls inside ``netns`` with one ``sysctl -w`` process."""
     if not values:
         return
     run(netns, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in values.items())])
 
 
-def _batch_detail(stderr: str, commands: Sequence[str]) -> str:
-    match = _BATCH_FAILED.search(stderr)
-    if match is None:
-        return stderr
-    line = int(match.group(1))
-    if 1 <= line <= len(commands):
-        return f"{stderr.strip()} [line {line}: {commands[line - 1]}]"
-    return stderr
-
-
-def run_batch(netns: str | None, commands: Iterable[str], *, timeout: float = 60.0) -> None:
-    """Run many ``ip`` commands in one process: ``ip -n NETNS -batch -``.
+def run_batch(netns: Where, commands: Iterable[str], *, timeout: float = 60.0) -> None:
+    """Run many ``ip`` commands in one process: ``ip -n NETNS -batch -`` (`runner.batch`).
 
     Each command is one ``ip`` invocation without the leading ``ip`` (``link set lo up``). The
-    first failing line stops the batch and is named in the error. ``netns=None`` runs in the
-    caller's namespace and, to keep that namespace untouched, only accepts ``netns …`` commands
-    (e.g. ``netns add NAME`` for many namespaces at once).
+    first failing line stops the batch and is named in the error. ``netns=None`` (or `HOST`) runs
+    in the caller's namespace and, to keep that namespace untouched, only accepts ``netns …``
+    commands (e.g. ``netns add NAME`` for many namespaces at once).
     """
     lines = list(commands)
+    own = Namespace.of(netns).own
     for cmd in lines:
-        if not cmd.strip() or "\n" in cmd:
-            raise ValueError(f"bad ip batch command {cmd!r}")
-        if netns is None and cmd.split()[0] != "netns":
+        if own and cmd.strip() and cmd.split()[0] != "netns":
             raise ValueError(f"refusing to run {cmd!r} in the current netns; name a namespace")
-    if not lines:
-        return
-    argv = [IP, "-batch", "-"] if netns is None else [IP, "-n", netns, "-batch", "-"]
-    if netns is not None:
-        _require(netns)
-    proc = execute(netns, "ip -batch", argv, input="\n".join(lines) + "\n", check=False, timeout=timeout)
-    if proc.returncode != 0:
-        raise CommandFailed(netns, "ip -batch", argv, proc.returncode, _batch_detail(proc.stderr, lines))
+    runner.batch(netns, IP, lines, what="ip -batch", timeout=timeout)

@@ -1,52 +1,22 @@
 """IPv4 routes of a namespace's main table: read them, and the ``ip -batch`` lines that change
-them (applied with :func:`clew.kernel.iproute.batch`, so many changes cost one process)."""
+them (applied with :func:`clew.kernel.iproute.batch`, so many changes cost one process). The
+parser is `clew.iproute2.routes` (the tracer reads dumps with the same one)."""
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from typing import Any
 
+from clew.iproute2.routes import Route, parse_route, parse_routes
 from clew.kernel import iproute
+from clew.kernel.namespace import Where
+
+__all__ = ["Route", "delete_command", "list_routes", "parse_route", "replace_command"]
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One route as the kernel reports it. ``protocol`` is ``boot`` for routes added with
-    ``ip route`` (the default), ``kernel`` for the connected ones; ``type`` ``unicast`` unless
-    ``blackhole``, ``unreachable``, ...; ``dev`` is None for multipath routes."""
-
-    dst: ipaddress.IPv4Network
-    dev: str | None
-    gateway: ipaddress.IPv4Address | None = None
-    onlink: bool = False
-    metric: int = 0
-    protocol: str = "boot"
-    scope: str = "global"
-    type: str = "unicast"
-
-
-def list_routes(netns: str, table: str = "main") -> list[Route]:
+def list_routes(netns: Where, table: str = "main") -> list[Route]:
     """Every IPv4 route of ``table`` in ``netns``."""
     docs = iproute.show_json(netns, iproute.IP, ["-4", "route", "show", "table", table], f"routes (table {table})")
-    return [parse_route(doc) for doc in docs]
-
-
-def parse_route(doc: dict[str, Any]) -> Route:
-    """A :class:`Route` from one object of ``ip -j route show`` (``dst`` is ``default``, a bare
-    address for a /32, or a CIDR)."""
-    dst = str(doc["dst"])
-    gateway = doc.get("gateway")
-    return Route(
-        dst=ipaddress.IPv4Network("0.0.0.0/0" if dst == "default" else dst),
-        dev=doc.get("dev"),
-        gateway=ipaddress.IPv4Address(gateway) if gateway else None,
-        onlink="onlink" in doc.get("flags", []),
-        metric=int(doc.get("metric", 0)),
-        protocol=str(doc.get("protocol", "boot")),
-        scope=str(doc.get("scope", "global")),
-        type=str(doc.get("type", "unicast")),
-    )
+    return parse_routes(docs)
 
 
 def replace_command(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from clew.kernel import netns as _netns
 from clew.kernel.errors import CommandFailed
+from clew.kernel.namespace import Where
 
 # file name in a dump → argv run inside the namespace; optional ones may fail (tool missing).
 COMMANDS: dict[str, tuple[list[str], bool]] = {
@@ -22,7 +23,7 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
 }
 
 
-def capture(netns: str) -> dict[str, str]:
+def capture(netns: Where) -> dict[str, str]:
     """Every file of a dump for ``netns`` (optional tools that fail are left out)."""
     files: dict[str, str] = {}
     for name, (argv, required) in COMMANDS.items():

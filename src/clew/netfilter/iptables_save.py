@@ -35,7 +35,7 @@ import gc
 import re
 
 from clew.netfilter.rule_reader import BadLine, RuleReader, hide_quoted_dashes, tokenize
-from clew.netfilter.rules import Chain, Ruleset, Table, canonical
+from clew.netfilter.rules import Chain, Rule, Ruleset, Table, canonical
 
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "raw": ("PREROUTING", "OUTPUT"),
@@ -160,6 +160,7 @@ class _Parser:
                 raise BadLine("-A without a chain")
             rule = self.rule(words, 2, table.name, words[1], lineno, text)
             chain = table.chains.get(words[1]) or self.chain(lineno, table, words[1])
+            self.added(lineno, table, rule)
             chain.rules.append(rule)
         elif cmd in ("-I", "-R", "-D"):
             self.edit(cmd, lineno, words, text, table)
@@ -178,7 +179,9 @@ class _Parser:
             pos = 1 if num is None else num
             if not 1 <= pos <= len(chain.rules) + 1:
                 raise BadLine(f"-I {name} {pos}: chain has {len(chain.rules)} rules")
-            chain.rules.insert(pos - 1, self.rule(words, body, table.name, name, lineno, text))
+            rule = self.rule(words, body, table.name, name, lineno, text)
+            self.added(lineno, table, rule)
+            chain.rules.insert(pos - 1, rule)
             return
         chain = self.chain(lineno, table, name, create=False)
         if num is None and cmd == "-R":
@@ -187,7 +190,9 @@ class _Parser:
             raise BadLine(f"{cmd} {name} {num}: chain has {len(chain.rules)} rules")
         if cmd == "-R":
             assert num is not None
-            chain.rules[num - 1] = self.rule(words, body, table.name, name, lineno, text)
+            rule = self.rule(words, body, table.name, name, lineno, text)
+            self.added(lineno, table, rule)
+            chain.rules[num - 1] = rule
         elif num is not None:
             del chain.rules[num - 1]
         else:
@@ -228,8 +233,14 @@ class _Parser:
         rule = self.reader.fast(text, shown, lineno, table.name)
         if rule is None:
             return False
-        (table.chains.get(rule.chain) or self.chain(lineno, table, rule.chain)).rules.append(rule)
+        chain = table.chains.get(rule.chain) or self.chain(lineno, table, rule.chain)
+        self.added(lineno, table, rule)
+        chain.rules.append(rule)
         return True
+
+    def added(self, lineno: int, table: Table, rule: Rule) -> None:
+        """Called for every rule written (``-A``/``-I``/``-R``) before it is stored; the strict
+        reader (`restore`) checks its jump there."""
 
 
 def parse(text: str, *, origin: str = "<text>") -> Ruleset:

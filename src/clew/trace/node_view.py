@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clew.iproute2.routes import parse_routes
 from clew.netfilter.rules import Ruleset
 from clew.trace.index import ChainIndex
 
@@ -115,29 +116,21 @@ def addresses_from_json(doc: list[dict[str, Any]]) -> list[Address]:
 
 
 def routes_from_json(doc: list[dict[str, Any]]) -> list[Route]:
-    """``ip -j route show table all`` → IPv4 routes (other families skipped)."""
-    out = []
-    for r in doc:
-        dst = r.get("dst", "")
-        if ":" in dst:
-            continue
-        try:
-            net = _net(dst)
-        except ValueError:
-            continue
-        out.append(
-            Route(
-                dst=net,
-                type=r.get("type", "unicast"),
-                dev=r.get("dev"),
-                gateway=r.get("gateway"),
-                prefsrc=r.get("prefsrc"),
-                table=str(r.get("table", "main")),
-                onlink="onlink" in r.get("flags", []),
-                metric=int(r.get("metric", 0)),
-            )
+    """``ip -j route show table all`` → IPv4 routes (other families skipped), read by the one
+    ``ip -j route`` parser (`clew.iproute2.routes`, which the kernel layer uses too)."""
+    return [
+        Route(
+            dst=r.dst,
+            type=r.type,
+            dev=r.dev,
+            gateway=str(r.gateway) if r.gateway is not None else None,
+            prefsrc=r.prefsrc,
+            table=r.table,
+            onlink=r.onlink,
+            metric=r.metric,
         )
-    return out
+        for r in parse_routes(doc)
+    ]
 
 
 def links_from_json(doc: list[dict[str, Any]]) -> dict[str, Link]:

@@ -17,8 +17,10 @@ filter and nat tables, carrying everything that is not clew's verbatim:
    are not written, so they are gone.
 
 The cost: a rule another component adds to filter or nat between step 2 and 3 (a window of the
-restore's duration) is lost; components like flannel re-assert their rules periodically. raw and
-mangle are never touched. `compose` is pure; `read_foreign` is the only kernel read.
+restore's duration) is lost, and one it deletes then comes back. So the sync engine replaces the
+tables only when clew's part is known to differ (``sync.py``) and counts others' commits inside
+the window by the nftables generation. raw and mangle are never touched. `compose` is pure;
+`read_foreign` is the only kernel read.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from clew.netfilter.chain_text import ChainText, from_spec
 from clew.netfilter.iptables_save import parse
 from clew.netfilter.rules import canonical
 from clew.proxy import names as n
@@ -54,22 +57,22 @@ class ForeignTable:
     rules: dict[str, list[str]] = field(default_factory=dict)  # chain → "-A CHAIN … -c p b" lines
 
 
+def foreign_from_chains(table: str, chains: dict[str, ChainText]) -> ForeignTable:
+    """Build from the foreign chains as read (``netfilter.chain_text``: ``iptables -v -S CHAIN``
+    per chain, or one ``iptables-save``)."""
+    ft = ForeignTable(table)
+    for name, chain in chains.items():
+        if name not in BUILTIN[table]:
+            ft.chains.append(name)
+        elif chain.policy is not None:
+            ft.policies[name] = chain.policy
+        ft.rules[name] = list(chain.rules)
+    return ft
+
+
 def foreign_from_spec(table: str, specs: dict[str, list[str]]) -> ForeignTable:
     """Build from ``iptables -v -S CHAIN`` output per chain (see kernel.iptables.chain_spec)."""
-    ft = ForeignTable(table)
-    for chain, lines in specs.items():
-        if chain not in BUILTIN[table]:
-            ft.chains.append(chain)
-        rules = []
-        for line in lines:
-            words = line.split()
-            if words[:1] == ["-P"] and len(words) >= 3:
-                counters = words[4:6] if words[3:4] == ["-c"] else ["0", "0"]
-                ft.policies[chain] = f"{words[2]} [{counters[0]}:{counters[1]}]"
-            elif words[:1] == ["-A"]:
-                rules.append(line)
-        ft.rules[chain] = rules
-    return ft
+    return foreign_from_chains(table, {c: from_spec(c, lines) for c, lines in specs.items()})
 
 
 def _jump_line(table: str, chain: str, args: Iterable[str]) -> str:

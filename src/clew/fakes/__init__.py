@@ -1,0 +1,1 @@
+"""In-memory stand-ins for the kernel seam (``clew.kernel``), for tests without root."""
