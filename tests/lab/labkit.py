@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clew.kernel import netns
-from clew.lab import build, controlplane, demo
+from clew.lab import build, controlplane, demo, supervisor
 from clew.lab.plan import LabConfig, prefix
 from clew.lab.pods import NETWORK_NAME
 from clew.lab.state import LabState, Pod, state_dir
@@ -161,14 +161,20 @@ class Lab:
 
     def all_pids(self) -> set[int]:
         """Every process of the lab: agents, echo servers, anything else in its namespaces."""
-        pids = set(self.state.agents.values()) | {p.pid for p in self.state.pods.values() if p.pid}
+        pids = set(self.agents().values()) | {p.pid for p in self.state.pods.values() if p.pid}
         for ns in netns.list_names(prefix(self.name)):
             pids.update(netns.pids(ns))
         return pids
 
+    def agents(self) -> dict[str, int]:
+        """node → pid of its agent, as the lab's supervisor recorded it."""
+        found = {n.name: supervisor.agent_proc(self.root, n.name) for n in self.state.plan.nodes}
+        return {node: proc.pid for node, proc in found.items() if proc is not None}
+
     def kill_agents(self) -> set[int]:
-        """SIGKILL every node agent (pids from the lab's state); returns them once they are gone."""
-        agents = set(self.state.agents.values())
+        """SIGKILL every node agent (pids from the supervisor's records); returns them once they are
+        gone (the supervisor then starts new ones)."""
+        agents = set(self.agents().values())
         for pid in agents:
             os.kill(pid, signal.SIGKILL)
         reap(agents)
@@ -208,10 +214,10 @@ def running_lab(**config: Any) -> Iterator[Lab]:
         lab.close()
 
 
-def clew(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """``python -m clew ARGS…`` as a user runs it (not checked)."""
+def clew(*args: str, timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m clew ARGS…`` as a user runs it (not checked); ``input`` is its standard input."""
     return subprocess.run(
-        [sys.executable, "-m", "clew", *args], capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-m", "clew", *args], capture_output=True, text=True, timeout=timeout, check=False, input=input
     )
 
 

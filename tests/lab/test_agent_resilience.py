@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from labkit import app, pids_alive, poll_until, reap, running_lab, sweep
+from labkit import app, pids_alive, poll_until, running_lab, sweep
 
 from clew.kernel import iptables, netns
 from clew.lab import build
@@ -33,17 +31,8 @@ def test_a_connection_stream_sees_no_failure_while_the_agent_restarts() -> None:
         stream = _start_stream(client.netns, cip, 4000)
         # wait until the stream is under way, then restart that node's agent (SIGTERM, start again)
         poll_until(lambda: netns.pids(client.netns) and True, 5.0, "stream started")
-        old = lab.state.agents[node.name]
-        restarted_at = time.time()
-        os.kill(old, signal.SIGTERM)
-        reap({old})
-        poll_until(lambda: not pids_alive({old}), 10.0, "agent exited on SIGTERM")
-        lab.state.agents[node.name] = build.start_agent(lab.state, node, lab.root)
-        poll_until(
-            lambda: (build.agent_status(lab.root, node.name) or {}).get("sync_started", 0) > restarted_at,
-            15.0,
-            "the new agent synced",
-        )
+        old, new = build.restart_agent(lab.state, lab.root, node.name)  # returns once the new one synced
+        assert old != new and not pids_alive({old})
         out, err = stream.communicate(timeout=120)
         result = json.loads(out)
         errors = result["summary"]["errors"]

@@ -183,18 +183,27 @@ def test_cli_up_apply_status_exec_down(tmp_path: Path) -> None:
         assert applied.returncode == 0, applied.stderr
         assert "every node's agent has synced" in applied.stdout
 
-        status = clew("lab", "status", "--name", name, "--json")
+        status = clew("lab", "status", "--name", name, "-o", "json")
         assert status.returncode == 0, status.stderr
         doc = json.loads(status.stdout)
+        assert doc["apiVersion"] == "clew.lab/v1alpha1" and doc["kind"] == "LabStatus" and doc["clewVersion"]
         assert [n["name"] for n in doc["nodes"]] == ["node-1", "node-2"]
         assert all(n["agent_alive"] and n["last_sync"]["ok"] for n in doc["nodes"])
         pods = {p["name"]: p for p in doc["pods"]}
         assert sorted(pods) == [f"{WEB}-0", f"{WEB}-1"] and all(p["ready"] for p in pods.values())
         assert {s["name"] for s in doc["services"]} == {f"{NAMESPACE}/{WEB}", f"{NAMESPACE}/{WEB}-np"}
 
+        table = clew("lab", "status", "--name", name).stdout.splitlines()
+        assert table[2].split()[:2] == ["NODE", "IP"] and table[3].split()[3] == "Running", table
+        listed = json.loads(clew("lab", "list", "-o", "json").stdout)
+        assert {"name": name, "state": "up", "nodes": 2, "agentsRunning": 2}.items() <= next(
+            lab for lab in listed["items"] if lab["name"] == name
+        ).items()
+        assert any(line.split()[:2] == [name, "Up"] for line in clew("lab", "list").stdout.splitlines())
+
         state = load(name)
         assert state is not None
-        pids = set(state.agents.values()) | {p.pid for p in state.pods.values()}
+        pids = set(Lab(state).agents().values()) | {p.pid for p in state.pods.values()}
         shown = clew("lab", "exec", "--name", name, f"{WEB}-0", "--", "ip", "-4", "addr", "show", "dev", "eth0")
         assert shown.returncode == 0, shown.stderr
         assert f"inet {pods[f'{WEB}-0']['ip']}/24" in shown.stdout, shown.stdout

@@ -32,7 +32,7 @@ def service(i: int) -> dict[str, Any]:
         "spec": {
             "type": ["ClusterIP", "NodePort", "LoadBalancer"][i % 3],
             "clusterIP": f"10.96.{i // 250}.{i % 250 + 1}",
-            "ports": [{"name": "p", "port": 80, "protocol": "TCP", "nodePort": 30000 + i % 2000}],
+            "ports": [{"name": "p", "port": 80, "protocol": "TCP", "nodePort": 30000 + i}],  # each its own
         },
     }
 

@@ -102,3 +102,21 @@ def test_a_change_after_a_failed_sync_is_synced_after_min_interval() -> None:
     r.done(10.0, ok=False)  # e.g. a transient pod network failure
     r.request()  # then the user applies a change
     assert r.due(11.0)
+
+
+def test_the_wait_merges_lease_files_into_node_objects(tmp_path: Path) -> None:
+    """An agent that publishes its lease only in its state folder (``node-lease.json``) is seen by
+    its peers: the lab merges it into the Node object while it waits (and the supervisor does)."""
+    state = _lab(tmp_path)
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}}
+    write_atomic(tmp_path / "objects" / "nodes" / "node-1.json", json.dumps(node))
+    lease = {"flannel.alpha.coreos.com/public-ip": "192.168.50.11"}
+    write_atomic(
+        tmp_path / "nodes" / "node-1" / "node-lease.json", json.dumps({"node": "node-1", "annotations": lease})
+    )
+    _status(tmp_path, "node-1")
+    _status(tmp_path, "node-2")
+    with pytest.raises(LabError):  # the merge changed the folder: the agents have not synced that yet
+        wait_synced(state, tmp_path, deadline_s=0.2)
+    doc = json.loads((tmp_path / "objects" / "nodes" / "node-1.json").read_text())
+    assert doc["metadata"]["annotations"] == lease

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from clew.cli.errors import UserError
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
-Name = Annotated[str, typer.Option("--name", help="Lab name (namespaces <name>-lab-…).")]
+if TYPE_CHECKING:
+    from clew.lab.state import LabState
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
+Name = Annotated[str, typer.Option("--name", help="Lab name (namespaces <name>-lab-…).", show_default=True)]
+Output = Annotated[str, typer.Option("-o", "--output", help="table or json.", show_default=True)]
 
 
 def _root() -> None:
@@ -23,25 +26,41 @@ def _root() -> None:
         raise UserError("the lab creates network namespaces: run it as root")
 
 
-def _state(name: str):  # type: ignore[no-untyped-def]
+def _state(name: str) -> LabState:
     from clew.lab.state import load
 
-    state = load(name)
+    try:
+        state = load(name)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise UserError(f"lab {name!r}: its state file cannot be read ({e}); clew lab down --name {name}") from None
     if state is None:
-        raise UserError(f"no lab {name!r} is up (clew lab up first)")
+        raise UserError(f"no lab {name!r} is up (clew lab up first; clew lab list shows the labs)")
     return state
+
+
+def _output(value: str) -> str:
+    if value not in ("table", "json"):
+        raise UserError(f"-o/--output: {value!r} is not table or json")
+    return value
 
 
 @app.command("up")
 def lab_up(
     name: Name = "clew",
-    nodes: Annotated[int, typer.Option("--nodes", help="How many nodes.")] = 3,
+    nodes: Annotated[int, typer.Option("--nodes", help="How many nodes (1-9).")] = 3,
     underlay: Annotated[str, typer.Option("--underlay", help="l2 or routed.")] = "l2",
     backend: Annotated[str, typer.Option("--backend", help="vxlan or host-gw.")] = "vxlan",
     proxy_mode: Annotated[str, typer.Option("--proxy-mode", help="iptables.")] = "iptables",
     service_cidr: Annotated[str, typer.Option("--service-cidr", help="Service range.")] = "10.96.0.0/12",
 ) -> None:
-    """Build the lab: namespaces, underlay, nodes, and one clew agent per node."""
+    """Build the lab: namespaces, underlay, nodes, and one clew agent per node (kept running by
+    the lab's supervisor).
+
+    \b
+    Examples:
+      clew lab up
+      clew lab up --name lab2 --nodes 2 --backend host-gw
+    """
     _root()
     from clew.lab.build import LabError, up
     from clew.lab.plan import LabConfig
@@ -52,7 +71,8 @@ def lab_up(
     try:
         config.validate()
         state = LabState(config)
-        up(state, state_dir(name))
+        with _spinner(f"building lab {name}: {nodes} nodes, {backend}, {underlay} underlay"):
+            up(state, state_dir(name))
     except (ValueError, LabError) as e:
         raise UserError(str(e)) from None
     for n in state.plan.nodes:
@@ -62,62 +82,203 @@ def lab_up(
 
 @app.command("apply")
 def lab_apply(
-    file: Annotated[Path, typer.Option("-f", "--file", help="Deployments and Services (YAML/JSON).")],
+    file: Annotated[str, typer.Option("-f", "--file", help="Deployments and Services (YAML/JSON); - reads stdin.")],
     name: Name = "clew",
 ) -> None:
-    """Create or update Deployments (pods via clew-cni) and Services (IPs, NodePorts, slices)."""
+    """Create or update Deployments (pods via clew-cni) and Services (IPs, NodePorts, slices).
+
+    Every object is checked first, as the API server would: one bad object is one line naming
+    it and the field, and nothing is applied. Objects a node agent rejected are listed after the
+    sync, and the exit code is 1.
+
+    \b
+    Examples:
+      clew lab apply -f app.yaml
+      cat app.yaml | clew lab apply -f -
+    """
     _root()
     from clew.lab import controlplane
-    from clew.lab.build import LabError, wait_synced
+    from clew.lab.build import LabError, agent_rejections, wait_synced
     from clew.lab.pods import PodError
     from clew.lab.state import state_dir
-    from clew.sources.manifests import load_objects
 
+    objects = _read_objects(file)
     state = _state(name)
+    root = state_dir(name)
     t0 = time.time()
-    try:
-        for line in controlplane.apply(state, state_dir(name), load_objects(file)):
-            print(line)
-        wait_synced(state, state_dir(name), since=t0)
-    except (controlplane.ApplyError, PodError, LabError) as e:
-        raise UserError(str(e)) from None
+    with _Progress(len(objects)) as progress:
+        try:
+            said = controlplane.apply(state, root, objects, progress.update)
+            for line in said if len(said) <= 50 else [*said[:20], f"… and {len(said) - 20} more"]:
+                progress.print(line)
+            wait_synced(state, root, since=t0, deadline_s=max(30.0, len(objects) / 50), progress=progress.update)
+        except controlplane.ApplyError as e:
+            progress.stop()
+            _fail_lines(e.problems)
+        except (PodError, LabError, OSError) as e:
+            raise UserError(str(e)) from None
+    rejected = agent_rejections(state, root)
+    if rejected:
+        _fail_lines([f"rejected: {r}" for r in rejected], exit_code=1)
     print("applied; every node's agent has synced")
 
 
+def _read_objects(file: str) -> list[Any]:
+    from clew.sources.manifests import load_objects, parse_text
+
+    if file == "-":
+        try:
+            objects = parse_text(sys.stdin.buffer.read().decode("utf-8"), "<stdin>")
+        except UnicodeDecodeError as e:
+            raise UserError(f"<stdin>: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    else:
+        objects = load_objects(file)
+    if not objects:
+        raise UserError(f"{'<stdin>' if file == '-' else file}: no objects passed to apply")
+    return objects
+
+
+def _fail_lines(problems: list[str], exit_code: int = 2) -> None:
+    """Every problem as one ``clew: error:`` line, then exit non-zero."""
+    for line in problems[:-1]:
+        print(f"clew: error: {line}", file=sys.stderr)
+    raise UserError(problems[-1], exit_code)
+
+
+class _Progress:
+    """A rich progress display on a terminal for work that may take seconds; silent otherwise."""
+
+    def __init__(self, objects: int, console: Any = None) -> None:
+        """``console``: a rich Console to draw on (default: stderr, if it is a terminal)."""
+        self.tasks: dict[str, Any] = {}
+        self.bar: Any = None
+        if console is None and sys.stderr.isatty():
+            from rich.console import Console
+
+            console = Console(stderr=True)
+        if console is not None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=console, transient=True)  # fmt: skip
+            self.tasks["read"] = self.bar.add_task("objects read", total=objects, completed=objects)
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def update(self, what: str, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if what not in self.tasks:
+            self.tasks[what] = self.bar.add_task(what, total=total)
+        self.bar.update(self.tasks[what], completed=done, total=total)
+
+    def print(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(line, markup=False, highlight=False)  # above the bars, on stderr
+        print(line)
+
+
+class _spinner:
+    """A spinner with ``text`` on a terminal while a step runs (``lab up`` takes seconds)."""
+
+    def __init__(self, text: str) -> None:
+        self.status: Any = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            self.status = Console(stderr=True).status(text)
+
+    def __enter__(self) -> None:
+        if self.status is not None:
+            self.status.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+
 @app.command("status")
-def lab_status(name: Name = "clew", as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Nodes, agents, pods and Services of the lab."""
-    from clew.lab.build import agent_status, alive
+def lab_status(
+    name: Name = "clew",
+    output: Output = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as -o json.", hidden=True)] = False,
+) -> None:
+    """Nodes and their agents, pods and Services of the lab, checked against the running processes.
+
+    \b
+    Examples:
+      clew lab status
+      clew lab status --name lab2 -o json
+    """
+    from clew.lab.status import lab_status as collect
+    from clew.lab.status import render_status
+
+    fmt = "json" if as_json else _output(output)
+    doc = collect(_state(name))
+    if fmt == "json":
+        import json
+
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render_status(doc))
+
+
+@app.command("list")
+def lab_list(output: Output = "table") -> None:
+    """The labs on this machine (their state under /run/clew/lab, and namespaces left without one).
+
+    \b
+    Examples:
+      clew lab list
+      clew lab list -o json
+    """
+    from clew.lab.status import list_labs, render_list
+
+    fmt = _output(output)
+    doc = list_labs()
+    if fmt == "json":
+        import json
+
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render_list(doc))
+
+
+@app.command("restart")
+def lab_restart(
+    node: Annotated[str, typer.Argument(help="The node whose agent to restart (node-1, …).")],
+    name: Name = "clew",
+) -> None:
+    """Restart a node's agent (as deleting a DaemonSet pod does) and wait until it has synced.
+
+    The lab's supervisor stops the agent (SIGTERM; the rules stay in place) and starts it again;
+    a supervisor that is not running is started first.
+
+    \b
+    Example:
+      clew lab restart node-2
+    """
+    _root()
+    from clew.lab.build import LabError, restart_agent
     from clew.lab.state import state_dir
 
     state = _state(name)
-    root = state_dir(name)
-    nodes = [
-        {"name": n.name, "netns": n.netns, "ip": n.ip, "pod_cidr": n.pod_cidr,
-         "agent_pid": state.agents.get(n.name), "agent_alive": alive(state.agents.get(n.name, 0) or 0),
-         "last_sync": agent_status(root, n.name)}
-        for n in state.plan.nodes
-    ]  # fmt: skip
-    pods = [{"name": p.name, "node": p.node, "ip": p.ip, "ready": alive(p.pid)} for p in state.pods.values()]
-    services = [
-        {"name": k, "clusterIP": v["spec"]["clusterIP"], "type": v["spec"].get("type", "ClusterIP"),
-         "ports": [(p.get("port"), p.get("nodePort")) for p in v["spec"].get("ports", [])]}
-        for k, v in state.services.items()
-    ]  # fmt: skip
-    if as_json:
-        print(json.dumps({"nodes": nodes, "pods": pods, "services": services}, indent=2))
-        return
-    for n in nodes:
-        sync = n["last_sync"] or {}
-        print(
-            f"node {n['name']:<8} {n['ip']:<15} pods {n['pod_cidr']:<15} agent "
-            f"{'running' if n['agent_alive'] else 'DOWN'}, last sync {'ok' if sync.get('ok') else 'failed'}, "
-            f"{sync.get('rules', 0)} rules"
-        )
-    for p in sorted(pods, key=lambda p: p["name"]):
-        print(f"pod  {p['name']:<12} {p['node']:<8} {p['ip']:<15} {'ready' if p['ready'] else 'not ready'}")
-    for s in services:
-        print(f"svc  {s['name']:<20} {s['type']:<10} {s['clusterIP']:<15} ports {s['ports']}")
+    try:
+        old, new = restart_agent(state, state_dir(name), node)
+    except (LabError, KeyError) as e:
+        raise UserError(str(e).strip("'\"")) from None
+    print(f"{node}: agent restarted (pid {old or '-'} → {new}) and synced")
 
 
 @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -126,7 +287,14 @@ def lab_exec(
     target: Annotated[str, typer.Argument(help="A pod, a node (node-1) or ext.")],
     name: Name = "clew",
 ) -> None:
-    """Run a command inside a pod's, a node's or the outside client's namespace: exec POD -- CMD."""
+    """Run a command inside a pod's, a node's or the outside client's namespace: exec POD -- CMD.
+
+    \b
+    Examples:
+      clew lab exec web-0 -- ip -4 addr
+      clew lab exec ext -- curl -s 192.168.50.11:30080
+    """
+    _root()
     from clew.kernel import netns
 
     state = _state(name)
@@ -143,12 +311,22 @@ def lab_exec(
     argv = list(ctx.args)
     if not argv:
         raise UserError("give a command: clew lab exec POD -- CMD ARGS…")
-    raise typer.Exit(subprocess.call(netns.exec_argv(ns, argv)))
+    try:
+        code = subprocess.call(netns.exec_argv(ns, argv))
+    except OSError as e:
+        raise UserError(f"{argv[0]}: {e.strerror}") from None
+    raise typer.Exit(code)
 
 
 @app.command("down")
 def lab_down(name: Name = "clew") -> None:
-    """Remove everything the lab made (namespaces, processes, state), also after a crash."""
+    """Remove everything the lab made (supervisor, agents, pods, namespaces, state), also after a
+    crash or SIGKILL.
+
+    \b
+    Example:
+      clew lab down --name clew
+    """
     _root()
     from clew.lab.teardown import down
 
@@ -158,7 +336,12 @@ def lab_down(name: Name = "clew") -> None:
 
 @app.command("demo")
 def lab_demo(name: Name = "clew") -> None:
-    """A 3-node vxlan lab, a demo app, the pod matrix, ClusterIP and NodePort, a trace; then teardown."""
+    """A 3-node vxlan lab, a demo app, the pod matrix, ClusterIP and NodePort, a trace; then teardown.
+
+    \b
+    Example:
+      clew lab demo
+    """
     _root()
     from clew.lab.build import LabError
     from clew.lab.demo import run

@@ -1,4 +1,5 @@
-"""``clew lab up``: namespaces, the underlay, node settings, Node objects and one agent per node.
+"""``clew lab up``: namespaces, the underlay, node settings, Node objects and one agent per node
+(started and kept running by the lab's supervisor, `clew.lab.supervisor`).
 
 Everything is created inside namespaces named ``<lab>-…``; the root namespace is never
 touched (links are created directly in the namespaces they belong to). The switch's bridge is
@@ -9,14 +10,16 @@ another namespace (which delays its link-up event by up to a second).
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from clew.kernel import netns
+from clew.lab import supervisor
+from clew.lab.leases import LeaseMerger
 from clew.lab.plan import LabPlan, NodePlan
 from clew.lab.state import LabState, save, state_dir
 from clew.sources.files import folder_version, write_atomic
@@ -107,21 +110,6 @@ def _write_configs(state: LabState, root: Path) -> None:
         )
 
 
-def start_agent(state: LabState, n: NodePlan, root: Path) -> int:
-    node_dir = root / "nodes" / n.name
-    argv = [sys.executable, "-m", "clew", "agent", "--config", str(node_dir / "kube-proxy.yaml"),
-            "--objects", str(root / "objects"), "--netns", n.netns, "--node-name", n.name,
-            "--net-conf", str(node_dir / "net-conf.json"), "--state-dir", str(node_dir)]  # fmt: skip
-    log = open(node_dir / "agent.log", "ab")  # noqa: SIM115 - handed to the child, closed below
-    try:
-        proc = netns.spawn(
-            n.netns, argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    finally:
-        log.close()
-    return proc.pid
-
-
 def agent_status(root: Path, node: str) -> dict[str, Any] | None:
     path = root / "nodes" / node / "status.json"
     try:
@@ -138,12 +126,17 @@ def _error(st: dict[str, Any]) -> str:
     return f"service proxy: {st.get('error') or 'sync failed'}"
 
 
-def _node_state(st: dict[str, Any] | None, version: str, since: float | None, peers: int | None) -> str:
-    """One node's status against the folder ``version``: ``synced``, ``failed`` or ``pending``."""
+def _node_state(
+    st: dict[str, Any] | None, version: str, since: float | None, peers: int | None, must_be_fresh: bool = False
+) -> str:
+    """One node's status against the folder ``version``: ``synced``, ``failed`` or ``pending``.
+    ``must_be_fresh``: only a sync that started after ``since`` counts (a restarted agent's)."""
     if not st:
         return "pending"
     current = st.get("source_version") == version
     fresh = since is not None and float(st.get("sync_started", 0)) >= since
+    if must_be_fresh and not fresh:
+        return "pending"
     if not st.get("ok"):
         # the agent retries a failed sync only after its sync period: waiting is pointless
         return "failed" if current or fresh else "pending"
@@ -155,7 +148,14 @@ def _node_state(st: dict[str, Any] | None, version: str, since: float | None, pe
 
 
 def wait_synced(
-    state: LabState, root: Path, since: float | None = None, deadline_s: float = 30.0, *, converged: bool = False
+    state: LabState,
+    root: Path,
+    since: float | None = None,
+    deadline_s: float = 30.0,
+    *,
+    converged: bool = False,
+    fresh: frozenset[str] = frozenset(),
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> None:
     """Poll every node's status until its agent has synced the objects folder *as it is now*.
 
@@ -165,24 +165,27 @@ def wait_synced(
     published by another node) ends the wait early. ``converged``: also wait until every
     node's pod network sees every other node's lease (what ``up`` needs). A failed sync of
     the current folder (or one that started after ``since``, a wall time) raises
-    :class:`LabError` at once, naming the node and the error, in one line.
+    :class:`LabError` at once, naming the node and the error, in one line. Nodes in ``fresh``
+    count only with a sync that started after ``since`` (an agent that was just restarted).
+    ``progress`` hears ("agents synced", done, total) while it waits.
     """
-    from clew.lab.controlplane import publish_leases
-
     end = time.monotonic() + deadline_s
     peers = len(state.plan.nodes) - 1 if converged else None
     pending = {n.name for n in state.plan.nodes}
+    leases = LeaseMerger(root, tuple(sorted(pending)))
     while pending:
-        publish_leases(root, [n.name for n in state.plan.nodes])  # the agents' leases into their Nodes
+        leases.merge()  # the supervisor does too; this also works while it is down
         version = folder_version(root / "objects")
         failed: list[tuple[str, dict[str, Any]]] = []
         for name in sorted(pending):
             st = agent_status(root, name)
-            verdict = _node_state(st, version, since, peers)
+            verdict = _node_state(st, version, since, peers, name in fresh)
             if verdict == "synced":
                 pending.discard(name)
             elif verdict == "failed" and st is not None:
                 failed.append((name, st))
+        if progress is not None:
+            progress("agents synced", len(state.plan.nodes) - len(pending), len(state.plan.nodes))
         if failed:
             name, st = failed[0]
             also = f" (also failing: {', '.join(n for n, _ in failed[1:])})" if len(failed) > 1 else ""
@@ -206,6 +209,8 @@ def up(state: LabState, root: Path) -> None:
     existing = netns.list_names(plan.prefix)
     if existing:
         raise LabError(f"lab {state.config.name!r} is already up ({len(existing)} namespaces); run clew lab down")
+    # no namespace: whatever state is left is a dead lab's (agent records, IPAM stores, statuses)
+    shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     try:
         for name in namespaces(plan):
@@ -219,9 +224,7 @@ def up(state: LabState, root: Path) -> None:
         _write_configs(state, root)
         save(state)
         started = time.time()
-        for n in plan.nodes:
-            state.agents[n.name] = start_agent(state, n, root)
-        save(state)
+        wait_agents_started(state, root, supervisor.spawn(state.config.name, plan))
         wait_synced(state, root, since=started - 1, converged=True)
     except LabError as e:
         down(state.config.name)
@@ -235,11 +238,85 @@ def lab_root(name: str) -> Path:
     return state_dir(name)
 
 
-def alive(pid: int) -> bool:
+def wait_agents_started(state: LabState, root: Path, sup: subprocess.Popen[bytes], deadline_s: float = 15.0) -> None:
+    """Poll until the supervisor has started every node's agent (``agent.json``)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        missing = [n.name for n in state.plan.nodes if supervisor.agent_proc(root, n.name) is None]
+        if not missing:
+            return
+        if sup.poll() is not None or time.monotonic() > end:
+            log = root / "supervisor.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            why = f": {tail[0]}" if tail else ""
+            raise LabError(f"the agents' supervisor did not start the agents of {', '.join(missing)}{why}")
+        time.sleep(0.05)
+
+
+def agent_rejections(state: LabState, root: Path) -> list[str]:
+    """The objects the node agents rejected, one line each, naming the nodes that did.
+
+    An agent's ``status.json`` counts its rejections (``rejections``) and may list them
+    (``rejected``: lines ``Kind ns/name: field: reason``). Where an agent only counts them, the
+    objects folder is read with the agents' own code (`clew.model.from_kube.build_snapshot`) to
+    name them: the same folder, the same code, the same verdicts.
+    """
+    by_item: dict[str, set[str]] = {}
+    counting: list[str] = []
+    for n in state.plan.nodes:
+        st = agent_status(root, n.name) or {}
+        listed = st.get("rejected")
+        if isinstance(listed, list):
+            for item in listed:
+                by_item.setdefault(str(item), set()).add(n.name)
+        elif st.get("rejections"):
+            counting.append(n.name)
+    if counting:
+        for item in folder_rejections(root / "objects"):
+            by_item.setdefault(item, set()).update(counting)
+    return [f"{item} (rejected by {', '.join(sorted(nodes))})" for item, nodes in sorted(by_item.items())]
+
+
+def folder_rejections(objects: Path) -> list[str]:
+    """What `build_snapshot` rejects in a folder of manifests, and the files that do not parse."""
+    from clew.model.from_kube import build_snapshot
+    from clew.sources.files import IGNORED_KINDS
+    from clew.sources.manifests import ManifestError, manifest_files, parse_text
+
+    found: list[Any] = []
+    problems = []
+    for path in manifest_files(objects) if objects.exists() else []:
+        try:
+            found.extend(parse_text(path.read_text(encoding="utf-8"), str(path)))
+        except (ManifestError, OSError, UnicodeDecodeError) as e:
+            problems.append(str(e))
+    snap = build_snapshot(found, ignored_kinds=IGNORED_KINDS)
+    return problems + [str(r) for r in snap.rejections]
+
+
+def restart_agent(state: LabState, root: Path, node: str, deadline_s: float = 30.0) -> tuple[int, int]:
+    """Have the supervisor restart ``node``'s agent (starting the supervisor if it is not running)
+    and wait until the new agent has synced; returns (old pid or 0, new pid)."""
+    from clew.lab.procs import running
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        n = state.plan.node(node)
+    except KeyError:
+        known = ", ".join(x.name for x in state.plan.nodes)
+        raise LabError(f"no node {node!r} in lab {state.config.name} (its nodes: {known})") from None
+    old = supervisor.agent_proc(root, n.name)
+    started = time.time()
+    supervisor.request_restart(root, n.name)
+    if not supervisor.supervisor_running(root, state.plan):
+        supervisor.spawn(state.config.name, state.plan)
+    end = time.monotonic() + deadline_s
+    while True:
+        new = supervisor.agent_proc(root, n.name)
+        if new is not None and new != old and running(new, n.netns):
+            break
+        if time.monotonic() > end:
+            raise LabError(f"{node}: the supervisor did not start a new agent within {deadline_s:g}s "
+                           f"(log: {root / 'supervisor.log'})")  # fmt: skip
+        time.sleep(0.05)
+    wait_synced(state, root, since=started, deadline_s=max(1.0, end - time.monotonic()), fresh=frozenset({n.name}))
+    return (old.pid if old else 0), new.pid

@@ -7,152 +7,88 @@
 * EndpointSlices list the pods each Service selects, ready while their echo server runs.
 
 All of it is written as API objects into the folder the node agents watch. Each agent writes
-its flannel lease to its own state dir (``node-lease.json``; agents never write the folder):
-`publish_leases` merges them into the Node objects, as the API server would store their PATCHes.
+its flannel lease to its own state dir (``node-lease.json``); `publish_leases` (`clew.lab.leases`)
+merges them into the Node objects, as the API server would store their PATCHes.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from clew.agent.podnet import LEASE_FILE
+from clew.lab import inputs
 from clew.lab import pods as lab_pods
-from clew.lab.build import alive
-from clew.lab.state import LabState, Pod, save
-from clew.sources.files import patch_node_annotations, write_atomic
+from clew.lab.admit import admit
+from clew.lab.inputs import ApplyError
+from clew.lab.leases import publish_leases
+from clew.lab.procs import pod_running
+from clew.lab.state import LabState, Pod, save, save_pods
+from clew.sources.files import write_atomic
 
-NODE_PORTS = range(30000, 32768)
-
-
-class ApplyError(Exception):
-    """A manifest the lab cannot apply; names the object and field."""
-
-
-def _name(obj: dict[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    name, ns = meta.get("name"), meta.get("namespace") or "default"
-    if not isinstance(name, str) or not name:
-        raise ApplyError(f"{obj.get('kind', 'object')} without metadata.name")
-    return ns, name
+__all__ = ["ApplyError", "Progress", "apply", "endpoint_slice", "publish_leases"]
+Progress = Callable[[str, int, int], None]  # (what, done, total): for a progress display
 
 
-def _container_ports(dep: dict[str, Any], key: str) -> dict[str, int]:
-    ports: dict[str, int] = {}
-    containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
-    for c in containers:
-        for p in c.get("ports") or []:
-            number = p.get("containerPort")
-            if not isinstance(number, int) or not 1 <= number <= 65535:
-                raise ApplyError(f"Deployment {key}: containerPort {number!r} is not a port")
-            ports[p.get("name") or str(number)] = number
-    return ports or {"8080": 8080}
+def _quiet(what: str, done: int, total: int) -> None:
+    """No progress display."""
 
 
-def _labels(dep: dict[str, Any], key: str) -> dict[str, str]:
-    template = ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
-    labels = template.get("labels") or {}
-    if not isinstance(labels, dict) or not labels:
-        raise ApplyError(f"Deployment {key}: spec.template.metadata.labels is required")
-    return {str(k): str(v) for k, v in labels.items()}
+def apply(state: LabState, root: Path, objects: Iterable[Any], progress: Progress = _quiet) -> list[str]:
+    """Apply Deployments and Services; returns what changed, in words.
+
+    Every object is admitted first (`clew.lab.admit`): one bad object raises `ApplyError` and
+    changes nothing. Then pods are created or deleted and the objects folder is written, also
+    when a pod fails to start (the pods made so far are in the state and the folder, as a
+    cluster would show them)."""
+    admitted = admit(state, objects)
+    state.deployments, state.services = admitted.deployments, admitted.services
+    try:
+        return _reconcile_pods(state, root, progress)
+    finally:
+        _write_objects(state, root, progress)
+        save(state)
 
 
-def apply(state: LabState, root: Path, objects: Iterable[dict[str, Any]]) -> list[str]:
-    """Apply Deployments and Services; returns what changed, in words."""
-    said: list[str] = []
-    for obj in objects:
-        kind = obj.get("kind")
-        ns, name = _name(obj)
-        key = f"{ns}/{name}"
-        if kind == "Deployment":
-            state.deployments[key] = obj
-        elif kind == "Service":
-            state.services[key] = _allocate(state, key, obj)
-        else:
-            raise ApplyError(f"{kind} {key}: the lab applies Deployments and Services")
-    said += _reconcile_pods(state, root)
-    _write_objects(state, root)
-    save(state)
-    return said
-
-
-def _reconcile_pods(state: LabState, root: Path) -> list[str]:
+def _reconcile_pods(state: LabState, root: Path, progress: Progress) -> list[str]:
     said = []
     plan = state.plan
+    wanted_by: dict[str, tuple[set[str], dict[str, str], dict[str, int]]] = {}
     for key, dep in sorted(state.deployments.items()):
-        ns, name = key.split("/", 1)
-        replicas = (dep.get("spec") or {}).get("replicas", 1)
-        if not isinstance(replicas, int) or replicas < 0:
-            raise ApplyError(f"Deployment {key}: spec.replicas {replicas!r} is not a count")
-        wanted = {f"{name}-{i}" for i in range(replicas)}
+        ns, name, replicas, labels, ports = inputs.deployment(dep)
+        wanted_by[key] = ({f"{name}-{i}" for i in range(replicas)}, labels, ports)
+    todo = sum(len(w[0] ^ {p.name for p in state.pods.values() if p.deployment == k}) for k, w in wanted_by.items())
+    done = 0
+    for key, (wanted, labels, ports) in wanted_by.items():
+        ns = key.split("/", 1)[0]
         have = {p.name for p in state.pods.values() if p.deployment == key}
         for pod_name in sorted(have - wanted, key=lambda n: int(n.rsplit("-", 1)[1]), reverse=True):
             pod = state.pods.pop(pod_name)
             node = plan.node(pod.node)
             lab_pods.delete(pod, node.netns, root / "nodes" / node.name)
+            save_pods(state)
             said.append(f"deleted pod {pod_name}")
-        ports, labels = _container_ports(dep, key), _labels(dep, key)
+            done += 1
+            progress("pods", done, todo)
         for pod_name in sorted(wanted - have, key=lambda n: int(n.rsplit("-", 1)[1])):
             node = plan.nodes[state.placed % len(plan.nodes)]
             state.placed += 1
             pod = Pod(pod_name, ns, key, labels, node.name, plan.pod_netns(pod_name), "", ports,
                       container_id=f"{pod_name}-{uuid.uuid4().hex[:12]}")  # fmt: skip
             state.pods[pod_name] = lab_pods.create(pod, node.netns, root / "nodes" / node.name, root / "pods")
-            save(state)
+            save_pods(state)
             said.append(f"pod {pod_name} on {node.name} at {pod.ip}")
+            done += 1
+            progress("pods", done, todo)
     return said
 
 
-def publish_leases(root: Path, nodes: Iterable[str]) -> bool:
-    """Merge each node agent's ``<root>/nodes/<name>/node-lease.json`` into its Node object in
-    the objects folder; True if any Node changed. A missing or unreadable lease file is skipped
-    (that agent has not published yet)."""
-    changed = False
-    for name in nodes:
-        try:
-            doc = json.loads((root / "nodes" / name / LEASE_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        annotations = doc.get("annotations") if isinstance(doc, dict) and doc.get("node") == name else None
-        if isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values()):
-            changed |= patch_node_annotations(root / "objects", name, annotations)
-    return changed
-
-
-def _allocate(state: LabState, key: str, svc: dict[str, Any]) -> dict[str, Any]:
-    svc = json.loads(json.dumps(svc))  # a copy we may fill in
-    spec = svc.setdefault("spec", {})
-    old = state.services.get(key, {}).get("spec", {})
-    if not spec.get("clusterIP"):
-        spec["clusterIP"] = old.get("clusterIP") or _free_cluster_ip(state)
-    spec["clusterIPs"] = [spec["clusterIP"]]
-    if spec.get("type") in ("NodePort", "LoadBalancer"):
-        used = {p.get("nodePort") for s in state.services.values() if s is not svc for p in s["spec"].get("ports", [])}
-        old_ports = {(p.get("name"), p.get("port")): p.get("nodePort") for p in old.get("ports", [])}
-        for p in spec.get("ports") or []:
-            if not p.get("nodePort"):
-                p["nodePort"] = old_ports.get((p.get("name"), p.get("port"))) or next(
-                    n for n in NODE_PORTS if n not in used
-                )
-                used.add(p["nodePort"])
-    return svc
-
-
-def _free_cluster_ip(state: LabState) -> str:
-    net = ipaddress.IPv4Network(state.config.service_cidr)
-    used = {s["spec"].get("clusterIP") for s in state.services.values()}
-    for i in range(10, net.num_addresses - 1):
-        ip = str(net[i])
-        if ip not in used:
-            return ip
-    raise ApplyError(f"service range {net} is full")
-
-
-def endpoint_slice(state: LabState, key: str, svc: dict[str, Any]) -> dict[str, Any] | None:
+def endpoint_slice(
+    state: LabState, key: str, svc: dict[str, Any], ready_pods: Mapping[str, bool] | None = None
+) -> dict[str, Any] | None:
+    """The EndpointSlice of Service ``key``; ``ready_pods``: pod name → running (read once per apply)."""
     ns, name = key.split("/", 1)
     selector = (svc.get("spec") or {}).get("selector")
     if not selector:
@@ -169,7 +105,7 @@ def endpoint_slice(state: LabState, key: str, svc: dict[str, Any]) -> dict[str, 
             ports.append({"name": sp.get("name") or "", "port": number, "protocol": sp.get("protocol", "TCP")})
     endpoints = []
     for p in members:
-        ready = alive(p.pid)
+        ready = ready_pods[p.name] if ready_pods is not None and p.name in ready_pods else pod_running(p)
         endpoints.append({
             "addresses": [p.ip],
             "conditions": {"ready": ready, "serving": ready, "terminating": False},
@@ -186,19 +122,35 @@ def endpoint_slice(state: LabState, key: str, svc: dict[str, Any]) -> dict[str, 
     }
 
 
-def _write_objects(state: LabState, root: Path) -> None:
+def service_cidr(state: LabState) -> dict[str, Any]:
+    """The service range as the API server (1.33+) serves it: the ServiceCIDR ``kubernetes``.
+    Agents refuse a clusterIP outside it, as the API server would (`clew.model.admission`)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "ServiceCIDR",
+        "metadata": {"name": "kubernetes"},
+        "spec": {"cidrs": [state.config.service_cidr]},
+    }
+
+
+def _write_objects(state: LabState, root: Path, progress: Progress = _quiet) -> None:
     objects = root / "objects"
     keep: set[Path] = set()
-    for key, svc in sorted(state.services.items()):
+    _write_if_changed(objects / "servicecidrs" / "kubernetes.json", service_cidr(state))
+    total = len(state.services)
+    ready = {p.name: pod_running(p) for p in state.pods.values()}
+    for done, (key, svc) in enumerate(sorted(state.services.items()), 1):
         base = key.replace("/", "-")
         path = objects / "services" / f"{base}.json"
         _write_if_changed(path, svc)
         keep.add(path)
-        sl = endpoint_slice(state, key, svc)
+        sl = endpoint_slice(state, key, svc, ready)
         if sl is not None:
             path = objects / "slices" / f"{base}.json"
             _write_if_changed(path, sl)
             keep.add(path)
+        if done % 100 == 0 or done == total:
+            progress("objects written", done, total)
     for folder in ("services", "slices"):
         for path in (objects / folder).glob("*.json") if (objects / folder).exists() else []:
             if path not in keep:

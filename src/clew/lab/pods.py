@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from clew.kernel import netns
+from clew.lab.procs import identify
 from clew.lab.state import Pod
 
 IFNAME = "eth0"
@@ -88,6 +89,8 @@ def create(pod: Pod, node_netns: str, node_dir: Path, log_dir: Path) -> Pod:
         out = json.loads(_cni("ADD", node_netns, node_dir, pod.container_id, pod.netns))
         pod.ip = out["ips"][0]["address"].split("/")[0]
         pod.pid = _start_echo(pod, log_dir)
+        found = identify(pod.pid)
+        pod.start = found.start if found else 0
     except BaseException:
         delete(pod, node_netns, node_dir)
         raise

@@ -3,9 +3,11 @@ time) sees the same cluster: the config, the pods, the Services with their alloc
 
 Layout of ``<state>/`` (default ``/run/clew/lab/<name>``)::
 
-    lab.json                 this module's LabState
+    lab.json, pods.json      this module's LabState (the pods apart: they are saved after each one)
     objects/                 the API objects every node's agent watches (nodes/, services/, slices/)
-    nodes/<node>/            subnet.env, ipam store, CNI config, agent config, status.json, agent.log
+    supervisor.json, .log    the agents' supervisor process (clew.lab.supervisor)
+    nodes/<node>/            subnet.env, ipam store, CNI config, agent config, status.json, agent.log,
+                             agent.json (the agent process, from the supervisor), node-lease.json
     pods/<pod>.log           each echo server's output
 """
 
@@ -20,6 +22,7 @@ from clew.lab.plan import LabConfig, LabPlan, plan
 from clew.sources.files import write_atomic
 
 STATE_ROOT = Path("/run/clew/lab")
+PODS_FILE = "pods.json"
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Pod:
     ports: dict[str, int]  # container port name (or the number as text) → port
     pid: int = 0
     container_id: str = ""
+    start: int = 0  # the echo server's start time (clew.lab.procs.ProcId): a reused pid is not it
 
 
 @dataclass
@@ -42,7 +46,6 @@ class LabState:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)  # ns/name → manifest
     services: dict[str, dict[str, Any]] = field(default_factory=dict)  # ns/name → manifest (allocated)
     pods: dict[str, Pod] = field(default_factory=dict)
-    agents: dict[str, int] = field(default_factory=dict)  # node → pid
     placed: int = 0  # pods placed so far: round robin over nodes
 
     @property
@@ -55,7 +58,6 @@ class LabState:
             "deployments": self.deployments,
             "services": self.services,
             "pods": {k: asdict(v) for k, v in self.pods.items()},
-            "agents": self.agents,
             "placed": self.placed,
         }
 
@@ -66,7 +68,6 @@ class LabState:
             deployments=doc.get("deployments", {}),
             services=doc.get("services", {}),
             pods={k: Pod(**v) for k, v in doc.get("pods", {}).items()},
-            agents={k: int(v) for k, v in doc.get("agents", {}).items()},
             placed=int(doc.get("placed", 0)),
         )
 
@@ -79,8 +80,23 @@ def load(name: str, root: Path = STATE_ROOT) -> LabState | None:
     path = state_dir(name, root) / "lab.json"
     if not path.exists():
         return None
-    return LabState.from_json(json.loads(path.read_text()))
+    doc = json.loads(path.read_text())
+    pods = path.with_name(PODS_FILE)
+    if pods.exists():  # (a lab.json of an older clew holds the pods itself)
+        doc.update(json.loads(pods.read_text()))
+    return LabState.from_json(doc)
 
 
 def save(state: LabState, root: Path = STATE_ROOT) -> None:
-    write_atomic(state_dir(state.config.name, root) / "lab.json", json.dumps(state.to_json(), indent=2) + "\n")
+    """Write the whole state: ``lab.json`` and, apart, the pods (`save_pods`)."""
+    doc = state.to_json()
+    del doc["pods"], doc["placed"]
+    save_pods(state, root)
+    write_atomic(state_dir(state.config.name, root) / "lab.json", json.dumps(doc, indent=2) + "\n")
+
+
+def save_pods(state: LabState, root: Path = STATE_ROOT) -> None:
+    """Write only the pods (``pods.json``): done after every pod created, so its cost must not
+    grow with the number of Services (5,000 of them made each pod's save take over a second)."""
+    doc = {"pods": {k: asdict(v) for k, v in state.pods.items()}, "placed": state.placed}
+    write_atomic(state_dir(state.config.name, root) / PODS_FILE, json.dumps(doc, indent=2) + "\n")

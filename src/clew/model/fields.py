@@ -11,9 +11,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-# RFC 1123 label (Service/port names) and subdomain (namespaces, object names).
+# RFC 1123 label (namespaces, port names) and subdomain (most object names); RFC 1035 label
+# (Service names: they become DNS names, which must start with a letter).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# apimachinery's qualified name (label and annotation keys: ``[prefix/]name``) and label value.
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+TOTAL_ANNOTATION_SIZE = 256 * 1024  # apimachinery's TotalAnnotationSizeLimitB: keys and values, in bytes
 
 
 class Invalid(Exception):
@@ -86,11 +92,102 @@ def dns_label(obj: Any, path: str, *, required: bool = True) -> str:
     return value
 
 
+def dns1035_label(obj: Any, path: str) -> str:
+    """A Service name: at most 63 characters, lower case, starting with a letter."""
+    value = string(obj, path, required=True)
+    if len(value) > 63:
+        raise Invalid(path, f"{value[:20]!r}... is {len(value)} characters, more than a DNS label's 63")
+    if not _DNS1035_LABEL.match(value):
+        raise Invalid(
+            path, f"{value!r} is not a valid DNS-1035 label (lower case letters, digits, '-', a letter first)"
+        )
+    return value
+
+
+def qualified_name(key: str, path: str) -> None:
+    """A label or annotation key: ``[DNS-subdomain prefix/]name``, the name at most 63 characters."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        raise Invalid(path, f"key prefix {prefix[:40]!r} is not a DNS subdomain")
+    if len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        raise Invalid(path, f"key {key[:80]!r} is not a qualified name (≤ 63 characters, alphanumeric at the ends)")
+
+
+def label_map(obj: Any, path: str) -> Mapping[str, str]:
+    """``metadata.labels``: qualified-name keys, values of at most 63 characters."""
+    found = mapping(obj, path)
+    for key, value in found.items():
+        where = f"{path}[{key}]"
+        if not isinstance(key, str):
+            raise Invalid(path, f"key {key!r} must be a string")
+        qualified_name(key, where)
+        text = string(value, where)
+        if len(text) > 63 or not _LABEL_VALUE.match(text):
+            raise Invalid(where, f"{text[:40]!r} is not a label value (≤ 63 characters, alphanumeric at the ends)")
+    return found
+
+
+def annotation_map(obj: Any, path: str) -> Mapping[str, str]:
+    """``metadata.annotations``: qualified-name keys, string values, 256 KiB in all (the API
+    server's limit: one object cannot make every agent hold and reparse megabytes)."""
+    found = mapping(obj, path)
+    total = 0
+    for key, value in found.items():
+        if not isinstance(key, str):
+            raise Invalid(path, f"key {key!r} must be a string")
+        text = string(value, f"{path}[{key}]")
+        total += len(key.encode()) + len(text.encode())
+    if total > TOTAL_ANNOTATION_SIZE:
+        raise Invalid(path, f"{total} bytes in all, more than the API server's limit of {TOTAL_ANNOTATION_SIZE}")
+    for key in found:
+        qualified_name(key, f"{path}[{key}]")
+    return found
+
+
 def dns_subdomain(obj: Any, path: str) -> str:
     value = string(obj, path, required=True)
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > 253:
+        raise Invalid(path, f"{value[:20]!r}... is {len(value)} characters, more than a DNS subdomain's 253")
+    if not _DNS_SUBDOMAIN.match(value):
         raise Invalid(path, f"{value!r} is not a valid DNS subdomain name")
     return value
+
+
+def special_ip_reason(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why the API server refuses ``addr`` as an endpoint or external IP (its ValidateEndpointIP /
+    validateNonSpecialIP), or None. Such an address reaches the node itself, not a pod: a
+    127.0.0.1:10249 endpoint would hand every pod the node agent's /metrics, 169.254.169.254 a
+    cloud's metadata service."""
+    if addr.version == 4:  # the common case, by integer (the properties cost a network each)
+        n = int(addr)
+        if n == 0:
+            return f"may not be unspecified ({addr})"
+        if n >> 24 == 127:
+            return "may not be in the loopback range (127.0.0.0/8, ::1/128)"
+        if n >> 16 == 0xA9FE:
+            return "may not be in the link-local range (169.254.0.0/16, fe80::/10)"
+        if n >> 8 == 0xE00000:
+            return "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"
+        return None
+    if addr.is_unspecified:
+        return f"may not be unspecified ({addr})"
+    if addr.is_loopback:
+        return "may not be in the loopback range (127.0.0.0/8, ::1/128)"
+    if addr.is_link_local:
+        return "may not be in the link-local range (169.254.0.0/16, fe80::/10)"
+    packed = addr.packed
+    if packed[0] == 0xFF and packed[1] & 0x0F == 0x02:
+        return "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"
+    return None
+
+
+def non_special_ip(obj: Any, path: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IP address the API server accepts as an endpoint or external IP (see `special_ip_reason`)."""
+    addr = ip(obj, path)
+    reason = special_ip_reason(addr)
+    if reason is not None:
+        raise Invalid(path, f"{addr} {reason}")
+    return addr
 
 
 def ip(obj: Any, path: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

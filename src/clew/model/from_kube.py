@@ -4,15 +4,25 @@ The contract: every object is converted on its own. A malformed object becomes o
 `Rejection(object, field, reason)` and is otherwise absent; it never costs another object its
 place. Valid objects that clew deliberately ignores (IPv6, headless Services, Services owned by
 another proxy) are kept out with a note. IPv4 only for now.
+
+What the API server would refuse is refused here too, since a folder (and the lab) bypasses it:
+names longer or other than the API allows (a Service name is a DNS-1035 label), labels and
+annotations it would not store (256 KiB of annotations in all), endpoint and external IPs that
+reach the node rather than a pod (its ValidateEndpointIP: unspecified, loopback, link-local,
+link-local multicast), EndpointSlices over 1000 endpoints or 100 ports. Across objects,
+`build_snapshot` applies `model.admission` (service range, duplicate clusterIPs and NodePorts,
+clusterIPs that are a Node's address).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from clew.model import fields as f
+from clew.model.admission import Admission, node_addresses
 from clew.model.objects import (
     EndpointSlice,
     Node,
@@ -32,11 +42,17 @@ PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
 TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds, v1.DefaultClientIPServiceAffinitySeconds
+MAX_SLICE_ENDPOINTS = 1000  # the API server's EndpointSlice limits
+MAX_SLICE_PORTS = 100
+MAX_ENDPOINT_ADDRESSES = 100
+RANGE_UNKNOWN = "no ServiceCIDR object given: the service range is unknown, so clusterIPs are not checked against it"
 
 _KINDS = {
     ("v1", "Service"): "Service",
     ("discovery.k8s.io/v1", "EndpointSlice"): "EndpointSlice",
     ("v1", "Node"): "Node",
+    ("networking.k8s.io/v1", "ServiceCIDR"): "ServiceCIDR",
+    ("networking.k8s.io/v1beta1", "ServiceCIDR"): "ServiceCIDR",
 }
 
 
@@ -52,20 +68,29 @@ def object_name(obj: Mapping[str, Any]) -> str:
     kind = obj.get("kind") if isinstance(obj.get("kind"), str) else "object"
     raw_meta = obj.get("metadata")
     meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
-    name = meta.get("name") if isinstance(meta.get("name"), str) else "<unnamed>"
-    ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
+    raw_name, raw_ns = meta.get("name"), meta.get("namespace")
+    name = _shown(raw_name) if isinstance(raw_name, str) else "<unnamed>"
+    ns = _shown(raw_ns) if isinstance(raw_ns, str) else None
     return f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
 
 
-def build_snapshot(objects: Iterable[Any], *, ignored_kinds: Iterable[str] = ()) -> Snapshot:
+def _shown(text: str, limit: int = 64) -> str:
+    """A name as a message shows it: a name too long for the API is cut, with its length."""
+    return text if len(text) <= limit else f"{text[:40]}…({len(text)} characters)"
+
+
+def build_snapshot(objects: Iterable[Any], *, ignored_kinds: Iterable[str] = (), admit: bool = True) -> Snapshot:
     """Convert every object; collect rejections and notes instead of raising.
 
     Objects of kinds in ``ignored_kinds`` (e.g. ``Deployment`` for the lab) pass silently;
-    other unknown kinds are noted.
+    other unknown kinds are noted. With ``admit`` (the default) the cross-object rules of
+    `model.admission` are applied; a source that converts objects one by one (the API watch)
+    passes False and keeps an `Admission` of its own.
     """
     services: list[Service] = []
     slices: list[EndpointSlice] = []
     nodes: list[Node] = []
+    cidrs: list[str] = []
     rejections: list[Rejection] = []
     notes: list[str] = []
     seen: set[tuple[str, str]] = set()
@@ -87,6 +112,9 @@ def build_snapshot(objects: Iterable[Any], *, ignored_kinds: Iterable[str] = ())
             continue
         try:
             converted: Service | EndpointSlice | Node
+            if kind == "ServiceCIDR":
+                cidrs.extend(service_cidr_from_kube(obj))
+                continue
             if kind == "Service":
                 converted = service_from_kube(obj)
             elif kind == "EndpointSlice":
@@ -110,19 +138,58 @@ def build_snapshot(objects: Iterable[Any], *, ignored_kinds: Iterable[str] = ())
             slices.append(converted)
         else:
             nodes.append(converted)
-    return Snapshot(tuple(services), tuple(slices), tuple(nodes), tuple(rejections), tuple(notes))
+    service_cidrs = tuple(dict.fromkeys(cidrs))
+    if admit and services:
+        admission = Admission()
+        ranges = tuple(ipaddress.IPv4Network(c) for c in service_cidrs) or None
+        admission.update((), services, node_addresses(nodes), ranges)
+        if admission.rejected:
+            services = [s for s in services if s.key not in admission.rejected]
+            rejections += admission.rejected.values()
+        if ranges is None:
+            notes.append(RANGE_UNKNOWN)
+    return Snapshot(tuple(services), tuple(slices), tuple(nodes), tuple(rejections), tuple(notes), service_cidrs)
 
 
-def _metadata(obj: Mapping[str, Any], *, namespaced: bool) -> tuple[str, str, Mapping[str, Any]]:
+def _metadata(obj: Mapping[str, Any], *, namespaced: bool, dns1035: bool = False) -> tuple[str, str, Mapping[str, Any]]:
+    """Namespace, name and labels, checked as the API server checks them (a Service's name is a
+    DNS-1035 label, other names DNS-1123 subdomains), and the annotations' size."""
     meta = f.mapping(obj.get("metadata"), "metadata", required=True)
-    name = f.dns_subdomain(meta.get("name"), "metadata.name")
+    name = (f.dns1035_label if dns1035 else f.dns_subdomain)(meta.get("name"), "metadata.name")
     namespace = ""
     if namespaced:
         namespace = f.dns_label(meta.get("namespace") or "default", "metadata.namespace")
-    labels = f.mapping(meta.get("labels"), "metadata.labels")
-    for key, value in labels.items():
-        f.string(value, f"metadata.labels[{key}]")
+    labels = f.label_map(meta.get("labels"), "metadata.labels")
+    f.annotation_map(meta.get("annotations"), "metadata.annotations")
     return namespace, name, labels
+
+
+def _created(obj: Mapping[str, Any]) -> str:
+    """``metadata.creationTimestamp`` in UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (so that text order is
+    time order, whatever offset the input used); "" when absent."""
+    raw = f.string(f.mapping(obj.get("metadata"), "metadata").get("creationTimestamp"), "metadata.creationTimestamp")
+    if not raw:
+        return ""
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise Invalid("metadata.creationTimestamp", f"{raw!r} is not an RFC 3339 time") from None
+    if when.tzinfo is None:
+        raise Invalid("metadata.creationTimestamp", f"{raw!r} has no time zone")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def service_cidr_from_kube(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """A ServiceCIDR's IPv4 range (``spec.cidrs``: one per IP family, as the API server has it)."""
+    _metadata(obj, namespaced=False)
+    spec = f.mapping(obj.get("spec"), "spec", required=True)
+    raw = f.items(spec.get("cidrs"), "spec.cidrs")
+    if not 1 <= len(raw) <= 2:
+        raise Invalid("spec.cidrs", f"must hold one or two CIDRs (one per IP family), not {len(raw)}")
+    nets = [f.cidr(c, f"spec.cidrs[{i}]") for i, c in enumerate(raw)]
+    if len(nets) == 2 and nets[0].version == nets[1].version:
+        raise Invalid("spec.cidrs", "two CIDRs must be of different IP families")
+    return tuple(str(n) for n in nets if n.version == 4)
 
 
 def _protocol(value: Any, path: str) -> Protocol:
@@ -194,7 +261,8 @@ def _cluster_ip(spec: Mapping[str, Any]) -> str | None:
 
 
 def service_from_kube(obj: Mapping[str, Any]) -> Service:
-    namespace, name, labels = _metadata(obj, namespaced=True)
+    namespace, name, labels = _metadata(obj, namespaced=True, dns1035=True)
+    created = _created(obj)
     spec = f.mapping(obj.get("spec"), "spec", required=True)
     type_text = f.string(spec.get("type"), "spec.type", default="ClusterIP")
     try:
@@ -209,8 +277,12 @@ def service_from_kube(obj: Mapping[str, Any]) -> Service:
         raise Invalid("spec.clusterIP", "is required (the API server allocates it)")
     if cluster_ip is None:
         raise Skip("no IPv4 cluster IP (IPv6 is not supported yet)")
+    if (why := f.special_ip_reason(ipaddress.IPv4Address(cluster_ip))) is not None:
+        raise Invalid("spec.clusterIP", f"{cluster_ip} {why}: no service range can hold it")
     external = [
-        _ipv4(v, f"spec.externalIPs[{i}]") for i, v in enumerate(f.items(spec.get("externalIPs"), "spec.externalIPs"))
+        str(addr)
+        for i, v in enumerate(f.items(spec.get("externalIPs"), "spec.externalIPs"))
+        if (addr := f.non_special_ip(v, f"spec.externalIPs[{i}]")).version == 4
     ]
     status = f.mapping(obj.get("status"), "status")
     lb = f.mapping(status.get("loadBalancer"), "status.loadBalancer")
@@ -251,7 +323,7 @@ def service_from_kube(obj: Mapping[str, Any]) -> Service:
         type=svc_type,
         cluster_ip=cluster_ip,
         ports=ports,
-        external_ips=tuple(ip for ip in external if ip),
+        external_ips=tuple(external),
         load_balancer_ips=tuple(dict.fromkeys(lb_ips)),
         source_ranges=tuple(ranges),
         affinity_timeout=timeout,
@@ -259,17 +331,23 @@ def service_from_kube(obj: Mapping[str, Any]) -> Service:
         internal_traffic_policy=_policy(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
         health_check_node_port=hcnp,
         proxy_name=labels.get(PROXY_NAME_LABEL),
+        created=created,
     )
 
 
 def _slice_endpoint(raw: Any, path: str) -> SliceEndpoint | None:
     ep = f.mapping(raw, path, required=True)
     addresses = f.items(ep.get("addresses"), f"{path}.addresses")
-    if not addresses:
-        raise Invalid(f"{path}.addresses", "must hold at least one address")
-    address = _ipv4(addresses[0], f"{path}.addresses[0]")
-    if address is None:
-        raise Invalid(f"{path}.addresses[0]", "is IPv6 in an IPv4 slice")
+    if not 1 <= len(addresses) <= MAX_ENDPOINT_ADDRESSES:
+        raise Invalid(f"{path}.addresses", f"must hold at least one address, at most {MAX_ENDPOINT_ADDRESSES}")
+    checked = []
+    for i, raw_address in enumerate(addresses):  # every one, as the API server checks them
+        at = f"{path}.addresses[{i}]"
+        addr = f.non_special_ip(raw_address, at)
+        if addr.version != 4:
+            raise Invalid(at, "is IPv6 in an IPv4 slice")
+        checked.append(str(addr))
+    address = checked[0]  # kube-proxy uses the first
     cond = f.mapping(ep.get("conditions"), f"{path}.conditions")
     hints = f.mapping(ep.get("hints"), f"{path}.hints")
     zones = tuple(
@@ -307,20 +385,26 @@ def slice_from_kube(obj: Mapping[str, Any]) -> EndpointSlice:
     if family != "IPv4":
         raise Skip(f"addressType {family}: not proxied")
     ports: list[SlicePort] = []
-    for i, raw in enumerate(f.items(obj.get("ports"), "ports")):
+    raw_ports = f.items(obj.get("ports"), "ports")
+    if len(raw_ports) > MAX_SLICE_PORTS:
+        raise Invalid("ports", f"{len(raw_ports)} ports, more than the API server's {MAX_SLICE_PORTS}")
+    raw_endpoints = f.items(obj.get("endpoints"), "endpoints")
+    if len(raw_endpoints) > MAX_SLICE_ENDPOINTS:
+        raise Invalid("endpoints", f"{len(raw_endpoints)} endpoints, more than the API server's {MAX_SLICE_ENDPOINTS}")
+    for i, raw in enumerate(raw_ports):
         path = f"ports[{i}]"
         p = f.mapping(raw, path, required=True)
         if p.get("port") is None or p.get("name") is None:
             continue  # kube-proxy ignores ports without a number or a name (nil, not "")
         ports.append(
             SlicePort(
-                name=f.string(p.get("name"), f"{path}.name"),
+                name=f.dns_label(p.get("name"), f"{path}.name", required=False),
                 protocol=_protocol(p.get("protocol"), f"{path}.protocol"),
                 port=f.port(p.get("port"), f"{path}.port", required=True),
             )
         )
     endpoints = []
-    for i, raw in enumerate(f.items(obj.get("endpoints"), "endpoints")):
+    for i, raw in enumerate(raw_endpoints):
         ep = _slice_endpoint(raw, f"endpoints[{i}]")
         if ep is not None:
             endpoints.append(ep)

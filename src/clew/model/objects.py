@@ -66,6 +66,9 @@ class Service:
     internal_traffic_policy: TrafficPolicy = TrafficPolicy.CLUSTER
     health_check_node_port: int = 0
     proxy_name: str | None = None  # label service.kubernetes.io/service-proxy-name: not ours
+    # metadata.creationTimestamp in UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` ("" when absent): who keeps a
+    # clusterIP or NodePort two Services ask for (`model.admission`); no effect on rules.
+    created: str = field(default="", compare=False)
 
     @property
     def key(self) -> str:
@@ -167,4 +170,5 @@ class Snapshot:
     nodes: tuple[Node, ...] = ()
     rejections: tuple[Rejection, ...] = ()
     notes: tuple[str, ...] = ()  # skipped but valid input (IPv6, headless, other proxies)
+    service_cidrs: tuple[str, ...] = ()  # IPv4 service ranges of the ServiceCIDR objects given, if any
     changes: Changes | None = field(default=None, compare=False)  # a hint; the tuples are the truth

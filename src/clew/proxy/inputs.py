@@ -12,7 +12,8 @@ import yaml
 from clew.model import fields as f
 from clew.model.from_kube import build_snapshot
 from clew.model.objects import Snapshot
-from clew.model.proxy_config import DetectLocal, ProxyConfig, from_kube_proxy_config
+from clew.model.proxy_config import ProxyConfig, from_kube_proxy_config
+from clew.proxy.node_settings import node_config
 from clew.sources.manifests import ManifestError, load_objects, parse_text
 
 IGNORED_KINDS = ("Deployment", "Pod", "Namespace", "ConfigMap", "ServiceAccount")
@@ -49,21 +50,13 @@ def make_config(
     cluster_cidr: str | None = None,
     mode: str | None = None,
 ) -> ProxyConfig:
-    """Flags win over the config file; node IPs and pod CIDRs default to the Node object's."""
+    """Flags win over the config file; the Node object completes them (`node_settings.node_config`,
+    the agent's function too): ``--node-ip`` adds to the Node's addresses, pod CIDRs are the Node's."""
     doc = dict(read_config_file(config_file))
     if cluster_cidr is not None:
         doc["clusterCIDR"] = cluster_cidr
     if mode is not None:
         doc["mode"] = mode
     config = from_kube_proxy_config(doc, node_name=node_name)
-    ips = [str(f.ip(ip, "--node-ip")) for ip in (node_ips or [])]
-    node = next((nd for nd in snapshot.nodes if nd.name == config.node_name), None)
-    if not ips and node is not None:
-        ips = list(node.internal_ips or node.external_ips)
-    config = replace(config, node_ips=tuple(ips))
-    if node is not None and node.pod_cidrs:
-        config = replace(config, node_pod_cidrs=node.pod_cidrs)
-    if config.detect_local is DetectLocal.NODE_CIDR and not config.node_pod_cidrs:
-        note = f"detectLocalMode NodeCIDR but Node {config.node_name} has no podCIDR: pod traffic cannot be told apart"
-        config = replace(config, detect_local=DetectLocal.NONE, warnings=(*config.warnings, note))
-    return config
+    ips = tuple(dict.fromkeys(str(f.ip(ip, "--node-ip")) for ip in (node_ips or [])))
+    return node_config(replace(config, node_ips=ips), snapshot)

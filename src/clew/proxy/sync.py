@@ -20,13 +20,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from clew.model.objects import EndpointSlice, Protocol, Service, Snapshot
 from clew.model.proxy_config import ProxyConfig
 from clew.proxy.iptables import apply, partial
 from clew.proxy.iptables.apply import IptablesKernel, KernelError
 from clew.proxy.iptables.render import PortRules, Rendered, assemble, render_port
+from clew.proxy.node_settings import node_config
 from clew.proxy.policy import LARGE_CLUSTER_ENDPOINTS, PortPolicy, decide_service, node_zone, slices_by_service
 
 log = logging.getLogger("clew.proxy")
@@ -113,6 +114,7 @@ class ProxySyncer:
     _endpoints: int = 0  # over all cached Services: large cluster mode without a scan
     _rules_total: int = 0
     _filter_total: int = 0  # of _rules_total, the per-port rules in the filter table
+    _base: ProxyConfig | None = None  # the configuration as given, before the Node completes it
 
     def __post_init__(self) -> None:
         self._kernel: IptablesKernel = self.kernel if self.kernel is not None else apply.kernel_for(self.netns)
@@ -282,13 +284,8 @@ class ProxySyncer:
         return deleted
 
     def _node_config(self, snapshot: Snapshot) -> ProxyConfig:
-        """Node IPs and pod CIDRs come from this node's Node object when the config lacks them."""
-        node = next((n for n in snapshot.nodes if n.name == self.config.node_name), None)
-        config = self.config
-        if node is None:
-            return config
-        if not config.node_ips and node.internal_ips:
-            config = replace(config, node_ips=node.internal_ips)
-        if node.pod_cidrs and not config.node_pod_cidrs:
-            config = replace(config, node_pod_cidrs=node.pod_cidrs)
-        return config
+        """The configuration completed with this node's Node object, by `clew render`'s function;
+        from the configuration given at construction each time, so a changed Node is read again."""
+        if self._base is None:
+            self._base = self.config
+        return node_config(self._base, snapshot)

@@ -31,6 +31,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
+from clew.model.admission import Admission, node_addresses
 from clew.model.from_kube import HEADLESS_LABEL, PROXY_NAME_LABEL, build_snapshot, object_name
 from clew.model.objects import Changes, EndpointSlice, Rejection, Snapshot
 from clew.sources.apiclient import ApiClient
@@ -51,7 +52,7 @@ def _convert(obj: dict[str, Any]) -> Snapshot:
     """One object's `build_snapshot`; should the model trip over it, a rejection (a bad object
     must never stop the agent)."""
     try:
-        return build_snapshot([obj])
+        return build_snapshot([obj], admit=False)  # across objects: the source's own `Admission`
     except Exception as e:
         log.error("%s: the model could not read it: %r", object_name(obj), e)
         return Snapshot(rejections=(Rejection(object_name(obj), "", f"could not be read: {e!r}"),))
@@ -78,6 +79,7 @@ class KubeSource:
         self._polled = -1
         self._version = ""
         self._parts: dict[tuple[str, str, str], tuple[dict[str, Any], Snapshot]] = {}  # see _snapshot
+        self._admission = Admission()  # duplicate clusterIPs/NodePorts, a Node's IP as clusterIP
         self._synced = threading.Event()
         extra: dict[str, Any] = {"watch_timeout": watch_timeout} if watch_timeout else {}
         self.reflectors = [
@@ -91,6 +93,8 @@ class KubeSource:
     def start(self) -> KubeSource:
         if not self._started:
             self._started = True
+            if (warning := self.config.security_warning()) is not None:
+                log.warning("%s", warning)
             for r in self.reflectors:
                 r.start()
         return self
@@ -176,6 +180,7 @@ class KubeSource:
         ``build_snapshot(objects)``: the API's names are unique, so no duplicate rule applies."""
         parts: dict[tuple[str, str, str], tuple[dict[str, Any], Snapshot]] = {}
         touched: list[Snapshot] = []  # parts converted anew, and parts gone: the change hint
+        fresh: list[Snapshot] = []  # parts converted anew
         for key, obj in held:
             cached = self._parts.get(key)
             if cached is not None and cached[0] is obj:
@@ -183,6 +188,7 @@ class KubeSource:
             else:
                 parts[key] = (obj, _convert(obj))
                 touched.append(parts[key][1])
+                fresh.append(parts[key][1])
                 if cached is not None:
                     touched.append(cached[1])
         touched += [snap for key, (_, snap) in self._parts.items() if key not in parts]
@@ -196,9 +202,21 @@ class KubeSource:
             tuple(x for s in snaps for x in s.rejections),
             tuple(x for s in snaps for x in s.notes),
         )
+        # Across objects, in time proportional to the change (`model.admission`). The service
+        # range is not checked: the API server allocated every clusterIP from it already.
+        nodes = node_addresses(snapshot.nodes) if first or any(t.nodes for t in touched) else None
+        removed = [x.key for t in touched for x in t.services]
+        standing = self._admission.update(removed, [x for t in fresh for x in t.services], nodes)
+        if self._admission.rejected:
+            out = self._admission.rejected
+            snapshot = replace(
+                snapshot,
+                services=tuple(x for x in snapshot.services if x.key not in out),
+                rejections=(*snapshot.rejections, *out.values()),
+            )
         if first:
             return snapshot
-        return replace(snapshot, changes=_changes(snapshot, touched))
+        return replace(snapshot, changes=_changes(snapshot, touched, standing))
 
     def patch_node_annotations(self, node_name: str, annotations: dict[str, str]) -> bool:
         """Merge ``annotations`` into the Node with a strategic-merge PATCH of ``nodes/<name>/status``
@@ -220,9 +238,11 @@ class KubeSource:
         return True
 
 
-def _changes(snapshot: Snapshot, touched: list[Snapshot]) -> Changes:
-    """The change hint for the sync engine: Services whose object or slices were touched."""
+def _changes(snapshot: Snapshot, touched: list[Snapshot], standing: set[str]) -> Changes:
+    """The change hint for the sync engine: Services whose object or slices were touched, or
+    that were let in or refused because another Service changed (``standing``)."""
     keys = {x.key for t in touched for x in t.services} | {x.service_key for t in touched for x in t.slices}
+    keys |= standing
     nodes_changed = any(t.nodes for t in touched)
     services = {s.key: s for s in snapshot.services}
     slices: dict[str, tuple[EndpointSlice, ...]] = {}

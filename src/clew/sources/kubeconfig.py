@@ -8,6 +8,11 @@ Relative paths are relative to the kubeconfig's folder, as kubectl resolves them
 ``auth-provider`` plugins and basic auth are refused with a clear error (a node agent is given a
 certificate or a token).
 
+Fields are typed as kubectl's (client-go's ``clientcmd/api/v1``) and read as strictly: a boolean
+field takes only a YAML boolean (``insecure-skip-tls-verify: "false"``, a string, is refused, as
+kubectl refuses it, instead of being truthy), a string field only a string. A certificate
+authority together with ``insecure-skip-tls-verify: true`` is refused with client-go's words.
+
 `in_cluster_config()` is client-go's ``rest.InClusterConfig``: ``KUBERNETES_SERVICE_HOST`` /
 ``_PORT`` and the service account's ``token`` and ``ca.crt``. The token file is re-read on every
 connection, since bound service-account tokens rotate (client-go re-reads it too).
@@ -73,6 +78,17 @@ class ClusterConfig:
         """A path the server lives under (a proxy's ``/k8s/clusters/c-1``), without a trailing ``/``."""
         return urlsplit(self.server).path.rstrip("/")
 
+    def security_warning(self) -> str | None:
+        """What an operator must hear at start when the API server's identity is not checked."""
+        if self.scheme == "http":
+            return f"{self.server} is plain http: the API server is not authenticated and traffic is not encrypted"
+        if self.insecure:
+            return (
+                f"TLS verification of {self.server} is off (insecure-skip-tls-verify: true): anyone on the path "
+                "can impersonate the API server and program this node's Services"
+            )
+        return None
+
     def bearer_token(self) -> str | None:
         """The token to send; a token file is read again each time (it rotates)."""
         if self.token:
@@ -123,31 +139,63 @@ def _private_file(folder: str, name: str, text: str) -> str:
     return path
 
 
-def _named(doc: Mapping[str, Any], section: str, name: str, inner: str) -> Mapping[str, Any]:
-    for entry in doc.get(section) or []:
+class _Block:
+    """One section of a kubeconfig (``clusters[k].cluster``) with typed reads that name the field."""
+
+    def __init__(self, where: str, values: Mapping[str, Any]) -> None:
+        self.where, self.values = where, values
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key)
+
+    def string(self, key: str) -> str | None:
+        """A string field; None when unset or empty (kubectl's zero value)."""
+        raw = self.values.get(key)
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
+            raise KubeconfigError(f"{self.where}.{key}: must be a string, not {type(raw).__name__} {raw!r}")
+        return raw or None
+
+    def boolean(self, key: str) -> bool:
+        """A boolean field: only a YAML boolean (``true``/``false``); a quoted "false" is a string
+        and refused, as kubectl's decoder refuses it, never read as truthy."""
+        raw = self.values.get(key)
+        if raw is None:
+            return False
+        if not isinstance(raw, bool):
+            raise KubeconfigError(
+                f"{self.where}.{key}: must be true or false (unquoted), not {type(raw).__name__} {raw!r}"
+            )
+        return raw
+
+    def data(self, key: str) -> str | None:
+        raw = self.string(key)
+        if raw is None:
+            return None
+        try:
+            return base64.b64decode(raw, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise KubeconfigError(f"{self.where}.{key}: not base64-encoded PEM") from None
+
+    def path(self, key: str, base: Path) -> str | None:
+        raw = self.string(key)
+        if raw is None:
+            return None
+        return str((base / os.path.expanduser(raw)).resolve())
+
+
+def _named(doc: Mapping[str, Any], section: str, name: str, inner: str) -> _Block:
+    entries = doc.get(section) or []
+    if not isinstance(entries, list):
+        raise KubeconfigError(f"{section}: must be a list, not {type(entries).__name__}")
+    for entry in entries:
         if isinstance(entry, Mapping) and entry.get("name") == name:
             value = entry.get(inner) or {}
             if not isinstance(value, Mapping):
                 raise KubeconfigError(f"{section}[{name}].{inner} is not a mapping")
-            return value
+            return _Block(f"{section}[{name}].{inner}", value)
     raise KubeconfigError(f"{section}: no entry named {name!r}")
-
-
-def _data(block: Mapping[str, Any], key: str) -> str | None:
-    raw = block.get(key)
-    if raw is None or raw == "":
-        return None
-    try:
-        return base64.b64decode(str(raw), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise KubeconfigError(f"{key}: not base64-encoded PEM") from None
-
-
-def _path(block: Mapping[str, Any], key: str, base: Path) -> str | None:
-    raw = block.get(key)
-    if not raw:
-        return None
-    return str((base / os.path.expanduser(str(raw))).resolve())
 
 
 def load_kubeconfig(path: Path | str, *, context: str | None = None) -> ClusterConfig:
@@ -161,37 +209,53 @@ def load_kubeconfig(path: Path | str, *, context: str | None = None) -> ClusterC
         raise KubeconfigError(f"{path}: not YAML: {e}") from None
     if not isinstance(doc, Mapping):
         raise KubeconfigError(f"{path}: not a kubeconfig (expected a mapping)")
-    name = context or doc.get("current-context")
-    if not name:
-        raise KubeconfigError(f"{path}: no current-context and no context given")
     try:
-        ctx = _named(doc, "contexts", str(name), "context")
-        cluster = _named(doc, "clusters", str(ctx.get("cluster")), "cluster")
-        user = _named(doc, "users", str(ctx.get("user")), "user") if ctx.get("user") else {}
+        name = context or _Block("kubeconfig", doc).string("current-context")
+        if not name:
+            raise KubeconfigError("no current-context and no context given")
+    except KubeconfigError as e:
+        raise KubeconfigError(f"{path}: {e}") from None
+    try:
+        ctx = _named(doc, "contexts", name, "context")
+        cluster_name = ctx.string("cluster")
+        if not cluster_name:
+            raise KubeconfigError(f"{ctx.where}.cluster: is required")
+        cluster = _named(doc, "clusters", cluster_name, "cluster")
+        user_name = ctx.string("user")
+        user = _named(doc, "users", user_name, "user") if user_name else _Block("user", {})
         return _config(cluster, user, path.resolve().parent)
     except KubeconfigError as e:
         raise KubeconfigError(f"{path}: context {name!r}: {e}") from None
 
 
-def _config(cluster: Mapping[str, Any], user: Mapping[str, Any], base: Path) -> ClusterConfig:
-    server = str(cluster.get("server") or "")
+def _config(cluster: _Block, user: _Block, base: Path) -> ClusterConfig:
+    server = cluster.string("server") or ""
     if urlsplit(server).scheme not in ("http", "https") or not urlsplit(server).hostname:
-        raise KubeconfigError(f"server {server!r} is not an http(s) URL")
+        raise KubeconfigError(f"{cluster.where}.server: {server!r} is not an http(s) URL")
     for unsupported in ("exec", "auth-provider", "username", "password"):
         if user.get(unsupported):
             raise KubeconfigError(f"user.{unsupported} is not supported; use a client certificate or a token")
+    insecure = cluster.boolean("insecure-skip-tls-verify")
+    cluster.boolean("disable-compression")  # typed as kubectl has it; clew does not compress anyway
+    ca_file = cluster.path("certificate-authority", base)
+    ca_data = cluster.data("certificate-authority-data")
+    if insecure and (ca_file or ca_data):
+        raise KubeconfigError(
+            f"{cluster.where}: certificate-authority{'' if ca_file else '-data'} with insecure-skip-tls-verify: "
+            "specifying a root certificates file with the insecure flag is not allowed"
+        )
     return ClusterConfig(
         server=server,
-        ca_file=_path(cluster, "certificate-authority", base),
-        ca_data=_data(cluster, "certificate-authority-data"),
-        cert_file=_path(user, "client-certificate", base),
-        cert_data=_data(user, "client-certificate-data"),
-        key_file=_path(user, "client-key", base),
-        key_data=_data(user, "client-key-data"),
-        token=str(user["token"]) if user.get("token") else None,
-        token_file=_path(user, "tokenFile", base),
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        tls_server_name=str(cluster["tls-server-name"]) if cluster.get("tls-server-name") else None,
+        ca_file=ca_file,
+        ca_data=ca_data,
+        cert_file=user.path("client-certificate", base),
+        cert_data=user.data("client-certificate-data"),
+        key_file=user.path("client-key", base),
+        key_data=user.data("client-key-data"),
+        token=user.string("token"),
+        token_file=user.path("tokenFile", base),
+        insecure=insecure,
+        tls_server_name=cluster.string("tls-server-name"),
     )
 
 

@@ -92,7 +92,7 @@ def resource_version(obj: Any) -> str:
     return rv if isinstance(rv, str) else ""
 
 
-META_KEPT = ("name", "namespace", "labels", "annotations", "resourceVersion", "deletionTimestamp")
+META_KEPT = ("name", "namespace", "labels", "annotations", "resourceVersion", "deletionTimestamp", "creationTimestamp")
 KEPT = {  # top-level fields kept per kind; the rest (and managedFields, uid, ownerReferences…) go
     "Service": ("metadata", "spec", "status"),
     "EndpointSlice": ("metadata", "addressType", "endpoints", "ports"),
