@@ -87,7 +87,7 @@ def test_standalone_adds_jumps_and_canaries(tmp_path: Path, capsys: pytest.Captu
         ("kind: Service\nspec: [oops\n", [], "not valid YAML"),
         ('{"kind": ', [], "not valid JSON"),
         (None, [], "no such file or directory"),
-        ("kind: List\nitems: []\n", ["--mode", "ipvs"], "--mode 'ipvs'"),
+        ("kind: List\nitems: []\n", ["--mode", "ipvs"], "mode: 'ipvs' is not supported"),
         ("kind: List\nitems: []\n", ["--node-ip", "1.2.3"], "--node-ip: '1.2.3' is not an IP address"),
     ],
     ids=["yaml", "json", "missing", "mode", "node-ip"],

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from clew.bench.sync import SyncBench
 
 
 def sync_plot(results: Sequence[SyncBench], path: Path) -> None:
-    """Sync time against Service count: clew's full resync and one-change sync beside raw restores."""
-    import matplotlib
+    """Sync time against Service count: clew's full resync and one-change sync beside raw restores
+    and kube-proxy's."""
+    import importlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    importlib.import_module("matplotlib").use("Agg")  # imported by name: an optional extra, without type stubs
+    plt: Any = importlib.import_module("matplotlib.pyplot")
 
     rows = sorted(results, key=lambda r: r.services)
     n = [r.services for r in rows]
     fig, (full, change) = plt.subplots(1, 2, figsize=(10, 4))
     full.plot(n, [r.full_sync_s for r in rows], "o-", label="clew full resync (over existing rules)")
     full.plot(n, [r.raw_full_restore_s for r in rows], "s--", label="raw iptables-restore (empty netns)")
+    full.plot(n, [r.kube_proxy_full_restore_s for r in rows], "d-.", label="kube-proxy full --noflush restore")
     full.set(title="Full sync", xlabel="Services (× 3 endpoints)", ylabel="seconds")
     change.plot(n, [r.change_p50_s for r in rows], "o-", label="clew one change, p50")
     change.plot(n, [r.change_p99_s for r in rows], "^:", label="clew one change, p99")
     change.plot(n, [r.raw_partial_restore_s for r in rows], "s--", label="raw restore of the Service's chains")
+    change.plot(n, [r.kube_proxy_partial_restore_s for r in rows], "d-.", label="kube-proxy partial restore, p50")
     change.set(title="One Service or EndpointSlice change", xlabel="Services (× 3 endpoints)", ylabel="seconds")
     for ax in (full, change):
         ax.grid(alpha=0.3)

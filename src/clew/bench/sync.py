@@ -10,6 +10,13 @@ In a throwaway namespace, N Services × 3 endpoints (`synthetic.objects`):
   ``changes`` changes; ``raw_partial_restore_s`` — the median ``iptables-restore --noflush`` of
   just the changed Service's chains, timed right after each change in the same namespace.
   Target: p50 ≤ 1.5×.
+* ``kube_proxy_full_restore_s`` — kube-proxy's own full sync for the same rules: one
+  ``iptables-restore --noflush`` declaring and rewriting every chain, over the existing rules;
+  ``kube_proxy_partial_restore_s`` — the median of kube-proxy's partial sync for each change
+  (every shared chain such as KUBE-SERVICES rewritten in full, plus the changed Service's
+  chains), each restored right after clew's sync, in a namespace that holds kube-proxy's rules
+  (`kube_proxy.KubeProxyPayloads`). ``full_vs_kube_proxy`` and ``change_vs_kube_proxy`` are
+  clew's times over these: below 1, clew is faster than kube-proxy would be.
 * ``rss_mb`` — this process's peak resident memory (it holds the engine). Target ≤ 150 MB.
 
 The snapshots are built the way an event-driven source hands them over: one object replaced,
@@ -23,8 +30,10 @@ import os
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
+from clew.bench.kube_proxy import KubeProxyPayloads
 from clew.bench.synthetic import objects
 from clew.kernel import iptables, netns
 from clew.model.from_kube import build_snapshot, service_from_kube, slice_from_kube
@@ -32,6 +41,9 @@ from clew.model.objects import Changes, EndpointSlice, Service, Snapshot
 from clew.model.proxy_config import DetectLocal, ProxyConfig
 from clew.proxy.iptables.render import render_port
 from clew.proxy.sync import ProxySyncer
+
+Progress = Callable[[str], None]
+SLOW = 3600.0  # s: kube-proxy's full --noflush restore at 10k Services takes ~1 min idle, minutes on a busy machine
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,10 @@ class SyncBench:
     raw_partial_restore_s: float
     change_ratio: float
     partial_syncs: int
+    kube_proxy_full_restore_s: float
+    full_vs_kube_proxy: float
+    kube_proxy_partial_restore_s: float
+    change_vs_kube_proxy: float
     rss_mb: float  # resident memory after the syncs: the engine holding N Services' state
     peak_rss_mb: float  # including building the synthetic cluster from API dicts
 
@@ -136,28 +152,61 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def run(services: int = 10000, changes: int = 50) -> SyncBench:
+def _kube_rules(saved: str) -> list[str]:
+    """The KUBE-* chains and their rules in iptables-save text, order-free (KUBE-SERVICES'
+    order differs between clew's rule-by-rule edits and kube-proxy's rewrites, and means nothing)."""
+    out = []
+    for line in saved.splitlines():
+        if line.startswith(":KUBE-") and not line.startswith(":KUBE-PROXY-CANARY"):
+            out.append(line.split()[0])
+        elif line.startswith("-A KUBE-") and not line.startswith("-A KUBE-PROXY-CANARY"):
+            out.append(line)
+    return sorted(out)
+
+
+def run(
+    services: int = 10000,
+    changes: int = 50,
+    *,
+    verify: bool = False,
+    progress: Progress | None = None,
+    prefix: str = "clew-bsync",
+) -> SyncBench:
+    """The bench; with ``verify``, also check that clew's and kube-proxy's namespaces end up
+    holding the same KUBE-* rules (the payload shapes are right, as the kernel reads them)."""
+    step = progress or (lambda what: None)
     snapshot = build_snapshot(objects(services))
     gc.collect()
     gc.freeze()
     tag = os.getpid()
-    node, empty = f"clew-bsync-{tag}", f"clew-bsync-{tag}-e"
+    node, empty = f"{prefix}-{tag}", f"{prefix}-{tag}-e"
     netns.create(node)
     netns.create(empty)
     try:
+        step("clew: first full sync")
         syncer = ProxySyncer(node, CONFIG)
         first = syncer.sync(snapshot)
         if not first.ok:
             raise RuntimeError(f"first sync failed: {first.error}")
+        step("clew: full resync over the rules")
         syncer.request_full()
         full = syncer.sync(snapshot)
         assert full.ok and full.full
+        step("raw iptables-restore into an empty namespace")
         payload = syncer.payload()
         raw_full = _timed(lambda p=payload: iptables.restore(empty, p, noflush=False, counters=True))
         del payload
-        times, raws, partials = [], [], 0
+        # from here on the "empty" namespace holds kube-proxy's rules: the same, loaded its way
+        # the engine's own per-port rules (a private field: sharing them keeps rss_mb the engine's)
+        kube_proxy = KubeProxyPayloads(syncer._applied.values(), syncer.config)
+        step("kube-proxy: full --noflush sync over the rules")
+        kp_full_text = kube_proxy.full()
+        kp_full = _timed(lambda p=kp_full_text: iptables.restore(empty, p, noflush=True, counters=True, timeout=SLOW))
+        del kp_full_text
+        times, raws, kp_partials, partials = [], [], [], 0
         index = _Index(snapshot)
         for i in range(changes):
+            step(f"one change at a time: {i + 1} of {changes}")
             snapshot, key = _change(snapshot, i, services, index)
             result = syncer.sync(snapshot)
             if not result.ok:
@@ -167,12 +216,19 @@ def run(services: int = 10000, changes: int = 50) -> SyncBench:
             own = _own_chains_payload(syncer, key)
             if own is not None:
                 raws.append(_timed(lambda own=own: iptables.restore(node, own, noflush=True, counters=True)))
+            kp_text = kube_proxy.change(key, syncer.last_policies)
+            kp_partials.append(
+                _timed(lambda p=kp_text: iptables.restore(empty, p, noflush=True, counters=True, timeout=SLOW))
+            )
+        if verify and _kube_rules(iptables.save(node)) != _kube_rules(iptables.save(empty)):
+            raise RuntimeError("clew's and kube-proxy's namespaces hold different KUBE-* rules after the changes")
     finally:
         netns.delete(node)
         netns.delete(empty)
         gc.unfreeze()
     p50 = statistics.median(times)
     raw_partial = statistics.median(raws) if raws else float("nan")
+    kp_partial = statistics.median(kp_partials)
     return SyncBench(
         services=services,
         mode="iptables",
@@ -186,31 +242,48 @@ def run(services: int = 10000, changes: int = 50) -> SyncBench:
         raw_partial_restore_s=round(raw_partial, 4),
         change_ratio=round(p50 / raw_partial, 2),
         partial_syncs=partials,
+        kube_proxy_full_restore_s=round(kp_full, 3),
+        full_vs_kube_proxy=round(full.seconds / kp_full, 2),
+        kube_proxy_partial_restore_s=round(kp_partial, 4),
+        change_vs_kube_proxy=round(p50 / kp_partial, 2),
         rss_mb=_rss_mb(),
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )
 
 
-def run_isolated(services: int, changes: int) -> SyncBench:
-    """`run` in a fresh process, so that each count's memory figure is its own."""
+def run_isolated(services: int, changes: int, progress: Progress | None = None) -> SyncBench:
+    """`run` in a fresh process, so that each count's memory figure is its own; its steps come
+    back on its stderr, one line each, for ``progress``."""
     import json
     import subprocess
     import sys
 
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "clew.bench.sync", str(services), str(changes)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
-        timeout=1800,
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench sync {services}: {proc.stderr.strip().splitlines()[-1:]}")
-    return SyncBench(**json.loads(proc.stdout))
+    assert proc.stderr is not None and proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stderr:  # the child writes one line per step; its stdout is one short JSON line
+        lines.append(line.rstrip("\n"))
+        if progress is not None and line.startswith(STEP):
+            progress(line[len(STEP) :].strip())
+    out = proc.stdout.read()
+    if proc.wait() != 0:
+        errors = [line for line in lines if not line.startswith(STEP)]
+        raise RuntimeError(f"bench sync {services}: {(errors or ['failed'])[-1]}")
+    return SyncBench(**json.loads(out))
 
+
+STEP = "step: "
 
 if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(run(int(sys.argv[1]), int(sys.argv[2])).to_json()))
+    def _say(what: str) -> None:
+        print(f"{STEP}{what}", file=sys.stderr, flush=True)
+
+    print(json.dumps(run(int(sys.argv[1]), int(sys.argv[2]), progress=_say).to_json()))

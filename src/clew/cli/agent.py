@@ -10,6 +10,7 @@ import typer
 
 from clew.agent.loop import Agent
 from clew.cli.errors import UserError
+from clew.cli.modes import require_runnable
 from clew.proxy.inputs import read_config_file
 from clew.proxy.runner import SyncRunner
 from clew.proxy.sync import ProxySyncer
@@ -45,8 +46,7 @@ def agent_command(
 
     setup_logs()
     cfg = from_kube_proxy_config(read_config_file(config), node_name=node_name)
-    if cfg.mode != "iptables":
-        raise UserError(f"mode {cfg.mode!r}: clew agent runs the iptables mode for now")
+    require_runnable(cfg.mode)
     for warning in cfg.warnings:
         logging.getLogger("clew.agent").warning("config: %s", warning)
     state = state_dir or Path("/run/clew") / cfg.node_name

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from clew.cli.errors import UserError
+from clew.cli.jsonout import print_json
+from clew.cli.progress import progress
+
+if TYPE_CHECKING:
+    from clew.bench.sync import SyncBench
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 
@@ -21,14 +25,21 @@ def bench_render(
     runs: Annotated[int, typer.Option("--runs", min=1, help="Best of this many renders.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Render N Services × K endpoints and time iptables-restore of the payload (target: ≤ 50%)."""
+    """Render N Services × K endpoints and time iptables-restore of the payload (target: ≤ 50%).
+
+    \b
+    Example:
+      clew bench render --services 10000 --endpoints 3 --json
+    """
     if os.geteuid() != 0:
         raise UserError("clew bench render loads rules into a throwaway network namespace: run it as root")
     from clew.bench.render import run
 
-    result = run(services, endpoints, runs)
+    with progress(f"bench render: {services} Services") as step:
+        step(f"best of {runs} renders, then iptables-restore")
+        result = run(services, endpoints, runs)
     if as_json:
-        print(json.dumps(result.to_json()))
+        print_json(result.to_json(), "bench", "RenderBench")
         return
     print(
         f"clew bench render: {result.services} Services × {result.endpoints_per_service} endpoints, "
@@ -48,12 +59,19 @@ def bench_trace(
     traces: Annotated[int, typer.Option("--traces", min=1, help="Traces after the first.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Parse an N-Service iptables-save and trace packets (targets: ≤ 1 s, then ≤ 20 ms a trace)."""
+    """Parse an N-Service iptables-save and trace packets (targets: ≤ 1 s, then ≤ 20 ms a trace).
+
+    \b
+    Example:
+      clew bench trace --services 10000 --traces 50
+    """
     from clew.bench.trace import run
 
-    result = run(services, traces)
+    with progress(f"bench trace: {services} Services") as step:
+        step(f"parse, then {traces + 1} traces")
+        result = run(services, traces)
     if as_json:
-        print(json.dumps(result.to_json()))
+        print_json(result.to_json(), "bench", "TraceBench")
         return
     print(f"clew bench trace: {result.services} Services, {result.ruleset_lines} lines of iptables-save")
     print(f"  parse                      {result.parse_s:8.3f} s")
@@ -75,17 +93,24 @@ def bench_cni(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """ADD and DEL latency of clew-cni beside the reference bridge + host-local (target: ≤ 2×)."""
+    """ADD and DEL latency of clew-cni beside the reference bridge + host-local (target: ≤ 2×).
+
+    \b
+    Example:
+      clew bench cni --pods 20 --standalone
+    """
     if os.geteuid() != 0:
         raise UserError("clew bench cni attaches pods in throwaway network namespaces: run it as root")
     from clew.bench.cni import run
 
     try:
-        result = run(pods, standalone=standalone)
+        with progress(f"bench cni: {pods} pods") as step:
+            step("ADD and DEL, clew-cni and the reference plugins")
+            result = run(pods, standalone=standalone)
     except RuntimeError as exc:
         raise UserError(str(exc), exit_code=1) from None
     if as_json:
-        print(json.dumps(result.to_json()))
+        print_json(result.to_json(), "bench", "CniBench")
         return
     print(f"clew bench cni: {result.pods} pods, one node, clew-cni {result.mode}; reference {result.reference}")
     print("                      p50 ms   p95 ms")
@@ -108,20 +133,27 @@ def bench_podnet(
     ] = "same",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Pod-to-pod TCP throughput and RTT over host-gw and vxlan beside plain routing, in one run."""
+    """Pod-to-pod TCP throughput and RTT over host-gw and vxlan beside plain routing, in one run.
+
+    \b
+    Example:
+      clew bench podnet --seconds 2 --rounds 3 --pin split
+    """
     if os.geteuid() != 0:
         raise UserError("clew bench podnet builds labs of network namespaces: run it as root")
     from clew.bench.podnet import run
     from clew.lab.build import LabError
 
     try:
-        result = run(seconds, pings, rounds, pin)
+        with progress("bench podnet") as step:
+            step(f"{rounds} round(s) over host-gw, vxlan and plain routing")
+            result = run(seconds, pings, rounds, pin)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     except (RuntimeError, LabError) as exc:
         raise UserError(str(exc), exit_code=1) from None
     if as_json:
-        print(json.dumps(result.to_json()))
+        print_json(result.to_json(), "bench", "PodnetBench")
         return
     print(
         f"clew bench podnet: one TCP stream for {result.seconds:g} s, {result.pings} 1-byte round trips, "
@@ -138,27 +170,34 @@ def bench_podnet(
 @app.command("sync")
 def bench_sync(
     services: Annotated[
-        list[int] | None, typer.Option("--services", min=1, help="Services (× 3 endpoints); repeat for a curve.")
+        list[int] | None,
+        typer.Option("--services", min=1, help="Services (× 3 endpoints); repeat for a curve. [default: 10000]"),
     ] = None,
     mode: Annotated[str, typer.Option("--mode", help="iptables.")] = "iptables",
     changes: Annotated[int, typer.Option("--changes", min=1, help="Changes to time one by one.")] = 50,
     plot: Annotated[Path | None, typer.Option("--plot", help="Draw sync times against Service count (PNG).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON (one object per count).")] = False,
 ) -> None:
-    """Full resync and one-change sync times beside raw iptables-restore; the engine's memory."""
+    """Full resync and one-change sync times beside raw iptables-restore and kube-proxy's own
+    restores of the same rules, in one run; the engine's memory.
+
+    \b
+    Example:
+      clew bench sync --services 1000 --services 10000 --plot sync.png
+    """
     if os.geteuid() != 0:
         raise UserError("clew bench sync loads rules into throwaway network namespaces: run it as root")
     if mode != "iptables":
         raise UserError(f"--mode {mode!r}: only the iptables mode exists for now")
     if plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UserError("--plot needs matplotlib: .venv/bin/pip install 'clew[plot]'") from None
+        require_matplotlib()
     from clew.bench.sync import run_isolated
 
+    results = []
     try:
-        results = [run_isolated(n, changes) for n in (services or [10000])]
+        for n in services or [10000]:
+            with progress(f"bench sync: {n} Services") as step:
+                results.append(run_isolated(n, changes, step))
     except RuntimeError as e:
         raise UserError(str(e), exit_code=1) from None
     if plot is not None:
@@ -167,22 +206,43 @@ def bench_sync(
         sync_plot(results, plot)
     if as_json:
         for r in results:
-            print(json.dumps(r.to_json()))
+            print_json(r.to_json(), "bench", "SyncBench")
         return
     for r in results:
-        print(f"clew bench sync: {r.services} Services × 3 endpoints, mode {r.mode}")
-        ok = "meets" if r.full_ratio <= 1.3 else "misses"
-        print(
-            f"  full resync over existing rules {r.full_sync_s:7.3f} s   raw full restore {r.raw_full_restore_s:.3f} s"
-            f"   {r.full_ratio:.2f}× ({ok} ≤ 1.3×)"
-        )
-        ok = "meets" if r.change_ratio <= 1.5 else "misses"
-        print(
-            f"  one change, p50 / p99   {r.change_p50_s:7.4f} / {r.change_p99_s:.4f} s   raw partial restore "
-            f"{r.raw_partial_restore_s:.4f} s   {r.change_ratio:.2f}× ({ok} ≤ 1.5×); {r.partial_syncs} of "
-            f"{r.changes} were partial"
-        )
-        ok = "meets" if r.rss_mb <= 150 else "misses"
-        print(f"  resident memory         {r.rss_mb:7.1f} MB (peak {r.peak_rss_mb} MB)   ({ok} ≤ 150 MB)")
+        print(sync_table(r))
     if plot is not None:
         print(f"plot written to {plot}")
+
+
+def _verdict(ratio: float, target: float) -> str:
+    return f"{ratio:5.2f}× ({'meets' if ratio <= target else 'misses'} ≤ {target:g}×)"
+
+
+def sync_table(r: SyncBench) -> str:
+    """clew's times, the kernel's raw restores and kube-proxy's restores side by side."""
+    rows = [
+        f"clew bench sync: {r.services} Services × 3 endpoints, mode {r.mode}, {r.partial_syncs} of {r.changes} "
+        "changes synced partially",
+        f"  {'':<28}{'clew':>9}  {'raw restore':>11}  {'clew/raw':<21}{'kube-proxy':>10}  clew/kube-proxy",
+        f"  {'full resync over the rules':<28}{r.full_sync_s:>8.3f}s  {r.raw_full_restore_s:>10.3f}s  "
+        f"{_verdict(r.full_ratio, 1.3):<21}{r.kube_proxy_full_restore_s:>9.3f}s  {r.full_vs_kube_proxy:5.2f}×",
+        f"  {'one change, p50':<28}{r.change_p50_s:>8.4f}s  {r.raw_partial_restore_s:>10.4f}s  "
+        f"{_verdict(r.change_ratio, 1.5):<21}{r.kube_proxy_partial_restore_s:>9.4f}s  {r.change_vs_kube_proxy:5.2f}×",
+        f"  {'one change, p99':<28}{r.change_p99_s:>8.4f}s",
+        f"  {'resident memory':<28}{r.rss_mb:>7.1f}MB  (peak {r.peak_rss_mb} MB; "
+        f"{'meets' if r.rss_mb <= 150 else 'misses'} ≤ 150 MB)",
+        "  raw restore: iptables-restore of the same full payload into an empty namespace, and of just the changed "
+        "Service's chains;",
+        "  kube-proxy: its --noflush restores of the same rules: a full sync rewrites every chain, a partial one "
+        "every shared chain (KUBE-SERVICES…) and the changed Service's.",
+    ]
+    return "\n".join(rows)
+
+
+def require_matplotlib() -> None:
+    """``--plot`` needs the optional matplotlib: say how to get it, in one line, before any work."""
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UserError(f"--plot needs matplotlib, which is not installed: {sys.executable} -m pip install matplotlib")

@@ -12,6 +12,7 @@ import typer
 
 from clew import __version__
 from clew.cli.errors import UserError
+from clew.cli.netns_arg import netns_name
 
 
 def dump_command(
@@ -22,20 +23,26 @@ def dump_command(
     from clew.kernel import netns as kernel_netns
     from clew.kernel.snapshot import capture
 
+    netns = netns_name(netns)
     if os.geteuid() != 0:
         raise UserError("clew dump reads a network namespace: run it as root")
     if not kernel_netns.exists(netns):
         raise UserError(f"network namespace {netns!r} does not exist")
     files = capture(netns)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text, encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (folder / name).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{e.filename or folder}: cannot write: {e.strerror}") from None
     meta = {
+        "apiVersion": "clew.dump/v1",
+        "kind": "Dump",
         "netns": netns,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "clew": __version__,
         "files": sorted(files),
         "node_names": {},
     }
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {len(files) + 1} files to {folder}; trace them with: clew trace --from-dump {folder} …")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated
 
 import typer
 
 from clew.cli.errors import UserError
+from clew.cli.jsonout import print_json
+from clew.cli.netns_arg import netns_name
+from clew.cli.stdin import stdin_path
 from clew.trace.explain import explain_service, format_explanation
 from clew.trace.sources import SourceError, load_view
 
@@ -19,7 +21,7 @@ _QUERY = re.compile(r"^[a-z0-9.-]+/[a-z0-9.-]+(:[a-z0-9-]*)?$")
 @app.command("service")
 def explain_service_command(
     name: Annotated[str, typer.Argument(help="NS/NAME or NS/NAME:PORT")],
-    ruleset: Annotated[str | None, typer.Option("--ruleset", help="iptables-save output.")] = None,
+    ruleset: Annotated[str | None, typer.Option("--ruleset", help="iptables-save output; - reads stdin.")] = None,
     netns: Annotated[str | None, typer.Option("--netns", help="A live network namespace (root).")] = None,
     from_dump: Annotated[str | None, typer.Option("--from-dump", help="A folder written by clew dump.")] = None,
     objects: Annotated[
@@ -28,11 +30,18 @@ def explain_service_command(
     node_name: Annotated[str | None, typer.Option("--node-name", help="The node, with --objects.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
 ) -> None:
-    """A Service's rule tree on a node, with the share of connections each endpoint gets and why."""
+    """A Service's rule tree on a node, with the share of connections each endpoint gets and why.
+
+    \b
+    Examples:
+      clew explain service default/web:http --ruleset rules.txt
+      clew explain service default/web --netns node-1 --objects manifests/ --node-name node-1 --json
+    """
     if not _QUERY.match(name):
         raise UserError(f"{name!r} is not NS/NAME or NS/NAME:PORT")
+    ruleset = stdin_path("--ruleset", ruleset)
     try:
-        view = load_view(ruleset, [], netns, from_dump)
+        view = load_view(ruleset, [], netns_name(netns) if netns else None, from_dump)
     except SourceError as e:
         raise UserError(str(e)) from None
     policies = None
@@ -40,10 +49,10 @@ def explain_service_command(
         from clew.proxy.inputs import load_snapshot, make_config
         from clew.proxy.policy import decide
 
-        snapshot = load_snapshot(objects)
+        snapshot = load_snapshot(stdin_path("--objects", objects))
         policies = decide(snapshot, make_config(snapshot, node_name=node_name))
     result = explain_service(view.ruleset, name, policies)
     if as_json:
-        print(json.dumps(result.to_json(), indent=2))
+        print_json(result.to_json(), "trace", "ServiceExplanation", indent=2)
     else:
         print(format_explanation(result), end="")

@@ -8,33 +8,36 @@ from typing import Annotated
 
 import typer
 
-from clew.cli.errors import UserError
+from clew.cli.modes import require_runnable
+from clew.cli.progress import shows_progress
+from clew.cli.stdin import stdin_path
 from clew.proxy.inputs import load_snapshot, make_config
 from clew.proxy.iptables.render import render
 from clew.proxy.policy import decide
 
 
+@shows_progress("clew render")
 def render_command(
-    objects: Annotated[Path, typer.Option("--objects", help="Manifest file or folder (JSON/YAML).")],
-    mode: Annotated[str, typer.Option("--mode", help="iptables or nftables.")] = "iptables",
+    objects: Annotated[Path, typer.Option("--objects", help="Manifest file or folder (JSON/YAML); - reads stdin.")],
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="iptables (default: the config file's mode, else iptables).")
+    ] = None,
     node_name: Annotated[str | None, typer.Option("--node-name", help="This node's name (isLocal).")] = None,
     node_ip: Annotated[list[str] | None, typer.Option("--node-ip", help="This node's IP; repeatable.")] = None,
     cluster_cidr: Annotated[str | None, typer.Option("--cluster-cidr", help="Pod CIDR(s), comma-separated.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="KubeProxyConfiguration file.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="KubeProxyConfiguration file; - reads stdin.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any object was rejected.")] = False,
     standalone: Annotated[
         bool, typer.Option("--standalone", help="Add canaries and built-in chain jumps, to load into an empty netns.")
     ] = False,
 ) -> None:
     """Print exactly what the agent would load in a full sync (iptables-restore input). Pure: no root."""
-    if mode not in ("iptables", "nftables"):
-        raise UserError(f"--mode {mode!r}: choose iptables or nftables")
-    if mode == "nftables":
-        raise UserError("--mode nftables is not implemented yet; use --mode iptables")
+    objects, config = stdin_path("--objects", objects), stdin_path("--config", config)
     snapshot = load_snapshot(objects)
     cfg = make_config(
         snapshot, config_file=config, node_name=node_name, node_ips=node_ip, cluster_cidr=cluster_cidr, mode=mode
     )
+    require_runnable(cfg.mode)
     for warning in cfg.warnings:
         print(f"clew: warning: {warning}", file=sys.stderr)
     for note in snapshot.notes:

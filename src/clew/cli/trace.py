@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from typing import Annotated
 
 import typer
 
 from clew.cli.errors import UserError
+from clew.cli.jsonout import print_json
+from clew.cli.netns_arg import netns_name
+from clew.cli.stdin import stdin_path
 from clew.trace.engine import trace
 from clew.trace.packet import Packet
 from clew.trace.sources import SourceError, load_view
@@ -29,7 +31,9 @@ def trace_command(
     sport: Annotated[int, typer.Option("--sport", min=1, max=65535, help="Source port.")] = 40000,
     proto: Annotated[str, typer.Option("--proto", help="tcp, udp or sctp.")] = "tcp",
     iif: Annotated[str | None, typer.Option("--iif", help="Interface it arrives on (default: inferred).")] = None,
-    ruleset: Annotated[str | None, typer.Option("--ruleset", help="iptables-save output to trace.")] = None,
+    ruleset: Annotated[
+        str | None, typer.Option("--ruleset", help="iptables-save output to trace; - reads stdin.")
+    ] = None,
     local_ip: Annotated[list[str] | None, typer.Option("--local-ip", help="A node address (with --ruleset).")] = None,
     netns: Annotated[str | None, typer.Option("--netns", help="Trace a live network namespace (root).")] = None,
     from_dump: Annotated[str | None, typer.Option("--from-dump", help="A folder written by clew dump.")] = None,
@@ -49,12 +53,13 @@ def trace_command(
         ctstate="ESTABLISHED" if established else "NEW",
     )
     locals_ = [_ipv4(ip, "--local-ip") for ip in (local_ip or [])]
+    ruleset = stdin_path("--ruleset", ruleset)
     try:
-        view = load_view(ruleset, locals_, netns, from_dump)
+        view = load_view(ruleset, locals_, netns_name(netns) if netns else None, from_dump)
     except SourceError as e:
         raise UserError(str(e)) from None
     result = trace(view, packet)
     if as_json:
-        print(json.dumps(result.to_json(), indent=2))
+        print_json(result.to_json(), "trace", "Trace", indent=2)
     else:
         print(format_trace(result), end="")

@@ -27,6 +27,8 @@ def read_config_file(path: str | Path | None) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ManifestError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{path}: not UTF-8 text ({e.reason})") from None
     docs = parse_text(text, str(path))
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") in (None, "KubeProxyConfiguration"):

@@ -43,7 +43,7 @@ def from_ruleset(path: str | Path, local_ips: list[str]) -> NodeView:
     view = NodeView(ruleset=ruleset, addresses=[Address("?", ip, 32) for ip in local_ips], name=str(path))
     view.warnings.extend(ruleset.warnings)
     if not ruleset.tables:
-        view.warnings.append(f"{path}: no table found (is it iptables-save output?)")
+        raise SourceError(f"{path}: no iptables table in it (is it iptables-save output?)")
     return view
 
 
@@ -69,6 +69,10 @@ def _load(ruleset: str | None, local_ips: list[str], netns: str | None, dump: st
             return from_dump(dump)
         except FileNotFoundError as e:
             raise SourceError(str(e)) from None
+        except UnicodeDecodeError as e:
+            raise SourceError(f"{dump}: a file in it is not UTF-8 text ({e.reason}); is it from clew dump?") from None
+        except OSError as e:
+            raise SourceError(f"{e.filename or dump}: cannot read: {e.strerror}") from None
     assert netns is not None
     if os.geteuid() != 0:
         raise SourceError("--netns reads a network namespace: run as root (or use --from-dump)")
