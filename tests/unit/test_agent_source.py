@@ -184,16 +184,16 @@ def test_cli_reads_the_api_server_from_client_connection_kubeconfig(tmp_path: Pa
 
 def test_the_syncer_reports_rules_per_table_and_the_metrics_show_them(tmp_path: Path) -> None:
     from clew.agent.metrics import rules_per_table
+    from clew.fakes.iptables import FakeIptables
     from clew.model.from_kube import build_snapshot
 
     config = ProxyConfig(node_name="n1", node_ips=("192.168.0.11",))
-    syncer = ProxySyncer("unused", config)
+    syncer = ProxySyncer("unused", config, kernel=FakeIptables())  # conntrack cleanup goes to the fake
     objects = [SERVICE, eps("web-abc", "web", "10.244.1.5"), NODE]
     with (
         mock.patch.object(proxy_sync.apply, "full_sync", return_value=proxy_sync.apply.FullSync(True)),
         mock.patch.object(proxy_sync.apply, "partial_sync") as partial,
         mock.patch.object(proxy_sync.apply, "remove_other_mode_leftovers", return_value=[]),
-        mock.patch.object(proxy_sync.apply.NodeIptables, "delete_udp_flows", return_value=0),
     ):
         first = syncer.sync(build_snapshot(objects))
         assert first.full and first.rules_by_table == rules_per_table(syncer.payload()) == first.written_by_table

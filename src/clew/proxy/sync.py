@@ -33,6 +33,7 @@ from clew.model.objects import EndpointSlice, Protocol, Service, Snapshot
 from clew.model.proxy_config import ProxyConfig
 from clew.proxy.iptables import apply, guard, partial
 from clew.proxy.iptables.apply import IptablesKernel, KernelError
+from clew.proxy.iptables.apply import conntrack as conntrack  # re-exported: see apply.__all__
 from clew.proxy.iptables.render import PortRules, Rendered, assemble, render_port
 from clew.proxy.node_settings import node_config
 from clew.proxy.policy import LARGE_CLUSTER_ENDPOINTS, PortPolicy, decide_service, node_zone, slices_by_service

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from clew.kernel import iptables
+from clew.kernel import conntrack, iptables
 from clew.kernel.errors import KernelError
 from clew.kernel.iptables import IptablesKernel, NodeIptables
 from clew.kernel.namespace import Where
@@ -29,7 +29,9 @@ from clew.proxy.iptables import guard
 from clew.proxy.iptables.full import BUILTIN, ForeignTable, compose, foreign_from_chains, owned
 from clew.proxy.iptables.render import Rendered
 
-__all__ = ["IptablesKernel", "KernelError", "NodeIptables", "kernel_for"]  # the seam, for proxy.sync
+# The seam, for proxy.sync. ``conntrack`` stays reachable as ``proxy.sync.conntrack`` for tests
+# written before the seam that patch ``conntrack.delete_udp`` (NodeIptables calls it).
+__all__ = ["IptablesKernel", "KernelError", "NodeIptables", "conntrack", "kernel_for"]
 
 MAX_FOREIGN_CHAINS = 200  # past this, one iptables-save per table is cheaper than -S per chain
 
