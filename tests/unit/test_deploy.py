@@ -301,7 +301,7 @@ def test_containerfile_key_lines() -> None:
     assert "FROM debian:12-slim" in lines
     (install,) = [line for line in lines if "apt-get install" in line]
     assert "--no-install-recommends" in install
-    for package in ("iptables", "nftables", "iproute2", "conntrack", "python3", "python3-venv", "patchelf"):
+    for package in ("iptables", "nftables", "iproute2", "conntrack", "python3", "python3-venv", "patchelf", "bird2"):
         assert re.search(rf"(?<![\w-]){re.escape(package)}(?![\w-])", install), package
     assert any(line.startswith("RUN sh /usr/local/lib/clew/bundle-python.sh /src /opt/clew/current") for line in lines)
     assert 'ENTRYPOINT ["clew"]' in lines
