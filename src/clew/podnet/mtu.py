@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from clew.podnet.errors import PodnetError
 
-OVERHEAD = {"vxlan": 50, "host-gw": 0}
+OVERHEAD = {"vxlan": 50, "host-gw": 0, "bgp": 0}
 MIN_POD_MTU = 576  # the smallest datagram every IPv4 host must accept (RFC 791)
 
 

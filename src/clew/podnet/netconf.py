@@ -7,7 +7,8 @@ The keys are flannel's (``Network``, ``SubnetLen``, ``Backend.Type``, ``Backend.
 * ``Network`` is an IPv4 CIDR; ``SubnetLen`` defaults to 24 when Network is /22 or larger,
   else Network's prefix + 2; it must be ≤ 30 and leave room for four subnets (≥ prefix + 2);
   a Network smaller than /28 is rejected.
-* ``Backend.Type`` is ``vxlan`` or ``host-gw``. Without ``Backend`` flannel's code falls back to
+* ``Backend.Type`` is ``vxlan``, ``host-gw`` or ``bgp`` (clew's extension, options in
+  :mod:`clew.podnet.bgpconf`). Without ``Backend`` flannel's code falls back to
   ``udp`` (its docs say vxlan); clew has no udp backend and uses vxlan.
 * vxlan: ``VNI`` 1 by default; ``Port`` 0 (the default) means the kernel's 8472, not IANA's
   4789; ``MTU`` replaces the underlay device's MTU (the pod MTU is then ``MTU - 50``).
@@ -27,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clew.podnet.bgpconf import BgpConf, parse_bgp
 from clew.podnet.errors import NetConfError
 
-BACKEND_TYPES = ("vxlan", "host-gw")
+BACKEND_TYPES = ("vxlan", "host-gw", "bgp")
 DEFAULT_VNI = 1
 DEFAULT_VXLAN_PORT = 8472  # the Linux kernel's default vxlan port; flannel's Port 0 means this
 MAX_VNI = (1 << 24) - 1
@@ -47,6 +49,7 @@ class NetConf:
     vni: int = DEFAULT_VNI
     port: int = DEFAULT_VXLAN_PORT
     mtu: int | None = None
+    bgp: BgpConf | None = None  # the bgp backend's options (only with backend_type "bgp")
 
 
 def load(path: str | Path) -> NetConf:
@@ -86,7 +89,8 @@ def parse(source: str | bytes | Mapping[str, Any]) -> NetConf:
         for key in _UNSUPPORTED_VXLAN:
             if backend.get(key) not in (None, False):
                 raise NetConfError(f"Backend.{key}", "only false is supported by clew")
-    return NetConf(network, subnet_len, backend_type, vni, port, mtu)
+    bgp = parse_bgp(backend) if backend_type == "bgp" else None
+    return NetConf(network, subnet_len, backend_type, vni, port, mtu, bgp)
 
 
 def _object(value: Any, key: str) -> Mapping[str, Any]:

@@ -1,0 +1,141 @@
+"""The bgp backend's options in net-conf.json (clew's extension of flannel's format). Pure.
+
+::
+
+    "Backend": {"Type": "bgp",
+                "ASN": 64512,                    # default 64512 (Calico's and kube-router's)
+                "Peering": "mesh"                # default: full iBGP node-to-node mesh
+                         | {"RouteReflectors": ["node-1", ...]}   # nodes acting as reflectors
+                         | {"Peers": [{"Address": "192.168.51.1", "ASN": 64513,
+                                       "Nodes": ["node-1"]}]},    # external (top-of-rack) peers
+                "Password": "...",               # optional TCP MD5 secret on every session
+                "BFD": false,                    # optional sub-second failure detection
+                "HoldTime": 9,                   # seconds; keepalive is a third of it
+                "GracefulRestart": true}         # default true: forwarding survives a restart
+
+A peer without ``Nodes`` is every node's peer; with ``Nodes`` only those nodes peer with it (a
+top-of-rack router is the peer of its rack's nodes). Every invalid value raises
+:class:`~clew.podnet.errors.NetConfError` naming its key (``Backend.Peering.Peers[0].ASN``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from clew.podnet.errors import NetConfError
+
+DEFAULT_ASN = 64512
+MAX_ASN = (1 << 32) - 1
+DEFAULT_HOLD_TIME = 9  # BIRD's default is 240 s; a node taken down must be noticed within 10 s
+MESH, REFLECTORS, PEERS = "mesh", "reflectors", "peers"
+_PASSWORD = re.compile(r'[^\s"\\]{1,80}', re.ASCII)  # no blanks, quotes or backslashes: BIRD's "..." string
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a Kubernetes object name
+_KEYS = {"Type", "ASN", "Peering", "Password", "BFD", "HoldTime", "GracefulRestart"}
+
+
+@dataclass(frozen=True, slots=True)
+class BgpPeer:
+    """An external BGP peer; ``nodes`` empty: every node peers with it."""
+
+    address: ipaddress.IPv4Address
+    asn: int
+    nodes: tuple[str, ...] = ()
+
+    def serves(self, node: str) -> bool:
+        return not self.nodes or node in self.nodes
+
+
+@dataclass(frozen=True, slots=True)
+class BgpConf:
+    asn: int = DEFAULT_ASN
+    peering: str = MESH
+    reflectors: tuple[str, ...] = ()
+    peers: tuple[BgpPeer, ...] = ()
+    password: str | None = None
+    bfd: bool = False
+    hold_time: int = DEFAULT_HOLD_TIME
+    graceful_restart: bool = True
+
+
+def parse_bgp(backend: Mapping[str, Any]) -> BgpConf:
+    """The bgp options of net-conf.json's ``Backend`` object (its ``Type`` is ``bgp``)."""
+    unknown = sorted(set(backend) - _KEYS)
+    if unknown:
+        raise NetConfError(f"Backend.{unknown[0]}", f"unknown bgp option; known: {', '.join(sorted(_KEYS))}")
+    asn = _asn(backend.get("ASN", DEFAULT_ASN), "Backend.ASN")
+    peering, reflectors, peers = _peering(backend.get("Peering", MESH))
+    password = backend.get("Password")
+    if password is not None and (
+        not isinstance(password, str) or not password.isprintable() or not _PASSWORD.fullmatch(password)
+    ):
+        raise NetConfError("Backend.Password", "must be 1-80 characters without blanks, quotes or backslashes")
+    bfd = _bool(backend.get("BFD", False), "Backend.BFD")
+    hold = backend.get("HoldTime", DEFAULT_HOLD_TIME)
+    if isinstance(hold, bool) or not isinstance(hold, int) or not 3 <= hold <= 65535:
+        raise NetConfError("Backend.HoldTime", f"must be an integer from 3 to 65535 seconds, got {json.dumps(hold)}")
+    graceful = _bool(backend.get("GracefulRestart", True), "Backend.GracefulRestart")
+    return BgpConf(asn, peering, reflectors, peers, password, bfd, hold, graceful)
+
+
+def _peering(value: Any) -> tuple[str, tuple[str, ...], tuple[BgpPeer, ...]]:
+    key = "Backend.Peering"
+    if value == MESH:
+        return MESH, (), ()
+    if not isinstance(value, Mapping) or len(value) != 1 or next(iter(value)) not in ("RouteReflectors", "Peers"):
+        raise NetConfError(
+            key, f'must be "mesh", {{"RouteReflectors": [...]}} or {{"Peers": [...]}}, got {json.dumps(value)}'
+        )
+    if "RouteReflectors" in value:
+        return REFLECTORS, _names(value["RouteReflectors"], f"{key}.RouteReflectors"), ()
+    items = value["Peers"]
+    if not isinstance(items, list) or not items:
+        raise NetConfError(f"{key}.Peers", f"must be a non-empty list of peers, got {json.dumps(items)}")
+    peers = tuple(_peer(item, f"{key}.Peers[{i}]") for i, item in enumerate(items))
+    return PEERS, (), peers
+
+
+def _peer(item: Any, key: str) -> BgpPeer:
+    if not isinstance(item, Mapping):
+        raise NetConfError(key, f'must be an object {{"Address": IP, "ASN": N}}, got {json.dumps(item)}')
+    extra = sorted(set(item) - {"Address", "ASN", "Nodes"})
+    if extra:
+        raise NetConfError(f"{key}.{extra[0]}", "unknown key; known: Address, ASN, Nodes")
+    raw = item.get("Address")
+    try:
+        address = ipaddress.IPv4Address(raw) if isinstance(raw, str) else None
+    except ValueError:
+        address = None
+    if address is None or address.is_unspecified or address.is_multicast or address.is_loopback:
+        raise NetConfError(f"{key}.Address", f"must be a unicast IPv4 address, got {json.dumps(raw)}")
+    if "ASN" not in item:
+        raise NetConfError(f"{key}.ASN", "required (the peer's AS number)")
+    nodes = _names(item["Nodes"], f"{key}.Nodes") if "Nodes" in item else ()
+    return BgpPeer(address, _asn(item["ASN"], f"{key}.ASN"), nodes)
+
+
+def _names(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise NetConfError(key, f"must be a non-empty list of node names, got {json.dumps(value)}")
+    for name in value:
+        if not isinstance(name, str) or not _NODE_NAME.fullmatch(name):
+            raise NetConfError(key, f"{json.dumps(name)} is not a node name")
+    if len(set(value)) != len(value):
+        raise NetConfError(key, "lists a node twice")
+    return tuple(value)
+
+
+def _asn(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ASN:
+        raise NetConfError(key, f"must be an AS number from 1 to {MAX_ASN}, got {json.dumps(value)}")
+    return value
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise NetConfError(key, f"must be true or false, got {json.dumps(value)}")
+    return value
