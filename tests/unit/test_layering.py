@@ -18,6 +18,7 @@ KERNEL_USERS = {
     "podnet/reconcile.py": "the pod network's reconcile",
     "podnet/setup.py": "the pod network's applier (node setup)",
     "podnet/masquerade.py": "the pod network's applier (masquerade rules)",
+    "podnet/bgp_apply.py": "the bgp backend's applier (runs BIRD)",
     "cni/bridge.py": "the CNI bridge",
     "trace/node_view.py": "the trace node view (reads a live namespace)",
     "cli/dump.py": "a doctor's reader: clew dump captures a namespace",

@@ -10,6 +10,7 @@ import pytest
 
 from clew.podnet.annotations import Lease
 from clew.podnet.backends import BACKENDS, backend_for
+from clew.podnet.backends.bgp import BgpBackend
 from clew.podnet.backends.hostgw import HostGwBackend
 from clew.podnet.backends.vxlan import VxlanBackend, device_name, stable_vtep_mac
 from clew.podnet.desired import Desired, FdbEntry, Neighbour, Route, Underlay
@@ -30,7 +31,7 @@ def lease(n: int, backend: str = "vxlan", ip: str | None = None, mac: str | None
 
 
 def test_registry() -> None:
-    assert {"vxlan": VxlanBackend, "host-gw": HostGwBackend} == BACKENDS
+    assert {"vxlan": VxlanBackend, "host-gw": HostGwBackend, "bgp": BgpBackend} == BACKENDS
     assert isinstance(backend_for(CONF), VxlanBackend) and isinstance(backend_for(HOSTGW), HostGwBackend)
 
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from clew.model.objects import Node, Snapshot
 from clew.podnet import annotations as flannel_annotations
-from clew.podnet import masquerade, netconf, reconcile, setup, subnets
+from clew.podnet import bgp_apply, masquerade, netconf, reconcile, setup, subnets
+from clew.podnet.backends.bgp import BgpBackend
 from clew.podnet.errors import PodnetError
 from clew.podnet.netconf import NetConf
 from clew.podnet.subnet_env import SubnetEnv
@@ -100,6 +101,13 @@ class PodNetAgent:
         changes = reconcile.reconcile(self.netns, node.backend.desired(node.lease, found.leases, underlay))
         if changes:
             log.info("pod network: %s", changes)
+        bgp: dict[str, Any] | None = None
+        if isinstance(node.backend, BgpBackend):
+            files = bgp_apply.BirdFiles(self.state_dir)
+            inp = node.backend.bird_input(node.lease, found.leases, underlay, str(files.log))
+            bgp = bgp_apply.ensure_bird(self.netns, files, inp)
+            if bgp["action"] != "unchanged":
+                log.info("bird %s (pid %s, %d sessions)", bgp["action"], bgp["pid"], bgp["sessions"])
         return {
             "subnet": str(subnet),
             "mtu": node.pod_mtu,
@@ -107,4 +115,5 @@ class PodNetAgent:
             "peers": sum(1 for lease in found.leases if lease.node != me.name),
             "changes": len(changes),
             "problems": list(found.problems),
+            **({"bgp": bgp} if bgp is not None else {}),
         }

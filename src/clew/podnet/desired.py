@@ -78,15 +78,18 @@ class Scope:
     Routes: main-table unicast routes through ``route_dev`` whose destination lies inside
     ``route_within`` (None: every destination), except the kernel's connected routes.
     Neighbours: permanent entries on ``neighbour_dev``. FDB: entries on ``fdb_dev``.
+    Routes of a protocol in ``foreign_protocols`` belong to another program (``bird``: the bgp
+    backend's routing daemon writes them) and are never owned.
     """
 
     route_dev: str
     route_within: IPv4Network | None = None
     neighbour_dev: str | None = None
     fdb_dev: str | None = None
+    foreign_protocols: tuple[str, ...] = ()
 
-    def owns_route(self, dst: IPv4Network, dev: str | None) -> bool:
-        if dev != self.route_dev:
+    def owns_route(self, dst: IPv4Network, dev: str | None, protocol: str | None = None) -> bool:
+        if dev != self.route_dev or protocol in self.foreign_protocols:
             return False
         return self.route_within is None or dst.subnet_of(self.route_within)
 

@@ -32,7 +32,10 @@ def read_current(netns: str, scope: Scope) -> Current:
     routes = tuple(
         (Route(r.dst, r.dev, r.gateway, r.onlink), r.metric)
         for r in kroutes.list_routes(netns)
-        if r.dev is not None and r.type == "unicast" and r.protocol != "kernel" and scope.owns_route(r.dst, r.dev)
+        if r.dev is not None
+        and r.type == "unicast"
+        and r.protocol != "kernel"
+        and scope.owns_route(r.dst, r.dev, r.protocol)
     )
     neighbours: tuple[Neighbour, ...] = ()
     if scope.neighbour_dev is not None:

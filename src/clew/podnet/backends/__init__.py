@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from clew.podnet.annotations import Lease
+from clew.podnet.backends.bgp import BgpBackend
 from clew.podnet.backends.hostgw import HostGwBackend
 from clew.podnet.backends.vxlan import VxlanBackend, VxlanDeviceSpec
 from clew.podnet.desired import Desired, Underlay
@@ -43,7 +44,7 @@ class Backend(Protocol):
         ...
 
 
-BACKENDS: dict[str, type[Backend]] = {"vxlan": VxlanBackend, "host-gw": HostGwBackend}
+BACKENDS: dict[str, type[Backend]] = {"vxlan": VxlanBackend, "host-gw": HostGwBackend, "bgp": BgpBackend}
 
 
 def backend_for(conf: NetConf) -> Backend:

@@ -1,0 +1,76 @@
+"""BIRD 2 (Debian ``bird2``) as a process of a network namespace: start, check, reconfigure, ask.
+
+* `start` — ``bird -c CONF -s SOCKET -P PIDFILE`` inside the namespace. BIRD parses the file,
+  then daemonizes (its own session, stdio on /dev/null), so it outlives whoever started it: the
+  node agent may stop and start again while BIRD keeps its sessions and the kernel keeps its
+  routes. A bad file fails here, before any daemon exists.
+* `check_config` — ``bird -p -c FILE``: parse only, nothing started.
+* `configure` — ``birdc -s SOCKET configure``: BIRD rereads its file and restarts only the
+  protocols whose configuration changed; never a process restart.
+* `running_pid` — the daemon of a pid file, if that process is still BIRD in that namespace.
+* `show` — ``birdc -s SOCKET show …`` output (text).
+
+Each instance has its own control socket and pid file (several nodes of a lab share one host).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from clew.kernel.errors import CommandFailed
+from clew.kernel.namespace import Namespace, Where
+from clew.kernel.runner import run
+
+BIRD = "bird"
+BIRDC = "birdc"
+
+
+def check_config(config: Path) -> None:
+    """Raise :class:`CommandFailed` (BIRD's message: file, line, column) unless ``config`` parses."""
+    run(None, [BIRD, "-p", "-c", str(config)], what=f"bird -p {config.name}")
+
+
+def start(ns: Where, config: Path, socket: Path, pidfile: Path) -> int:
+    """Start BIRD in ``ns``; returns the daemon's pid (from its pid file)."""
+    run(ns, [BIRD, "-c", str(config), "-s", str(socket), "-P", str(pidfile)], what="bird")
+    pid = running_pid(pidfile, ns)
+    if pid is None:
+        raise CommandFailed(Namespace.of(ns), "bird", [BIRD], 1, f"no BIRD process behind {pidfile} after start")
+    return pid
+
+
+def configure(ns: Where, socket: Path) -> str:
+    """``birdc configure``: apply the (already written) file; returns BIRD's answer."""
+    argv = [BIRDC, "-s", str(socket), "configure"]
+    done = run(ns, argv, what="birdc configure", check=False)
+    answer = [line for line in done.stdout.splitlines() if line and not line.startswith(("BIRD ", "Reading "))]
+    if done.returncode != 0:  # birdc prints BIRD's complaint on stdout
+        raise CommandFailed(Namespace.of(ns), "birdc configure", argv, done.returncode, " ".join(answer) or done.stderr)
+    return answer[-1] if answer else ""
+
+
+def show(ns: Where, socket: Path, *what: str) -> str:
+    """``birdc -s SOCKET show WHAT…`` (``protocols``, ``route``), BIRD's banner line removed."""
+    done = run(ns, [BIRDC, "-s", str(socket), "show", *what], what="birdc show")
+    lines = done.stdout.splitlines()
+    return "\n".join(lines[1:] if lines and lines[0].startswith("BIRD ") else lines)
+
+
+def running_pid(pidfile: Path, ns: Where = None) -> int | None:
+    """The pid in ``pidfile`` if that process is BIRD (not a zombie) in ``ns``'s namespace."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+    if name != BIRD or rest.split()[0] in ("Z", "X", "x"):
+        return None
+    where = Namespace.of(ns)
+    want = where.path if not where.own else "/proc/self/ns/net"
+    try:
+        mine, theirs = os.stat(f"/proc/{pid}/ns/net"), os.stat(str(want))
+    except OSError:
+        return None
+    return pid if (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino) else None
