@@ -16,8 +16,13 @@ What it says (Calico's ``bird.cfg`` template is the model; see ``shared/referenc
   or the external peers that serve this node.
 * import filters that are the safety (a rogue or confused peer cannot steer pod traffic): from
   a mesh peer only the subnet its Node object assigns to it, with that node as next hop; from a
-  reflector only another node's subnet with that node as next hop; from an external peer only
-  another node's subnet. Never a prefix outside the cluster network, never this node's own.
+  reflector (or an external peer in our AS: a reflector outside the cluster) only another
+  node's subnet with that node as next hop; from an external peer in another AS (which puts
+  itself as next hop) only another node's subnet. Never a prefix outside the cluster network,
+  never this node's own.
+* next hops: an iBGP next hop is another node, maybe behind routers, so it is resolved
+  recursively through the kernel's routes; an eBGP peer on the underlay's network is the next
+  hop itself (``gateway direct``).
 """
 
 from __future__ import annotations
@@ -98,7 +103,12 @@ def sessions(inp: BirdInput) -> list[Session]:
         return [Session(names.get(n.name), n.ip, conf.asn, "node_route()") for n in others if n.name in reflectors]
     assert conf.peering == PEERS
     return [
-        Session(names.get(f"peer_{p.address}"), p.address, p.asn, "other_node_subnet()")
+        Session(
+            names.get(f"peer_{p.address}"),
+            p.address,
+            p.asn,
+            "node_route()" if p.asn == conf.asn else "other_node_subnet()",
+        )
         for p in conf.peers
         if p.serves(me.name)
     ]
@@ -174,6 +184,8 @@ def _session(inp: BirdInput, s: Session) -> str:
         lines.append("  passive on;")
     if s.rr_client:
         lines.append("  rr client;")
+    if ebgp:  # every node has the same AS: a route from another node comes back with ours in its path
+        lines.append("  allow local as;")
     if conf.password is not None:
         lines.append(f'  password "{conf.password}";')
     if conf.bfd:
@@ -181,7 +193,7 @@ def _session(inp: BirdInput, s: Session) -> str:
     export = f'proto = "{OWN_PROTO}"' + (" || source = RTS_BGP" if s.reflects else "")
     lines += [
         "  ipv4 {",
-        f"    gateway {'direct' if hop else 'recursive'};",
+        f"    gateway {'direct' if hop and ebgp else 'recursive'};",
         f"    import where !foreign_prefix() && {s.accept};",
         f"    export where {export};",
         "  };",
