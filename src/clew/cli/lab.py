@@ -49,7 +49,13 @@ def lab_up(
     name: Name = "clew",
     nodes: Annotated[int, typer.Option("--nodes", help="How many nodes (1-9).")] = 3,
     underlay: Annotated[str, typer.Option("--underlay", help="l2 or routed.")] = "l2",
-    backend: Annotated[str, typer.Option("--backend", help="vxlan or host-gw.")] = "vxlan",
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="vxlan, host-gw or bgp (BIRD per node; routed: the router reflects).",
+        ),
+    ] = "vxlan",
     proxy_mode: Annotated[str, typer.Option("--proxy-mode", help="iptables.")] = "iptables",
     service_cidr: Annotated[str, typer.Option("--service-cidr", help="Service range.")] = "10.96.0.0/12",
 ) -> None:

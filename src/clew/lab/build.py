@@ -19,6 +19,7 @@ from typing import Any
 
 from clew.kernel import netns
 from clew.lab import supervisor
+from clew.lab.bgp import node_backend, start_router
 from clew.lab.leases import LeaseMerger
 from clew.lab.plan import LabPlan, NodePlan
 from clew.lab.state import LabState, save, state_dir
@@ -97,7 +98,8 @@ def _node_object(n: NodePlan) -> dict[str, object]:
 def _write_configs(state: LabState, root: Path) -> None:
     cfg = state.config
     objects = root / "objects"
-    net_conf = {"Network": cfg.cluster_cidr, "Backend": {"Type": cfg.backend}}
+    backend = node_backend(state.plan) if cfg.backend == "bgp" else {"Type": cfg.backend}
+    net_conf = {"Network": cfg.cluster_cidr, "Backend": backend}
     for n in state.plan.nodes:
         write_atomic(objects / "nodes" / f"{n.name}.json", json.dumps(_node_object(n), indent=2) + "\n")
         node_dir = root / "nodes" / n.name
@@ -222,6 +224,8 @@ def up(state: LabState, root: Path) -> None:
         if plan.router_netns:
             netns.set_sysctls(plan.router_netns, {"net.ipv4.ip_forward": 1})
         _write_configs(state, root)
+        if plan.router_netns and state.config.backend == "bgp":
+            start_router(plan, root)  # the nodes' route reflector
         save(state)
         started = time.time()
         wait_agents_started(state, root, supervisor.spawn(state.config.name, plan))

@@ -26,7 +26,7 @@ class LabConfig:
     name: str = "clew"
     nodes: int = 3
     underlay: str = "l2"  # l2 | routed
-    backend: str = "vxlan"  # vxlan | host-gw
+    backend: str = "vxlan"  # vxlan | host-gw | bgp
     proxy_mode: str = "iptables"
     service_cidr: str = "10.96.0.0/12"
     cluster_cidr: str = "10.244.0.0/16"
@@ -37,8 +37,8 @@ class LabConfig:
             raise ValueError(f"nodes: {self.nodes} is out of range 1-{MAX_NODES}")
         if self.underlay not in ("l2", "routed"):
             raise ValueError(f"underlay: {self.underlay!r} is not l2 or routed")
-        if self.backend not in ("vxlan", "host-gw"):
-            raise ValueError(f"backend: {self.backend!r} is not vxlan or host-gw")
+        if self.backend not in ("vxlan", "host-gw", "bgp"):
+            raise ValueError(f"backend: {self.backend!r} is not vxlan, host-gw or bgp")
         if self.proxy_mode != "iptables":
             raise ValueError(f"proxy_mode: {self.proxy_mode!r}: the lab runs the iptables mode for now")
         if not self.name.replace("-", "").isalnum() or len(self.name) > 8:
