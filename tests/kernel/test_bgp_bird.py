@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -120,3 +122,13 @@ def test_bird_outlives_its_starter(segments: dict[str, str], tmp_path: Path) -> 
     pid = int(done.stdout.strip())
     assert bird.running_pid(files.pidfile, segments["node-a"]) == pid
     assert not bird.running_pid(files.pidfile, segments["node-b"])  # the namespace is checked
+
+
+def test_a_dead_bird_is_started_again(segments: dict[str, str], tmp_path: Path) -> None:
+    """The agent supervises BIRD: the next sync after it died starts a new one."""
+    files = BirdFiles(tmp_path / "a")
+    first = ensure_bird(segments["node-a"], files, inp(0))
+    os.kill(first["pid"], signal.SIGKILL)
+    poll_until(lambda: bird.running_pid(files.pidfile, segments["node-a"]) is None, 10, 0.02, "BIRD gone")
+    again = ensure_bird(segments["node-a"], files, inp(0))
+    assert again["action"] == "started" and again["pid"] != first["pid"]

@@ -15,7 +15,6 @@ import json
 import secrets
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from labkit import PORT, Lab, app, df_ping, pids_alive, pod_mtu, poll_until, sweep
@@ -156,15 +155,22 @@ def test_rogue_announcements_are_never_installed(lab: Lab) -> None:
     assert pids_alive({rogue_pid}) == {rogue_pid}  # ended by lab down, checked by lab.close()
 
 
-def test_lab_down_ends_every_bird(tmp_path: Path) -> None:
-    """(Checked by the fixture's close for the module's lab; here one more time, explicitly.)"""
+def test_mesh_on_the_l2_underlay_and_lab_down_ends_every_bird() -> None:
+    """On one segment the nodes form a full iBGP mesh (no router): each learns the others'
+    subnets with the owner as next hop; ``clew lab down`` ends every BIRD."""
     name = f"hbg{secrets.token_hex(2)}"
-    lab = Lab(LabState(LabConfig(name=name, nodes=2, underlay="routed", backend="bgp")))
+    lab = Lab(LabState(LabConfig(name=name, nodes=3, underlay="l2", backend="bgp")))
     try:
         build.up(lab.state, lab.root)
-        pids = {bird_pid(lab, n.name) for n in lab.state.plan.nodes}
-        router = bird.running_pid(lab.root / "router" / "bird.pid", lab.state.plan.router_netns)
-        assert None not in pids and router is not None
+        nodes = lab.state.plan.nodes
+        want = {n.name: {m.pod_cidr: m.ip for m in nodes if m != n} for n in nodes}
+        poll_until(lambda: all(bird_routes(n.netns) == want[n.name] for n in nodes), 30, "the mesh converges")
+        status = json.loads((lab.root / "nodes" / "node-1" / "status.json").read_text())
+        assert status["podnet"]["bgp"]["sessions"] == 2
+        lab.apply(app(WEB, 3))
+        assert_matrix(lab.pods(WEB))
+        pids = {bird_pid(lab, n.name) for n in nodes}
+        assert None not in pids
     finally:
-        lab.close()
-    assert not pids_alive({p for p in pids if p} | {router or 0})
+        lab.close()  # fails if any process of the lab's namespaces (a BIRD) is left
+    assert not pids_alive({p for p in pids if p})

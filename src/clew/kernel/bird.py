@@ -16,6 +16,7 @@ Each instance has its own control socket and pid file (several nodes of a lab sh
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from clew.kernel.errors import CommandFailed
@@ -31,12 +32,19 @@ def check_config(config: Path) -> None:
     run(None, [BIRD, "-p", "-c", str(config)], what=f"bird -p {config.name}")
 
 
-def start(ns: Where, config: Path, socket: Path, pidfile: Path) -> int:
-    """Start BIRD in ``ns``; returns the daemon's pid (from its pid file)."""
-    run(ns, [BIRD, "-c", str(config), "-s", str(socket), "-P", str(pidfile)], what="bird")
-    pid = running_pid(pidfile, ns)
-    if pid is None:
-        raise CommandFailed(Namespace.of(ns), "bird", [BIRD], 1, f"no BIRD process behind {pidfile} after start")
+def start(ns: Where, config: Path, socket: Path, pidfile: Path, timeout: float = 5.0) -> int:
+    """Start BIRD in ``ns``; returns the daemon's pid once its pid file names it (the daemon,
+    not the process we started, writes the file: after that one has exited)."""
+    pidfile.unlink(missing_ok=True)  # a dead BIRD's file must not be read as the new one's
+    argv = [BIRD, "-c", str(config), "-s", str(socket), "-P", str(pidfile)]
+    run(ns, argv, what="bird")
+    end = time.monotonic() + timeout
+    while (pid := running_pid(pidfile, ns)) is None:
+        if time.monotonic() > end:
+            raise CommandFailed(
+                Namespace.of(ns), "bird", argv, 1, f"no BIRD process behind {pidfile} {timeout:g}s after start"
+            )
+        time.sleep(0.01)
     return pid
 
 
