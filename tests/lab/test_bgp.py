@@ -12,8 +12,10 @@ never installed on any node, and ``clew lab down`` ending every BIRD.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -111,6 +113,24 @@ def test_bird_keeps_running_and_forwarding_while_the_agent_restarts(lab: Lab) ->
     build.wait_synced(lab.state, lab.root, converged=True)
     status = json.loads((lab.root / "nodes" / "node-1" / "status.json").read_text())
     assert status["podnet"]["bgp"] == {"pid": before["node-1"], "action": "unchanged", "sessions": 1}
+
+
+def test_a_crashed_bird_keeps_forwarding_until_the_agent_starts_it_again(lab: Lab) -> None:
+    """Graceful restart: node-1's BIRD dies (SIGKILL); its kernel keeps its routes and the router
+    keeps node-1's subnet (stale, up to the restart time), so pods still talk across nodes; a new
+    agent starts a new BIRD and the routes are fresh again."""
+    poll_until(lambda: all_routes_learned(lab), 30, "routes learned")
+    old = bird_pid(lab, "node-1")
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    poll_until(lambda: bird_pid(lab, "node-1") is None, 10, "node-1's BIRD gone")
+    assert all_routes_learned(lab)
+    assert_matrix(lab.pods(WEB))
+    build.restart_agent(lab.state, lab.root, "node-1")
+    new = poll_until(lambda: bird_pid(lab, "node-1"), 10, "node-1's BIRD started again")
+    assert new != old
+    poll_until(lambda: all_routes_learned(lab), 30, "routes learned again")
+    assert_matrix(lab.pods(WEB))
 
 
 def test_rogue_announcements_are_never_installed(lab: Lab) -> None:
