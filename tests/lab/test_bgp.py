@@ -26,6 +26,7 @@ from clew.lab import build
 from clew.lab.bgp import ExtraPeer, reconfigure_router
 from clew.lab.plan import LabConfig, prefix
 from clew.lab.state import LabState, Pod, state_dir
+from clew.lab.status import lab_status, render_status
 
 pytestmark = [
     pytest.mark.lab,
@@ -89,6 +90,16 @@ def test_routes_are_birds_and_pods_talk_natively(lab: Lab) -> None:
     fits = df_ping(src.netns, dst.ip, 1472)  # 1472 + 8 ICMP + 20 IP = 1500: no encapsulation
     assert fits.returncode == 0, fits.stdout + fits.stderr
     assert df_ping(src.netns, dst.ip, 1473).returncode != 0
+
+
+def test_lab_status_shows_each_nodes_bgp_sessions(lab: Lab) -> None:
+    poll_until(lambda: all_routes_learned(lab), 30, "routes learned")
+    doc = lab_status(lab.state, lab.root)
+    for node in doc["nodes"]:
+        (session,) = node["bgp"]  # its one session: to its router
+        assert session["state"] == "up" and session["info"] == "Established", node
+    text = render_status(doc)
+    assert "BGP SESSION" in text and text.count("Established") == 3
 
 
 def test_cluster_ip_reaches_pods_on_every_node(lab: Lab) -> None:

@@ -9,7 +9,7 @@ from clew.podnet import netconf
 from clew.podnet.annotations import Lease
 from clew.podnet.backends import backend_for
 from clew.podnet.backends.bgp import BgpBackend
-from clew.podnet.bird import BgpNode
+from clew.podnet.bird import BgpNode, bgp_sessions
 from clew.podnet.desired import Underlay
 
 IP = ipaddress.IPv4Address
@@ -45,3 +45,17 @@ def test_bird_input_has_the_other_bgp_nodes() -> None:
     assert got.node == BgpNode("node-1", IP("192.168.51.2"), NET("10.244.1.0/24"))
     assert got.nodes == (BgpNode("node-2", IP("192.168.52.2"), NET("10.244.2.0/24")),)  # vxlan, overlap skipped
     assert got.onlink == (NET("192.168.51.0/24"),) and got.log_file == "/x/bird.log"
+
+
+def test_bgp_sessions_from_birdc_show_protocols() -> None:
+    text = (
+        "Name       Proto      Table      State  Since         Info\n"
+        "device1    Device     ---        up     10:10:30.100  \n"
+        "own_subnet Static     master4    up     10:10:30.100  \n"
+        "n_peer_192_168_51_1 BGP        ---        up     10:10:30.175  Established   \n"
+        "n_node_3   BGP        ---        start  10:10:31.000  Active        Socket: Connection refused\n"
+    )
+    assert bgp_sessions(text) == [
+        {"name": "n_peer_192_168_51_1", "state": "up", "since": "10:10:30.175", "info": "Established"},
+        {"name": "n_node_3", "state": "start", "since": "10:10:31.000", "info": "Active Socket: Connection refused"},
+    ]

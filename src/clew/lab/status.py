@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from clew import __version__
-from clew.kernel import netns
+from clew.kernel import bird, netns
+from clew.kernel.errors import KernelError
 from clew.lab import supervisor
 from clew.lab.build import agent_status
 from clew.lab.plan import prefix
 from clew.lab.procs import pod_running, running
 from clew.lab.state import STATE_ROOT, LabState, load, state_dir
+from clew.podnet.bird import bgp_sessions
 
 API_VERSION = "clew.lab/v1alpha1"
 
@@ -39,6 +41,17 @@ def _agent(root: Path, node: str, netns_name: str) -> dict[str, Any]:
     }
 
 
+def _bgp(root: Path, node: str, netns_name: str) -> list[dict[str, str]] | str:
+    """The node's BGP sessions as its BIRD reports them, or why they cannot be read."""
+    socket = supervisor.node_dir(root, node) / "bird.ctl"
+    if not socket.exists():
+        return "no BIRD control socket"
+    try:
+        return bgp_sessions(bird.show(netns_name, socket, "protocols"))
+    except KernelError as e:
+        return str(e)
+
+
 def lab_status(state: LabState, root: Path | None = None) -> dict[str, Any]:
     """The status document of a lab (what ``-o json`` prints); ``root``: its state folder."""
     root = root or state_dir(state.config.name)
@@ -52,6 +65,8 @@ def lab_status(state: LabState, root: Path | None = None) -> dict[str, Any]:
             "agent_pid": agent["pid"], "agent_alive": agent["phase"] == "Running",
             "last_sync": agent_status(root, n.name),
         })  # fmt: skip
+        if state.config.backend == "bgp":
+            nodes[-1]["bgp"] = _bgp(root, n.name, n.netns)
     pods = [{"name": p.name, "namespace": p.namespace, "node": p.node, "ip": p.ip, "ready": pod_running(p)}
             for p in sorted(state.pods.values(), key=lambda p: (p.namespace, p.name))]  # fmt: skip
     services = []
@@ -117,6 +132,15 @@ def render_status(doc: dict[str, Any]) -> str:
                           str(sync.get("rules", "-")), str(sync.get("rejections", "-"))])  # fmt: skip
     parts = [head, "", table(["NODE", "IP", "POD CIDR", "AGENT", "PID", "RESTARTS", "AGE", "SYNC", "RULES",
                               "REJECTED"], node_rows)]  # fmt: skip
+    bgp = []
+    for n in doc["nodes"]:
+        sessions = n.get("bgp")
+        if isinstance(sessions, str):  # why BIRD could not be asked
+            bgp.append([n["name"], "-", "-", "-", sessions])
+        for s in sessions if isinstance(sessions, list) else []:
+            bgp.append([n["name"], s["name"], s["state"], s["since"], s["info"]])
+    if bgp:
+        parts += ["", table(["NODE", "BGP SESSION", "STATE", "SINCE", "INFO"], bgp)]
     if doc["pods"]:
         rows = [[p["namespace"], p["name"], p["node"], p["ip"], "Ready" if p["ready"] else "NotReady"]
                 for p in doc["pods"]]  # fmt: skip

@@ -224,3 +224,14 @@ class _Names:
 def bgp_nodes(entries: Sequence[tuple[str, str, str]]) -> tuple[BgpNode, ...]:
     """(name, ip, subnet) triples as :class:`BgpNode` values (for tests and the lab)."""
     return tuple(BgpNode(n, ipaddress.IPv4Address(ip), ipaddress.IPv4Network(s)) for n, ip, s in entries)
+
+
+def bgp_sessions(show_protocols: str) -> list[dict[str, str]]:
+    """The BGP rows of ``birdc show protocols`` output: ``{"name", "state", "since", "info"}``
+    (``info`` is the session's state: ``Established``, ``Active``, ``Connect``…)."""
+    found = []
+    for line in show_protocols.splitlines():
+        cols = line.split()
+        if len(cols) >= 5 and cols[1] == "BGP":
+            found.append({"name": cols[0], "state": cols[3], "since": cols[4], "info": " ".join(cols[5:])})
+    return found
