@@ -16,7 +16,10 @@ import os
 import secrets
 import shutil
 import signal
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from labkit import PORT, Lab, app, df_ping, pids_alive, pod_mtu, poll_until, sweep
@@ -184,6 +187,33 @@ def test_rogue_announcements_are_never_installed(lab: Lab) -> None:
         assert all(gw == n.gateway for gw in got.values()), (n.name, got)  # never via the rogue
         assert "192.168.99.2" not in netns.run(n.netns, ["ip", "-4", "route"]).stdout
     assert pids_alive({rogue_pid}) == {rogue_pid}  # ended by lab down, checked by lab.close()
+    reconfigure_router(plan, root, ())  # the router forgets the rogue: the real routes come back
+    poll_until(lambda: all_routes_learned(lab), 30, "routes learned again without the rogue")
+
+
+def test_a_node_taken_down_is_withdrawn_everywhere_while_the_others_talk(lab: Lab) -> None:
+    """node-3 loses its BIRD and its link: within the hold time (9 s) no node routes to its
+    subnet any more, and a stream of connections between node-1 and node-2 never fails."""
+    poll_until(lambda: all_routes_learned(lab), 30, "routes learned")
+    plan = lab.state.plan
+    down = plan.node("node-3")
+    pods = {p.node: p for p in lab.pods(WEB)}
+    stream: list[dict[str, Any]] = []
+    prober = threading.Thread(target=lambda: stream.extend(
+        sweep(pods["node-1"].netns, [f"{pods['node-2'].ip}:{PORT}"], count=40)))  # fmt: skip
+    prober.start()
+    pid = bird_pid(lab, "node-3")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    netns.run_batch(down.netns, ["link set eth0 down"])
+    started = time.monotonic()
+    others = [n for n in plan.nodes if n != down]
+    poll_until(lambda: all(down.pod_cidr not in bird_routes(n.netns) for n in others), 9, "node-3 withdrawn")
+    withdrawn = time.monotonic() - started
+    prober.join(60)
+    (result,) = stream
+    assert all(a["ok"] for a in result["attempts"]), result["summary"]
+    assert withdrawn < 9
 
 
 def test_mesh_on_the_l2_underlay_and_lab_down_ends_every_bird() -> None:
