@@ -1,6 +1,6 @@
 """BIRD run by the bgp backend's applier in throwaway namespaces: a mesh across two routed
-segments learns each other's subnet as ``proto bird`` routes (recursive next hop through the
-router), a changed configuration is applied by ``birdc configure`` (same process, the
+segments (with a TCP MD5 password and BFD) learns each other's subnet as ``proto bird`` routes
+(recursive next hop through the router), a changed configuration is applied by ``birdc configure`` (same process, the
 unchanged session is not restarted), and BIRD outlives the code that started it."""
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ def bird_routes(ns: str) -> dict[str, dict[str, str]]:
 
 
 def inp(me: int, extra: bool = False) -> BirdInput:
-    conf = netconf.parse({"Network": "10.244.0.0/16", "Backend": {"Type": "bgp", "HoldTime": 6}})
+    conf = netconf.parse(
+        {"Network": "10.244.0.0/16", "Backend": {"Type": "bgp", "HoldTime": 6, "Password": "s3cret", "BFD": True}}
+    )
     assert conf.bgp is not None
     others = tuple(n for n in NODES if n != NODES[me]) + (EXTRA if extra else ())
     onlink = (ipaddress.IPv4Network(f"192.168.7{me + 1}.0/24"),)
@@ -90,6 +92,8 @@ def test_mesh_across_segments_and_configure_without_restart(segments: dict[str, 
     assert set(bird_routes(segments["node-a"])) == {"10.244.2.0/24"}  # never its own subnet
 
     a = segments["node-a"]
+    bfd = poll_until(lambda: "Up" in bird.show(a, files["node-a"].socket, "bfd", "sessions"), 10, 0.2, "BFD up")
+    assert bfd
     assert ensure_bird(a, files["node-a"], inp(0)) == {**first[0], "action": "unchanged"}
     before = since(a, files["node-a"], "n_node_b")
     assert "Established" in before
