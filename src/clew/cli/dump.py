@@ -1,4 +1,5 @@
-"""Write a node's rules, addresses, routes, links, neighbours and FDB as files for offline tracing."""
+"""Write a node's rules, addresses, routes, links, neighbours, FDB and sysctls as files for offline tracing
+and checking (``clew trace --from-dump``, ``clew doctor --from-dump``)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ def dump_command(
     netns: Annotated[str, typer.Option("--netns", help="The node's network namespace.")],
     folder: Annotated[Path, typer.Argument(help="Folder to write (created if missing).")],
 ) -> None:
-    """Write a node's rules, addresses, routes, links, neighbours and FDB as files for offline tracing."""
+    """Write a node's rules, addresses, routes, links, neighbours, FDB and sysctls as files (trace, doctor)."""
+    from clew.doctor.collect import capture
     from clew.kernel import netns as kernel_netns
-    from clew.kernel.snapshot import capture
 
     netns = netns_name(netns)
     if os.geteuid() != 0:
@@ -45,4 +46,7 @@ def dump_command(
         "node_names": {},
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {len(files) + 1} files to {folder}; trace them with: clew trace --from-dump {folder} …")
+    print(
+        f"wrote {len(files) + 1} files to {folder}; trace them with: clew trace --from-dump {folder} …; "
+        f"check them with: clew doctor --from-dump {folder}"
+    )
