@@ -135,6 +135,13 @@ FAULTS: dict[str, tuple[str, str, list[list[str]], list[list[str]]]] = {
         [["iptables-legacy", "-t", "nat", "-N", "KUBE-SERVICES"]],
         [["iptables-legacy", "-t", "nat", "-X", "KUBE-SERVICES"]],
     ),
+    "a UDP conntrack entry DNATed to a gone endpoint": (
+        "conntrack.stale_udp", "fail",
+        [["conntrack", "-I", "-p", "udp", "-s", "10.244.1.2", "-d", "SVC", "--sport", "5555", "--dport", "53",
+          "--reply-src", "10.244.2.99", "--reply-dst", "10.244.1.2", "--reply-port-src", "53",
+          "--reply-port-dst", "5555", "-t", "120", "-u", "SEEN_REPLY"]],
+        [["conntrack", "-D", "-p", "udp", "--orig-dst", "SVC", "--reply-src", "10.244.2.99"]],
+    ),
     "a MASQUERADE without --random-fully": (
         "conntrack.random_fully", "warn",
         [["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.99.0.0/16", "-j", "MASQUERADE"]],
@@ -143,9 +150,11 @@ FAULTS: dict[str, tuple[str, str, list[list[str]], list[list[str]]]] = {
 }  # fmt: skip
 
 
-def run_all_in(ns: str, commands: list[list[str]], veth: str) -> None:
+def run_all_in(cluster: Cluster, commands: list[list[str]]) -> None:
+    """Run ``commands`` in node 1 (VETH: its pod's veth, SVC: the web Service's ClusterIP)."""
+    names = {"VETH": cluster.veth, "SVC": cluster.lab.cluster_ip("web")}
     for argv in commands:
-        netns.run(ns, [veth if a == "VETH" else a for a in argv])
+        netns.run(cluster.n1, [names.get(a, a) for a in argv])
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -153,11 +162,11 @@ def test_each_fault_fails_exactly_its_check_on_exactly_that_node(cluster: Cluste
     check_id, status, inject, undo = FAULTS[fault]
     root_bridge_nf = ROOT_BRIDGE_NF.read_text() if ROOT_BRIDGE_NF.exists() else None
     try:
-        run_all_in(cluster.n1, inject, cluster.veth)
+        run_all_in(cluster, inject)
         assert not_ok(doctor(cluster.n1, cluster.objects_dir)) == {check_id: status}
         assert not_ok(doctor(cluster.n2, cluster.objects_dir)) == {}
     finally:
-        run_all_in(cluster.n1, undo, cluster.veth)
+        run_all_in(cluster, undo)
         if root_bridge_nf is not None:  # the sysctl is per namespace: the caller's is untouched
             assert ROOT_BRIDGE_NF.read_text() == root_bridge_nf
     assert not_ok(doctor(cluster.n1, cluster.objects_dir)) == {}

@@ -21,7 +21,8 @@ NODE = Path(__file__).parent / "doctor_node"
 IDS = [
     "proxy.mode", "proxy.backends", "proxy.stale", "forward.policy", "forward.ip_forward", "forward.rp_filter",
     "forward.bridge_nf", "forward.hairpin", "forward.route_localnet", "podnet.mtu", "podnet.vxlan_port",
-    "podnet.routes", "podnet.subnet_overlap", "conntrack.usage", "conntrack.errors", "conntrack.random_fully",
+    "podnet.routes", "podnet.subnet_overlap", "conntrack.usage", "conntrack.errors", "conntrack.stale_udp",
+    "conntrack.random_fully",
     "node.steal", "node.neighbours", "node.rule_count",
 ]  # fmt: skip
 
@@ -186,6 +187,16 @@ def fault_neighbour_thresholds(files: dict[str, str]) -> None:
     files["host.txt"] = files["host.txt"].replace("gc_thresh3 1024", "gc_thresh3 3")
 
 
+STALE_UDP = (
+    "udp      17 119 src=10.244.1.2 dst=10.96.0.10 sport=5555 dport=53 src=10.244.2.99 dst=10.244.1.2 "
+    "sport=53 dport=5555 mark=0 use=1\n"
+)
+
+
+def fault_stale_udp(files: dict[str, str]) -> None:
+    files["conntrack-udp.txt"] = STALE_UDP
+
+
 def fault_no_proxy(files: dict[str, str]) -> None:
     files["iptables-save.txt"] = files["iptables-save.txt"].replace(":KUBE-SERVICES - [0:0]", ":OTHER - [0:0]")
     files["iptables-save.txt"] = files["iptables-save.txt"].replace("-j KUBE-SERVICES", "-j OTHER")
@@ -210,6 +221,7 @@ FAULTS: list[tuple[Callable[[dict[str, str]], None], str, str]] = [
     (fault_conntrack_full, "conntrack.usage", "fail"),
     (fault_no_random_fully, "conntrack.random_fully", "warn"),
     (fault_steal, "node.steal", "fail"),
+    (fault_stale_udp, "conntrack.stale_udp", "fail"),
     (fault_conntrack_drops, "conntrack.errors", "fail"),
     (fault_neighbour_thresholds, "node.neighbours", "fail"),
     (fault_many_services, "node.rule_count", "warn"),
@@ -269,6 +281,17 @@ def test_insert_failures_growing_warn() -> None:
     files["conntrack-stat-after.txt"] = "\n".join([header, " ".join(cells), *rows[1:]]) + "\n"
     found = run(files)["conntrack.errors"]
     assert found.status == "warn" and found.evidence["grew"]["insert_failed"] == 3
+
+
+def test_udp_entries_to_live_endpoints_or_not_dnated_are_not_stale() -> None:
+    files = node_files()
+    files["conntrack-udp.txt"] = (
+        STALE_UDP.replace("10.244.2.99", "10.244.2.2").replace("sport=53 dport=5555", "sport=8080 dport=5555")
+        + "udp      17 29 src=10.244.1.2 dst=192.0.2.53 sport=4000 dport=53 src=192.0.2.53 dst=10.244.1.2 "
+        "sport=53 dport=4000 mark=0 use=1\n"
+    )
+    found = run(files)["conntrack.stale_udp"]
+    assert found.status == "ok" and found.evidence["udp_entries"] == 2
 
 
 def test_first_packet_cost_follows_the_published_points() -> None:

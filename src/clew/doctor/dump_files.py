@@ -10,8 +10,17 @@ from clew.doctor import facts
 
 TRACE_FILES = ("iptables-save.txt", "ip-addr.json", "ip-route.json", "ip-link.json", "ip-neigh.json",
                "bridge-fdb.json", "ipset.txt")  # fmt: skip
-DOCTOR_FILES = (facts.SYSCTL_FILE, facts.LEGACY_FILE, facts.NFT_SAVE_FILE, facts.NFT_RULESET_FILE,
-                facts.CONNTRACK_STAT_FILE, facts.CONNTRACK_AFTER_FILE, facts.SAMPLE_FILE, facts.HOST_FILE)  # fmt: skip
+DOCTOR_FILES = (
+    facts.SYSCTL_FILE,
+    facts.LEGACY_FILE,
+    facts.NFT_SAVE_FILE,
+    facts.NFT_RULESET_FILE,
+    facts.CONNTRACK_STAT_FILE,
+    facts.CONNTRACK_AFTER_FILE,
+    facts.CONNTRACK_UDP_FILE,
+    facts.SAMPLE_FILE,
+    facts.HOST_FILE,
+)
 
 
 def read(folder: Path) -> tuple[str, dict[str, str]]:

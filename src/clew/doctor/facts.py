@@ -24,6 +24,7 @@ NFT_RULESET_FILE = "nft-ruleset.txt"
 CONNTRACK_STAT_FILE = "conntrack-stat.txt"
 CONNTRACK_AFTER_FILE = "conntrack-stat-after.txt"  # the same, read again after the sample
 SAMPLE_FILE = "cpu-sample.txt"  # "interval_s S" then /proc/stat's cpu line before and after
+CONNTRACK_UDP_FILE = "conntrack-udp.txt"  # conntrack -L -p udp
 HOST_FILE = "host.txt"  # "key value" lines: kernel, cpus, neighbour gc thresholds (host-wide)
 
 
@@ -90,6 +91,7 @@ class NodeFacts:
     conntrack_stats: dict[str, int] | None = None  # summed over CPUs
     conntrack_after: dict[str, int] | None = None  # the same after the sample
     cpu_sample: CpuSample | None = None
+    udp_flows: list[Flow] | None = None
     host: dict[str, str] = field(default_factory=dict)
     objects: Objects | None = None
     warnings: list[str] = field(default_factory=list)
@@ -182,6 +184,37 @@ def conntrack_stats_from_text(text: str) -> dict[str, int] | None:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """One conntrack entry: the original and the reply direction (ip, port each)."""
+
+    orig_src: str
+    orig_dst: str
+    orig_dport: int
+    reply_src: str
+    reply_sport: int
+    timeout: int
+
+
+def flows_from_text(text: str) -> list[Flow]:
+    """``conntrack -L`` lines → flows (lines without two full tuples are skipped)."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        pairs = [f.split("=", 1) for f in fields if "=" in f]
+        src = [v for k, v in pairs if k == "src"]
+        dst = [v for k, v in pairs if k == "dst"]
+        sport = [v for k, v in pairs if k == "sport"]
+        dport = [v for k, v in pairs if k == "dport"]
+        if len(src) < 2 or len(dst) < 2 or len(sport) < 2 or len(dport) < 2:
+            continue
+        try:
+            out.append(Flow(src[0], dst[0], int(dport[0]), src[1], int(sport[1]), int(fields[2])))
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
 def cpu_sample_from_text(text: str) -> CpuSample | None:
     """`SAMPLE_FILE`'s text → the sample (None when it is not two ``cpu`` lines)."""
     lines = text.splitlines()
@@ -228,6 +261,8 @@ def from_files(files: dict[str, str], *, name: str, objects: Objects | None = No
         facts.conntrack_stats = conntrack_stats_from_text(files[CONNTRACK_STAT_FILE])
     if CONNTRACK_AFTER_FILE in files:
         facts.conntrack_after = conntrack_stats_from_text(files[CONNTRACK_AFTER_FILE])
+    if CONNTRACK_UDP_FILE in files:
+        facts.udp_flows = flows_from_text(files[CONNTRACK_UDP_FILE])
     if SAMPLE_FILE in files:
         facts.cpu_sample = cpu_sample_from_text(files[SAMPLE_FILE])
     facts.host = dict(line.split(" ", 1) for line in files.get(HOST_FILE, "").splitlines() if " " in line)

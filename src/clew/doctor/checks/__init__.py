@@ -8,6 +8,7 @@ from collections.abc import Callable
 from clew.doctor.checks import (
     conntrack_errors,
     conntrack_random_fully,
+    conntrack_stale_udp,
     conntrack_usage,
     forward_bridge_nf,
     forward_hairpin,
@@ -48,6 +49,7 @@ CHECKS: tuple[tuple[str, Check], ...] = tuple(
         podnet_subnet_overlap,
         conntrack_usage,
         conntrack_errors,
+        conntrack_stale_udp,
         conntrack_random_fully,
         node_steal,
         node_neighbours,
