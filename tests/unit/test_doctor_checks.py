@@ -19,7 +19,8 @@ from clew.doctor.finding import API_VERSION, Finding, exit_code, table
 
 NODE = Path(__file__).parent / "doctor_node"
 IDS = [
-    "proxy.mode", "proxy.backends", "proxy.stale", "forward.policy", "forward.ip_forward", "forward.rp_filter",
+    "proxy.mode", "proxy.backends", "proxy.stale", "proxy.sync", "forward.policy", "forward.ip_forward",
+    "forward.rp_filter",
     "forward.bridge_nf", "forward.hairpin", "forward.route_localnet", "podnet.mtu", "podnet.vxlan_port",
     "podnet.routes", "podnet.subnet_overlap", "conntrack.usage", "conntrack.errors", "conntrack.stale_udp",
     "conntrack.random_fully",
@@ -197,6 +198,14 @@ def fault_stale_udp(files: dict[str, str]) -> None:
     files["conntrack-udp.txt"] = STALE_UDP
 
 
+def fault_proxy_hung(files: dict[str, str]) -> None:
+    files["proxy-metrics.txt"] = "# curl exit 28\n"
+
+
+def fault_proxy_not_syncing(files: dict[str, str]) -> None:
+    files["host.txt"] = files["host.txt"].replace("collected_at 1796551586.174", "collected_at 1796552586.174")
+
+
 def fault_no_proxy(files: dict[str, str]) -> None:
     files["iptables-save.txt"] = files["iptables-save.txt"].replace(":KUBE-SERVICES - [0:0]", ":OTHER - [0:0]")
     files["iptables-save.txt"] = files["iptables-save.txt"].replace("-j KUBE-SERVICES", "-j OTHER")
@@ -221,6 +230,8 @@ FAULTS: list[tuple[Callable[[dict[str, str]], None], str, str]] = [
     (fault_conntrack_full, "conntrack.usage", "fail"),
     (fault_no_random_fully, "conntrack.random_fully", "warn"),
     (fault_steal, "node.steal", "fail"),
+    (fault_proxy_hung, "proxy.sync", "fail"),
+    (fault_proxy_not_syncing, "proxy.sync", "fail"),
     (fault_stale_udp, "conntrack.stale_udp", "fail"),
     (fault_conntrack_drops, "conntrack.errors", "fail"),
     (fault_neighbour_thresholds, "node.neighbours", "fail"),
@@ -292,6 +303,27 @@ def test_udp_entries_to_live_endpoints_or_not_dnated_are_not_stale() -> None:
     )
     found = run(files)["conntrack.stale_udp"]
     assert found.status == "ok" and found.evidence["udp_entries"] == 2
+
+
+def test_proxy_sync_refused_skips_and_restore_failures_warn() -> None:
+    files = node_files()
+    files["proxy-metrics.txt"] = "# curl exit 7\n"
+    assert run(files)["proxy.sync"].status == "skip"
+    files = node_files()
+    files["proxy-metrics.txt"] += "kubeproxy_sync_proxy_rules_iptables_restore_failures_total 2.0\n"
+    found = run(files)["proxy.sync"]
+    assert found.status == "warn" and found.evidence["failures"]["iptables_restore_failures_total"] == 2
+
+
+def test_a_queued_sync_not_run_for_a_minute_fails() -> None:
+    files = node_files()
+    files["proxy-metrics.txt"] += "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds 1796551582.0\n"
+    files["proxy-metrics.txt"] = files["proxy-metrics.txt"].replace(
+        'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family="IPv4"}', "# dropped"
+    )
+    files["host.txt"] = files["host.txt"].replace("collected_at 1796551586.174", "collected_at 1796551650.0")
+    found = run(files)["proxy.sync"]
+    assert found.status == "fail" and "queued" in found.summary
 
 
 def test_first_packet_cost_follows_the_published_points() -> None:

@@ -50,6 +50,9 @@ def capture(ns: Where, *, sample_s: float = 1.0) -> dict[str, str]:
         if out is not None:
             files[name] = out
     files[facts.HOST_FILE] = _host()
+    metrics = _metrics(ns)
+    if metrics is not None:
+        files[facts.METRICS_FILE] = metrics
     if sample_s > 0:
         before = _cpu_line()
         start = time.monotonic()
@@ -70,12 +73,22 @@ def _optional(ns: Where, argv: list[str]) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+def _metrics(ns: Where) -> str | None:
+    """The proxy's /metrics with curl's exit code first (refused and hung differ); None without curl."""
+    argv = ["curl", "-s", "-m", "2", facts.METRICS_URL]
+    try:
+        done = runner.run(ns, argv, check=False, timeout=10.0)
+    except CommandFailed:
+        return None
+    return f"# curl exit {done.returncode}\n{done.stdout}"
+
+
 def _cpu_line() -> str:
     return Path("/proc/stat").read_text().splitlines()[0]
 
 
 def _host() -> str:
-    lines = [f"kernel {os.uname().release}", f"cpus {os.cpu_count() or 0}"]
+    lines = [f"kernel {os.uname().release}", f"cpus {os.cpu_count() or 0}", f"collected_at {time.time():.3f}"]
     for key, path in HOST_FILES.items():
         try:
             lines.append(f"{key} {Path(path).read_text().strip()}")

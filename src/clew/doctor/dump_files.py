@@ -20,6 +20,7 @@ DOCTOR_FILES = (
     facts.CONNTRACK_UDP_FILE,
     facts.SAMPLE_FILE,
     facts.HOST_FILE,
+    facts.METRICS_FILE,
 )
 
 

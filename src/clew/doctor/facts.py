@@ -25,6 +25,8 @@ CONNTRACK_STAT_FILE = "conntrack-stat.txt"
 CONNTRACK_AFTER_FILE = "conntrack-stat-after.txt"  # the same, read again after the sample
 SAMPLE_FILE = "cpu-sample.txt"  # "interval_s S" then /proc/stat's cpu line before and after
 CONNTRACK_UDP_FILE = "conntrack-udp.txt"  # conntrack -L -p udp
+METRICS_FILE = "proxy-metrics.txt"  # "# curl exit N" then the proxy's /metrics text
+METRICS_URL = "http://127.0.0.1:10249/metrics"  # kube-proxy's default metricsBindAddress
 HOST_FILE = "host.txt"  # "key value" lines: kernel, cpus, neighbour gc thresholds (host-wide)
 
 
@@ -92,6 +94,7 @@ class NodeFacts:
     conntrack_after: dict[str, int] | None = None  # the same after the sample
     cpu_sample: CpuSample | None = None
     udp_flows: list[Flow] | None = None
+    metrics: Metrics | None = None
     host: dict[str, str] = field(default_factory=dict)
     objects: Objects | None = None
     warnings: list[str] = field(default_factory=list)
@@ -215,6 +218,38 @@ def flows_from_text(text: str) -> list[Flow]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """The proxy's /metrics as read: curl's exit code (0 answered, 7 refused, 28 timed out) and
+    the unlabelled samples (labelled ones summed per name)."""
+
+    curl_exit: int
+    values: dict[str, float]
+
+
+def metrics_from_text(text: str) -> Metrics | None:
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("# curl exit "):
+        return None
+    try:
+        code = int(lines[0].removeprefix("# curl exit "))
+    except ValueError:
+        return None
+    values: dict[str, float] = {}
+    for line in lines[1:]:
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition(" ")
+        name = name.split("{", 1)[0]
+        if "}" in rest:  # a label value with a space
+            rest = rest.rsplit("}", 1)[1]
+        try:
+            values[name] = values.get(name, 0.0) + float(rest.split()[0])
+        except (ValueError, IndexError):
+            continue
+    return Metrics(code, values)
+
+
 def cpu_sample_from_text(text: str) -> CpuSample | None:
     """`SAMPLE_FILE`'s text → the sample (None when it is not two ``cpu`` lines)."""
     lines = text.splitlines()
@@ -261,6 +296,8 @@ def from_files(files: dict[str, str], *, name: str, objects: Objects | None = No
         facts.conntrack_stats = conntrack_stats_from_text(files[CONNTRACK_STAT_FILE])
     if CONNTRACK_AFTER_FILE in files:
         facts.conntrack_after = conntrack_stats_from_text(files[CONNTRACK_AFTER_FILE])
+    if METRICS_FILE in files:
+        facts.metrics = metrics_from_text(files[METRICS_FILE])
     if CONNTRACK_UDP_FILE in files:
         facts.udp_flows = flows_from_text(files[CONNTRACK_UDP_FILE])
     if SAMPLE_FILE in files:

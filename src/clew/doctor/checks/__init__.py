@@ -26,6 +26,7 @@ from clew.doctor.checks import (
     proxy_backends,
     proxy_mode,
     proxy_stale,
+    proxy_sync,
 )
 from clew.doctor.facts import NodeFacts
 from clew.doctor.finding import Finding, skip
@@ -37,6 +38,7 @@ CHECKS: tuple[tuple[str, Check], ...] = tuple(
         proxy_mode,
         proxy_backends,
         proxy_stale,
+        proxy_sync,
         forward_policy,
         forward_ip_forward,
         forward_rp_filter,
