@@ -86,6 +86,18 @@ def test_a_clean_lab_passes_every_check_on_every_node(cluster: Cluster) -> None:
         assert not_ok(doctor(ns, cluster.objects_dir)) == {}, ns
 
 
+def test_a_clean_host_gw_lab_passes_every_check_but_the_vxlan_port() -> None:
+    """The other backend: no vxlan device, so podnet.vxlan_port skips (justified); the rest pass."""
+    lab = Lab(LabState(LabConfig(name=lab_name(), nodes=2, backend="host-gw")))
+    try:
+        build.up(lab.state, lab.root)
+        lab.apply(app("web", 2))
+        for node in lab.state.plan.nodes:
+            assert not_ok(doctor(node.netns, lab.root / "objects")) == {"podnet.vxlan_port": "skip"}, node.netns
+    finally:
+        lab.close()
+
+
 # (check id, expected status, inject argv list, undo argv list) — all run in node 1's namespace
 FAULTS: dict[str, tuple[str, str, list[list[str]], list[list[str]]]] = {
     "ip_forward off": (
