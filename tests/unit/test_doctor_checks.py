@@ -19,11 +19,11 @@ from clew.doctor.finding import API_VERSION, Finding, exit_code, table
 
 NODE = Path(__file__).parent / "doctor_node"
 IDS = [
-    "proxy.mode", "proxy.backends", "proxy.stale", "proxy.sync", "forward.policy", "forward.ip_forward",
-    "forward.rp_filter",
-    "forward.bridge_nf", "forward.hairpin", "forward.route_localnet", "podnet.mtu", "podnet.vxlan_port",
-    "podnet.routes", "podnet.subnet_overlap", "conntrack.usage", "conntrack.errors", "conntrack.stale_udp",
-    "conntrack.random_fully",
+    "proxy.mode", "proxy.backends", "proxy.stale", "proxy.sync",
+    "forward.policy", "forward.ip_forward", "forward.rp_filter", "forward.bridge_nf", "forward.hairpin",
+    "forward.route_localnet",
+    "podnet.mtu", "podnet.vxlan_port", "podnet.offload", "podnet.routes", "podnet.subnet_overlap",
+    "conntrack.usage", "conntrack.errors", "conntrack.stale_udp", "conntrack.random_fully",
     "node.steal", "node.neighbours", "node.rule_count",
 ]  # fmt: skip
 
@@ -206,6 +206,12 @@ def fault_proxy_not_syncing(files: dict[str, str]) -> None:
     files["host.txt"] = files["host.txt"].replace("collected_at 1796551586.174", "collected_at 1796552586.174")
 
 
+def fault_mark_kept_with_tx_offload(files: dict[str, str]) -> None:
+    files["iptables-save.txt"] = files["iptables-save.txt"].replace(
+        "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0\n", ""
+    )
+
+
 def fault_no_proxy(files: dict[str, str]) -> None:
     files["iptables-save.txt"] = files["iptables-save.txt"].replace(":KUBE-SERVICES - [0:0]", ":OTHER - [0:0]")
     files["iptables-save.txt"] = files["iptables-save.txt"].replace("-j KUBE-SERVICES", "-j OTHER")
@@ -230,6 +236,7 @@ FAULTS: list[tuple[Callable[[dict[str, str]], None], str, str]] = [
     (fault_conntrack_full, "conntrack.usage", "fail"),
     (fault_no_random_fully, "conntrack.random_fully", "warn"),
     (fault_steal, "node.steal", "fail"),
+    (fault_mark_kept_with_tx_offload, "podnet.offload", "warn"),
     (fault_proxy_hung, "proxy.sync", "fail"),
     (fault_proxy_not_syncing, "proxy.sync", "fail"),
     (fault_stale_udp, "conntrack.stale_udp", "fail"),
@@ -324,6 +331,14 @@ def test_a_queued_sync_not_run_for_a_minute_fails() -> None:
     files["host.txt"] = files["host.txt"].replace("collected_at 1796551586.174", "collected_at 1796551650.0")
     found = run(files)["proxy.sync"]
     assert found.status == "fail" and "queued" in found.summary
+
+
+def test_tx_offload_off_is_enough_without_the_mark_clearing() -> None:
+    files = node_files()
+    fault_mark_kept_with_tx_offload(files)
+    files["ethtool-k.txt"] = files["ethtool-k.txt"].replace("tx-checksumming: on", "tx-checksumming: off")
+    found = run(files)["podnet.offload"]
+    assert found.status == "ok" and found.evidence["tx_checksumming"] == "off"
 
 
 def test_first_packet_cost_follows_the_published_points() -> None:

@@ -7,6 +7,7 @@ what `capture` returns, so ``clew doctor --from-dump`` sees what the live run sa
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -50,6 +51,9 @@ def capture(ns: Where, *, sample_s: float = 1.0) -> dict[str, str]:
         if out is not None:
             files[name] = out
     files[facts.HOST_FILE] = _host()
+    offloads = _offloads(ns, files.get("ip-link.json", ""))
+    if offloads is not None:
+        files[facts.ETHTOOL_FILE] = offloads
     metrics = _metrics(ns)
     if metrics is not None:
         files[facts.METRICS_FILE] = metrics
@@ -71,6 +75,21 @@ def _optional(ns: Where, argv: list[str]) -> str | None:
     except CommandFailed:  # not installed, or timed out
         return None
     return done.stdout if done.returncode == 0 else None
+
+
+def _offloads(ns: Where, links_json: str) -> str | None:
+    """``ethtool -k`` of each vxlan device (None without ethtool or without a vxlan device)."""
+    try:
+        vxlans = [x.name for x in facts.links_from_json(json.loads(links_json or "[]")).values() if x.kind == "vxlan"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    parts = []
+    for dev in vxlans:
+        out = _optional(ns, ["ethtool", "-k", dev])
+        if out is None:
+            return None
+        parts.append(f"# dev {dev}\n{out}")
+    return "".join(parts) if parts else None
 
 
 def _metrics(ns: Where) -> str | None:

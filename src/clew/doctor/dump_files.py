@@ -21,6 +21,7 @@ DOCTOR_FILES = (
     facts.SAMPLE_FILE,
     facts.HOST_FILE,
     facts.METRICS_FILE,
+    facts.ETHTOOL_FILE,
 )
 
 

@@ -27,6 +27,7 @@ SAMPLE_FILE = "cpu-sample.txt"  # "interval_s S" then /proc/stat's cpu line befo
 CONNTRACK_UDP_FILE = "conntrack-udp.txt"  # conntrack -L -p udp
 METRICS_FILE = "proxy-metrics.txt"  # "# curl exit N" then the proxy's /metrics text
 METRICS_URL = "http://127.0.0.1:10249/metrics"  # kube-proxy's default metricsBindAddress
+ETHTOOL_FILE = "ethtool-k.txt"  # "# dev NAME" then ``ethtool -k NAME``, for each vxlan device
 HOST_FILE = "host.txt"  # "key value" lines: kernel, cpus, neighbour gc thresholds (host-wide)
 
 
@@ -95,6 +96,7 @@ class NodeFacts:
     cpu_sample: CpuSample | None = None
     udp_flows: list[Flow] | None = None
     metrics: Metrics | None = None
+    offloads: dict[str, dict[str, str]] | None = None  # device → feature → "on" / "off"
     host: dict[str, str] = field(default_factory=dict)
     objects: Objects | None = None
     warnings: list[str] = field(default_factory=list)
@@ -250,6 +252,20 @@ def metrics_from_text(text: str) -> Metrics | None:
     return Metrics(code, values)
 
 
+def offloads_from_text(text: str) -> dict[str, dict[str, str]]:
+    """`ETHTOOL_FILE`'s text → device → feature → on/off (``[fixed]`` and the like dropped)."""
+    out: dict[str, dict[str, str]] = {}
+    features: dict[str, str] | None = None
+    for line in text.splitlines():
+        if line.startswith("# dev "):
+            features = out.setdefault(line.removeprefix("# dev ").strip(), {})
+        elif features is not None and ":" in line:
+            name, _, value = line.strip().partition(":")
+            if value.split():
+                features[name] = value.split()[0]
+    return out
+
+
 def cpu_sample_from_text(text: str) -> CpuSample | None:
     """`SAMPLE_FILE`'s text → the sample (None when it is not two ``cpu`` lines)."""
     lines = text.splitlines()
@@ -296,6 +312,8 @@ def from_files(files: dict[str, str], *, name: str, objects: Objects | None = No
         facts.conntrack_stats = conntrack_stats_from_text(files[CONNTRACK_STAT_FILE])
     if CONNTRACK_AFTER_FILE in files:
         facts.conntrack_after = conntrack_stats_from_text(files[CONNTRACK_AFTER_FILE])
+    if ETHTOOL_FILE in files:
+        facts.offloads = offloads_from_text(files[ETHTOOL_FILE])
     if METRICS_FILE in files:
         facts.metrics = metrics_from_text(files[METRICS_FILE])
     if CONNTRACK_UDP_FILE in files:
