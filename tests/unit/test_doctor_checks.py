@@ -391,3 +391,35 @@ def test_cli_from_dump_json_contract_and_exit_codes(capsys: pytest.CaptureFixtur
         assert done.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("clew: error: ") and err.count("\n") == 1
+
+
+def test_kubeconfig_reads_the_clusters_nodes_and_services(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``--kubeconfig``: the same objects as ``--objects``, listed from an API server (a fake one)."""
+    from kube_fake_server import FakeApiServer
+
+    server = FakeApiServer()
+    for file in sorted((NODE / "objects").glob("*.json")):
+        server.put(json.loads(file.read_text()))
+    server.start()
+    try:
+        config = tmp_path / "kubeconfig"
+        config.write_text(f"""
+apiVersion: v1
+kind: Config
+current-context: c
+contexts: [{{name: c, context: {{cluster: k, user: u}}}}]
+clusters: [{{name: k, cluster: {{server: "{server.url}"}}}}]
+users: [{{name: u, user: {{token: s3cret}}}}]
+""")
+        listed = objects.from_cluster(config)
+        assert listed == objects.load(NODE / "objects")
+        main(["doctor", "--from-dump", str(NODE), "--kubeconfig", str(config), "--json"])
+        doc = json.loads(capsys.readouterr().out)
+        assert {c["id"]: c["status"] for c in doc["checks"]}["proxy.stale"] == "ok"
+    finally:
+        server.stop()
+    with pytest.raises(SystemExit) as done:
+        main(["doctor", "--from-dump", str(NODE), "--kubeconfig", str(config)])
+    assert done.value.code == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the API server" in err and err.count("\n") == 1

@@ -10,12 +10,15 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from clew.cli.errors import UserError
 from clew.cli.netns_arg import netns_name
+
+if TYPE_CHECKING:
+    from clew.doctor import facts as facts_module
 
 
 def doctor_command(
@@ -25,6 +28,9 @@ def doctor_command(
     from_dump: Annotated[Path | None, typer.Option("--from-dump", help="A folder written by clew dump.")] = None,
     objects: Annotated[
         Path | None, typer.Option("--objects", help="The cluster's Node and Service objects (file or folder).")
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option("--kubeconfig", help="Read the Node and Service objects from this cluster.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the clew.doctor/v1 JSON document.")] = False,
     sample: Annotated[
@@ -41,7 +47,11 @@ def doctor_command(
         raise UserError(f"--sample {sample:g}: give 0 to 60 seconds")
     if netns is not None and from_dump is not None:
         raise UserError("--netns and --from-dump are exclusive: check a live node or a dump, not both")
+    if objects is not None and kubeconfig is not None:
+        raise UserError("--objects and --kubeconfig are exclusive: compare with a folder or a cluster, not both")
     cluster = doctor_objects.load(objects) if objects is not None else None
+    if kubeconfig is not None:
+        cluster = _from_cluster(kubeconfig)
     if from_dump is not None:
         try:
             name, files = dump_files.read(from_dump)
@@ -58,6 +68,22 @@ def doctor_command(
     code = exit_code(findings)
     if code:
         raise typer.Exit(code)
+
+
+def _from_cluster(kubeconfig: Path) -> facts_module.Objects:
+    """The cluster's objects, or one line saying why they cannot be read."""
+    from clew.doctor import objects as doctor_objects
+    from clew.sources.apiclient import ApiError
+    from clew.sources.kubeconfig import KubeconfigError
+
+    try:
+        return doctor_objects.from_cluster(kubeconfig)
+    except KubeconfigError as e:
+        raise UserError(f"--kubeconfig {kubeconfig}: {e}") from None
+    except ApiError as e:
+        raise UserError(f"--kubeconfig {kubeconfig}: the API server refused the list: {e}", 1) from None
+    except OSError as e:
+        raise UserError(f"--kubeconfig {kubeconfig}: cannot reach the API server: {e.strerror or e}", 1) from None
 
 
 def _live(netns: str | None, sample: float) -> tuple[str, dict[str, str]]:

@@ -33,3 +33,26 @@ def from_list(items: list[Any]) -> Objects:
 def load(path: str | Path) -> Objects:
     """`from_list` over every manifest under ``path`` (ManifestError: one line naming the file)."""
     return from_list(load_objects(path))
+
+
+def from_cluster(kubeconfig: str | Path, *, timeout: float = 10.0) -> Objects:
+    """`from_list` over the Nodes and Services the API server lists (pages of 500)."""
+    from clew.sources.apiclient import ApiClient
+    from clew.sources.kubeconfig import load_kubeconfig
+
+    client = ApiClient(load_kubeconfig(kubeconfig), timeout=timeout)
+    conn = client.connect()
+    items: list[Any] = []
+    try:
+        for path, kind in (("/api/v1/nodes", "Node"), ("/api/v1/services", "Service")):
+            query = {"limit": "500"}
+            while True:
+                page = client.json(conn, "GET", path, query)
+                items.extend({**obj, "kind": kind} for obj in page.get("items") or [])
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+                query = {"limit": "500", "continue": token}
+    finally:
+        conn.close()
+    return from_list(items)
