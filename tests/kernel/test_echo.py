@@ -24,7 +24,11 @@ def test_json_document_shape_and_summary() -> None:
     doc = json.loads(json.dumps(result.to_json()))
     assert set(doc) == {"attempts", "summary"}
     assert doc["attempts"][0] == {
-        "ok": True, "server": "a", "seen": "10.244.1.10:1", "error": None, "elapsed_s": 0.001,
+        "ok": True,
+        "server": "a",
+        "seen": "10.244.1.10:1",
+        "error": None,
+        "elapsed_s": 0.001,
     }
     assert doc["attempts"][3]["server"] is None and doc["attempts"][3]["error"] == "refused"
     assert doc["summary"] == {"by_server": {"a": 2, "b": 1}, "errors": {"other": 1, "refused": 1}}
@@ -63,15 +67,26 @@ def test_probe_cli_prints_one_json_document(
     calls: list[tuple[str, int, str, float, str | None]] = []
     outcomes = iter([_ok("a", 1), _fail("timeout")])
 
-    def fake(
-        dst: str, port: int, proto: str = "tcp", timeout: float = 1.0, src: str | None = None
-    ) -> Attempt:
+    def fake(dst: str, port: int, proto: str = "tcp", timeout: float = 1.0, src: str | None = None) -> Attempt:
         calls.append((dst, port, proto, timeout, src))
         return next(outcomes)
 
     monkeypatch.setattr(echo, "probe_once", fake)
-    argv = ["probe", "--dst", "10.96.0.1", "--port", "80", "--proto", "udp", "--count", "2",
-            "--timeout", "0.2", "--src", "10.244.1.10"]
+    argv = [
+        "probe",
+        "--dst",
+        "10.96.0.1",
+        "--port",
+        "80",
+        "--proto",
+        "udp",
+        "--count",
+        "2",
+        "--timeout",
+        "0.2",
+        "--src",
+        "10.244.1.10",
+    ]
     assert echo.main(argv) == 1  # not every attempt answered
     doc = json.loads(capsys.readouterr().out)
     assert calls == [("10.96.0.1", 80, "udp", 0.2, "10.244.1.10")] * 2

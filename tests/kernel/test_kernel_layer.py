@@ -111,6 +111,7 @@ def test_version() -> None:
 def test_spawned_pid_is_the_program(ns: str) -> None:
     proc = netns.spawn(ns, ["sleep", "60"], stdout=subprocess.DEVNULL)
     try:
+
         def comm() -> str:
             with open(f"/proc/{proc.pid}/comm") as f:
                 return f.read().strip()

@@ -299,9 +299,7 @@ class Topology:
         try:
             return ProbeResult.from_json(json.loads(proc.stdout))
         except (ValueError, KeyError) as exc:
-            raise RuntimeError(
-                f"probe in {ns} gave no result (exit {proc.returncode}): {proc.stderr.strip()}"
-            ) from exc
+            raise RuntimeError(f"probe in {ns} gave no result (exit {proc.returncode}): {proc.stderr.strip()}") from exc
 
     # ------------------------------------------------------------------ teardown
 

@@ -169,3 +169,27 @@ def test_the_syncers_full_payload_is_what_clew_render_prints() -> None:
         _, ports = syncer._decide_and_render(snapshot)
         syncer._applied = ports
         assert syncer.payload() == sc.render().text(), sc.name
+
+
+def test_status_names_the_rejected_objects_and_notes_are_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`clew lab apply` reads the agents' verdicts from status.json; notes (valid input clew
+    skips or cannot check, e.g. an unknown service range) reach the log once, not every sync."""
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    bad = {**SERVICE, "metadata": {"name": "x" * 300, "namespace": "demo"}}
+    (objects / "bad.json").write_text(json.dumps(bad))
+    (objects / "good.json").write_text(json.dumps(SERVICE))
+    now = [100.0]
+    proxy = FakeProxy("ns", ProxyConfig(node_name="n1"))
+    agent = Agent(FolderSource(objects), proxy, SyncRunner(1.0, 30.0), tmp_path / "status.json", clock=lambda: now[0])
+    with caplog.at_level("INFO", logger="clew.agent"):
+        assert agent.turn()
+        now[0] += 60
+        assert agent.turn()  # the periodic resync: same snapshot, nothing new to say
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["rejections"] == 1
+    assert len(status["rejected"]) == 1 and "metadata.name" in status["rejected"][0]
+    notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("note: ")]
+    assert len(notes) == 1 and "ServiceCIDR" in notes[0]

@@ -32,6 +32,7 @@ from clew.proxy.runner import SyncRunner
 from clew.proxy.sync import ProxySyncer
 from clew.sources.files import write_atomic
 
+MAX_LISTED_REJECTIONS = 1000  # past this status.json only counts them (it is rewritten every sync)
 log = logging.getLogger("clew.agent")
 POLL_INTERVAL = 0.2  # seconds between looks at the source folder (a stat per file)
 INTACT_INTERVAL = 1.0  # seconds between checks that nobody changed the shared chains
@@ -206,6 +207,10 @@ class Agent:
             if item not in self.reported:
                 self.reported.add(item)
                 log.warning("source: %s", item)
+        for note in snapshot.notes:  # valid input clew skips or cannot check (e.g. no service range known)
+            if note not in self.reported:
+                self.reported.add(note)
+                log.info("note: %s", note)
 
     def _write_status(
         self, started: float, ok: bool, ports: int, rules: int, error: str | None, podnet: dict[str, Any]
@@ -224,4 +229,7 @@ class Agent:
             "podnet": podnet,
             "rejections": len(self.snapshot.rejections) if self.snapshot else 0,
         }
+        rejected = self.snapshot.rejections if self.snapshot else ()
+        if len(rejected) <= MAX_LISTED_REJECTIONS:  # named, so `clew lab apply` need not re-read the folder
+            doc["rejected"] = [str(r) for r in rejected]
         write_atomic(self.status_file, json.dumps(doc, indent=2) + "\n")
