@@ -160,6 +160,10 @@ def fault_stale_service(files: dict[str, str]) -> None:
     files["iptables-save.txt"] = files["iptables-save.txt"].replace("lab/web:http", "lab/gone:http")
 
 
+def fault_two_modes(files: dict[str, str]) -> None:
+    files["nft-ruleset.txt"] += "table ip kube-proxy {\n}\n"
+
+
 def fault_conntrack_full(files: dict[str, str]) -> None:
     set_sysctl(files, "net.netfilter.nf_conntrack_max", "1")
 
@@ -233,6 +237,7 @@ FAULTS: list[tuple[Callable[[dict[str, str]], None], str, str]] = [
     (fault_fdb_missing, "podnet.routes", "fail"),
     (fault_overlap, "podnet.subnet_overlap", "fail"),
     (fault_two_backends, "proxy.backends", "fail"),
+    (fault_two_modes, "proxy.backends", "fail"),
     (fault_conntrack_full, "conntrack.usage", "fail"),
     (fault_no_random_fully, "conntrack.random_fully", "warn"),
     (fault_steal, "node.steal", "fail"),

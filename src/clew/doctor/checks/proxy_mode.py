@@ -14,7 +14,7 @@ def modes(f: NodeFacts) -> list[str]:
     found = []
     if f.ruleset is not None and f.ruleset.chain("nat", "KUBE-SERVICES") is not None:
         found.append("iptables")
-    if f.nft_ruleset is not None and ("table ip kube-proxy" in f.nft_ruleset or "table inet clew" in f.nft_ruleset):
+    if f.nft_ruleset is not None and "table ip kube-proxy" in f.nft_ruleset:
         found.append("nftables")
     if "kube-ipvs0" in f.links:
         found.append("ipvs")
