@@ -247,3 +247,19 @@ def test_from_dump_answers_as_the_live_run_and_in_time(cluster: Cluster, tmp_pat
     assert json.loads(offline.stdout)["node"] == json.loads(live.stdout)["node"] == cluster.n1
     # ≤ 2 s with the 1 s sample is the target (measured in the notes); generous here on a loaded machine
     assert elapsed < 12, f"clew doctor took {elapsed:.1f}s"
+
+
+def test_netns_as_a_path_reads_the_same_node(cluster: Cluster) -> None:
+    """``--netns /run/netns/NAME`` and a namespace file (``/proc/PID/ns/net`` of the node's agent)."""
+    objs = str(cluster.objects_dir)
+    by_name = clew("doctor", "--netns", cluster.n1, "--objects", objs, "--sample", "0", "--json")
+    answers = [by_name]
+    for path in (f"/run/netns/{cluster.n1}", f"/proc/{cluster.lab.agents()['node-1']}/ns/net"):
+        answers.append(clew("doctor", "--netns", path, "--objects", objs, "--sample", "0", "--json"))
+    statuses = []
+    for done in answers:
+        assert done.returncode == 0, done.stderr
+        statuses.append({c["id"]: c["status"] for c in json.loads(done.stdout)["checks"]})
+    assert statuses[0] == statuses[1] == statuses[2]
+    missing = clew("doctor", "--netns", "/proc/999999999/ns/net")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1

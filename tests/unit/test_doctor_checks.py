@@ -428,3 +428,16 @@ users: [{{name: u, user: {{token: s3cret}}}}]
     assert done.value.code == 1
     err = capsys.readouterr().err
     assert "cannot reach the API server" in err and err.count("\n") == 1
+
+
+def test_service_traffic_from_outside_needs_its_own_accept_path() -> None:
+    """Pods accepted pod-to-pod only, no KUBE-FORWARD, policy DROP: the NodePort probe fails."""
+    files = node_files()
+    fault_policy_drop_without_accept_path(files)
+    files["iptables-save.txt"] = files["iptables-save.txt"].replace(
+        '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD\n', ""
+    )
+    add_rules(files, "filter", "-A FORWARD -s 10.244.0.0/16 -d 10.244.0.0/16 -j ACCEPT")
+    found = run(files)["forward.policy"]
+    assert found.status == "fail" and "NodePort" in found.summary
+    assert [v["verdict"] for v in found.evidence["probes"].values()] == ["ACCEPT", "ACCEPT", "DROP"]

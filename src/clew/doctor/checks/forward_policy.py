@@ -3,8 +3,9 @@ FORWARD. Docker's, ufw's or a leftover ``policy DROP`` breaks it unless an accep
 pod network comes first (flannel's FLANNEL-FWD, kube-proxy's KUBE-FORWARD for marked traffic);
 a foreign chain that drops ahead of them breaks it even with policy ACCEPT.
 
-Probes two new packets — a local pod to a remote pod, and a remote pod to a local pod — through
-FORWARD with `probe.walk`."""
+Probes three new packets through FORWARD with `probe.walk`: a local pod to a remote pod, a
+remote pod to a local pod, and a NodePort client outside to a local pod (marked for masquerade,
+which KUBE-FORWARD accepts)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from clew.doctor.finding import Finding, fail, ok, skip
 from clew.doctor.probe import Packet, walk
 
 ID = "forward.policy"
+MASQ_MARK = 0x4000  # kube-proxy's KUBE-MARK-MASQ: Service traffic from outside the cluster
 
 
 def check(f: NodeFacts) -> Finding:
@@ -46,6 +48,11 @@ def check(f: NodeFacts) -> Finding:
         f"{local_ip} -> {remote_ip} ({bridge.name} -> {oif})": Packet(local_ip, remote_ip, iif=bridge.name, oif=oif),
         f"{remote_ip} -> {local_ip} ({oif} -> {bridge.name})": Packet(remote_ip, local_ip, iif=oif, oif=bridge.name),
     }
+    underlay = f.underlay(vxlans[0] if vxlans else None)
+    if underlay is not None:  # a NodePort client outside, DNATed to a local pod and marked for masquerade
+        probes[f"NodePort 192.0.2.1 -> {local_ip} ({underlay.name} -> {bridge.name}, mark {MASQ_MARK:#x})"] = Packet(
+            "192.0.2.1", local_ip, iif=underlay.name, oif=bridge.name, mark=MASQ_MARK
+        )
     chain = f.ruleset.chain("filter", "FORWARD")
     policy = chain.policy if chain else "ACCEPT"
     results = {name: walk(f.ruleset, "FORWARD", p) for name, p in probes.items()}
