@@ -441,3 +441,14 @@ def test_service_traffic_from_outside_needs_its_own_accept_path() -> None:
     found = run(files)["forward.policy"]
     assert found.status == "fail" and "NodePort" in found.summary
     assert [v["verdict"] for v in found.evidence["probes"].values()] == ["ACCEPT", "ACCEPT", "DROP"]
+
+
+def test_the_kubelets_hint_names_the_stale_backend_in_the_fix() -> None:
+    files = node_files()
+    fault_two_backends(files)
+    files["iptables-nft-save.txt"] = files["iptables-nft-save.txt"].replace(
+        ":KUBE-PROXY-CANARY - [0:0]", ":KUBE-PROXY-CANARY - [0:0]\n:KUBE-IPTABLES-HINT - [0:0]", 1
+    )
+    found = run(files)["proxy.backends"]
+    assert found.status == "fail" and found.evidence["kubelet_hint_in"] == ["nft"]
+    assert found.fix.endswith("iptables-legacy-save | grep -v KUBE- | iptables-legacy-restore")

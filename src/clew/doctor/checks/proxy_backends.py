@@ -31,12 +31,21 @@ def check(f: NodeFacts) -> Finding:
         "backends_read": [n for n, t in (("legacy", f.legacy_save), ("nft", f.nft_save)) if t is not None],
     }
     if legacy and nft:
+        hinted = [n for n, t in (("legacy", f.legacy_save), ("nft", f.nft_save)) if ":KUBE-IPTABLES-HINT " in (t or "")]
+        evidence["kubelet_hint_in"] = hinted
+        if len(hinted) == 1:
+            stale = "nft" if hinted[0] == "legacy" else "legacy"
+            fix = (
+                f"the kubelet's KUBE-IPTABLES-HINT says {hinted[0]} is in use; remove the KUBE rules from {stale}: "
+                f"iptables-{stale}-save | grep -v KUBE- | iptables-{stale}-restore"
+            )
+        else:
+            fix = (
+                "find which backend the proxy uses (its log; `iptables -V` in its image) and remove the KUBE rules "
+                "from the other: iptables-legacy-save | grep -v KUBE- | iptables-legacy-restore (or the -nft pair)"
+            )
         return fail(
-            ID,
-            f"KUBE chains in both iptables backends (legacy {len(legacy)}, nft {len(nft)})",
-            "find which backend the proxy uses (its log, KUBE-IPTABLES-HINT) and flush the other: "
-            "iptables-legacy-save | grep -v KUBE … or reboot after removing the stale proxy",
-            **evidence,
+            ID, f"KUBE chains in both iptables backends (legacy {len(legacy)}, nft {len(nft)})", fix, **evidence
         )
     if len(found) > 1:
         return fail(
