@@ -452,3 +452,14 @@ def test_the_kubelets_hint_names_the_stale_backend_in_the_fix() -> None:
     found = run(files)["proxy.backends"]
     assert found.status == "fail" and found.evidence["kubelet_hint_in"] == ["nft"]
     assert found.fix.endswith("iptables-legacy-save | grep -v KUBE- | iptables-legacy-restore")
+
+
+@pytest.mark.parametrize("command", ["doctor", "dump"])
+def test_a_sample_out_of_range_is_a_usage_error(
+    command: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = [command, "--sample", "99", *(["--netns", "x", str(tmp_path)] if command == "dump" else [])]
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    assert capsys.readouterr().err == "clew: error: --sample 99: give 0 to 60 seconds\n"

@@ -19,17 +19,22 @@ from clew.cli.netns_arg import netns_name
 def dump_command(
     netns: Annotated[str, typer.Option("--netns", help="The node's network namespace.")],
     folder: Annotated[Path, typer.Argument(help="Folder to write (created if missing).")],
+    sample: Annotated[
+        float, typer.Option("--sample", help="Seconds to sample CPU steal and conntrack counters (0: none).")
+    ] = 1.0,
 ) -> None:
     """Write a node's rules, addresses, routes, links, neighbours, FDB and sysctls as files (trace, doctor)."""
     from clew.doctor.collect import capture
     from clew.kernel import netns as kernel_netns
 
     netns = netns_name(netns)
+    if not 0 <= sample <= 60:
+        raise UserError(f"--sample {sample:g}: give 0 to 60 seconds")
     if os.geteuid() != 0:
         raise UserError("clew dump reads a network namespace: run it as root")
     if not kernel_netns.exists(netns):
         raise UserError(f"network namespace {netns!r} does not exist")
-    files = capture(netns)
+    files = capture(netns, sample_s=sample)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
