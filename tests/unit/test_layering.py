@@ -22,6 +22,7 @@ KERNEL_USERS = {
     "cni/bridge.py": "the CNI bridge",
     "trace/node_view.py": "the trace node view (reads a live namespace)",
     "cli/dump.py": "a doctor's reader: clew dump captures a namespace",
+    "doctor/collect.py": "the doctor's reader: the dump's files read live from a namespace (read-only)",
     "cli/main.py": "prints a KernelError as one line (the error type only)",
     "cli/demo.py": "creates, loads and deletes its throwaway namespace",
     "cli/lab.py": "clew lab exec: the argv that enters a lab namespace",

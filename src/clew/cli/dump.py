@@ -1,4 +1,5 @@
-"""Write a node's rules, addresses, routes, links, neighbours and FDB as files for offline tracing."""
+"""Write a node's rules, addresses, routes, links, neighbours, FDB and sysctls as files for offline tracing
+and checking (``clew trace --from-dump``, ``clew doctor --from-dump``)."""
 
 from __future__ import annotations
 
@@ -18,17 +19,22 @@ from clew.cli.netns_arg import netns_name
 def dump_command(
     netns: Annotated[str, typer.Option("--netns", help="The node's network namespace.")],
     folder: Annotated[Path, typer.Argument(help="Folder to write (created if missing).")],
+    sample: Annotated[
+        float, typer.Option("--sample", help="Seconds to sample CPU steal and conntrack counters (0: none).")
+    ] = 1.0,
 ) -> None:
-    """Write a node's rules, addresses, routes, links, neighbours and FDB as files for offline tracing."""
+    """Write a node's rules, addresses, routes, links, neighbours, FDB and sysctls as files (trace, doctor)."""
+    from clew.doctor.collect import capture
     from clew.kernel import netns as kernel_netns
-    from clew.kernel.snapshot import capture
 
     netns = netns_name(netns)
+    if not 0 <= sample <= 60:
+        raise UserError(f"--sample {sample:g}: give 0 to 60 seconds")
     if os.geteuid() != 0:
         raise UserError("clew dump reads a network namespace: run it as root")
     if not kernel_netns.exists(netns):
         raise UserError(f"network namespace {netns!r} does not exist")
-    files = capture(netns)
+    files = capture(netns, sample_s=sample)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
@@ -45,4 +51,7 @@ def dump_command(
         "node_names": {},
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {len(files) + 1} files to {folder}; trace them with: clew trace --from-dump {folder} …")
+    print(
+        f"wrote {len(files) + 1} files to {folder}; trace them with: clew trace --from-dump {folder} …; "
+        f"check them with: clew doctor --from-dump {folder}"
+    )

@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from clew import __version__
-from clew.cli import agent, bench, demo, dump, explain, lab, render, stdin, trace
+from clew.cli import agent, bench, demo, doctor, dump, explain, lab, render, stdin, trace
 from clew.cli.errors import UserError, fail
 from clew.kernel.errors import KernelError
 from clew.model.fields import Invalid
@@ -72,6 +72,11 @@ EXAMPLES = {
         "clew trace --netns node-1 --src 192.168.0.9 --dst 192.168.0.2 --dport 30080 --json",
     ),
     "dump": ("clew dump --netns node-1 ./node-1 && clew trace --from-dump ./node-1 --src … --dst …",),
+    "doctor": (
+        "clew doctor --netns node-1",
+        "clew doctor --netns node-1 --objects manifests/ --json",
+        "clew dump --netns node-1 ./node-1 && clew doctor --from-dump ./node-1",
+    ),
     "agent": ("clew agent --config kube-proxy.yaml --objects manifests/ --netns node-1 --once",),
 }
 for _name, _module, _fn in (
@@ -79,6 +84,7 @@ for _name, _module, _fn in (
     ("demo", demo, demo.demo_command),
     ("trace", trace, trace.trace_command),
     ("dump", dump, dump.dump_command),
+    ("doctor", doctor, doctor.doctor_command),
     ("agent", agent, agent.agent_command),
 ):
     app.command(_name, help=with_examples(_module.__doc__, *EXAMPLES[_name]))(_fn)

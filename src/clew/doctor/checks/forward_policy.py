@@ -1,0 +1,88 @@
+"""``forward.policy``: pod and Service traffic that crosses the node must reach ACCEPT in filter
+FORWARD. Docker's, ufw's or a leftover ``policy DROP`` breaks it unless an accept path for the
+pod network comes first (flannel's FLANNEL-FWD, kube-proxy's KUBE-FORWARD for marked traffic);
+a foreign chain that drops ahead of them breaks it even with policy ACCEPT.
+
+Probes three new packets through FORWARD with `probe.walk`: a local pod to a remote pod, a
+remote pod to a local pod, and a NodePort client outside to a local pod (marked for masquerade,
+which KUBE-FORWARD accepts)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from clew.doctor.facts import NodeFacts
+from clew.doctor.finding import Finding, fail, ok, skip
+from clew.doctor.probe import Packet, walk
+
+ID = "forward.policy"
+MASQ_MARK = 0x4000  # kube-proxy's KUBE-MARK-MASQ: Service traffic from outside the cluster
+
+
+def check(f: NodeFacts) -> Finding:
+    if f.ruleset is None:
+        return skip(ID, "iptables rules not collected")
+    pod = f.pod_bridge()
+    if pod is None:
+        return skip(ID, "no pod bridge with an address on this node: the pod subnet is unknown")
+    bridge, subnet = pod
+    local_ip = str(subnet.network_address + 2)
+    vxlans = f.vxlans()
+    out_dev = vxlans[0] if vxlans else f.underlay()
+    remote = next(
+        (
+            r
+            for r in f.routes
+            if r.table == "main"
+            and r.dev == (out_dev.name if out_dev else None)
+            and r.dst.prefixlen > 0
+            and r.gateway is not None
+            and not r.dst.overlaps(subnet)
+            and r.dst.is_private
+        ),
+        None,
+    )
+    remote_ip = str(remote.dst.network_address + 2) if remote else str(_sibling(subnet))
+    oif = out_dev.name if out_dev else None
+    probes = {
+        f"{local_ip} -> {remote_ip} ({bridge.name} -> {oif})": Packet(local_ip, remote_ip, iif=bridge.name, oif=oif),
+        f"{remote_ip} -> {local_ip} ({oif} -> {bridge.name})": Packet(remote_ip, local_ip, iif=oif, oif=bridge.name),
+    }
+    underlay = f.underlay(vxlans[0] if vxlans else None)
+    if underlay is not None:  # a NodePort client outside, DNATed to a local pod and marked for masquerade
+        probes[f"NodePort 192.0.2.1 -> {local_ip} ({underlay.name} -> {bridge.name}, mark {MASQ_MARK:#x})"] = Packet(
+            "192.0.2.1", local_ip, iif=underlay.name, oif=bridge.name, mark=MASQ_MARK
+        )
+    chain = f.ruleset.chain("filter", "FORWARD")
+    policy = chain.policy if chain else "ACCEPT"
+    results = {name: walk(f.ruleset, "FORWARD", p) for name, p in probes.items()}
+    evidence: dict[str, object] = {
+        "policy": policy,
+        "probes": {n: {"verdict": v.verdict, "by": v.by} for n, v in results.items()},
+    }
+    uncertain = sorted({u for v in results.values() for u in v.uncertain})
+    if uncertain:
+        evidence["rules_not_evaluated"] = uncertain
+    dropped = [n for n, v in results.items() if v.verdict == "DROP"]
+    if dropped:
+        by = results[dropped[0]].by
+        net = _cluster(subnet)
+        fix = (
+            "iptables -P FORWARD ACCEPT, or accept the pod network first: "
+            f"iptables -I FORWARD -s {net} -j ACCEPT; iptables -I FORWARD -d {net} -j ACCEPT"
+        )
+        if not by.startswith("policy"):
+            fix = f"remove or reorder the rule that drops it ({by}), or insert an accept for the pod network above it"
+        return fail(ID, f"pod traffic is dropped in filter FORWARD ({dropped[0]}: {by})", fix, **evidence)
+    return ok(ID, f"pod traffic crosses filter FORWARD (policy {policy})", **evidence)
+
+
+def _sibling(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
+    """An address of a neighbouring pod subnet (the next block of the same size)."""
+    base = int(subnet.network_address) + subnet.num_addresses
+    return ipaddress.IPv4Address(base % 2**32 + 2)
+
+
+def _cluster(subnet: ipaddress.IPv4Network) -> str:
+    """The cluster network as far as the node shows it: its pod subnet widened to /16."""
+    return str(subnet.supernet(new_prefix=16)) if subnet.prefixlen > 16 else str(subnet)

@@ -1,0 +1,116 @@
+"""The doctor's reader: the files of a ``clew dump``, read live from a network namespace.
+
+The only module of the doctor that touches the kernel (through ``clew.kernel``'s one runner and
+one namespace value). Read-only: every command here only prints state. ``clew dump`` writes
+what `capture` returns, so ``clew doctor --from-dump`` sees what the live run saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from clew.doctor import facts
+from clew.kernel import runner, snapshot
+from clew.kernel.errors import CommandFailed
+from clew.kernel.namespace import Where
+
+# what the checks read beyond the trace's files; all optional (a tool may be missing)
+SYSCTL_KEYS = (
+    r"^net\.(ipv4\.(ip_forward|conf\..*\.(rp_filter|route_localnet)|neigh\.default\.gc_thresh[123])"
+    r"|bridge\.bridge-nf-call-iptables|netfilter\.nf_conntrack_(count|max))$"
+)
+EXTRA: dict[str, list[str]] = {
+    facts.SYSCTL_FILE: ["sysctl", "-a", "-e", "-r", SYSCTL_KEYS],
+    facts.LEGACY_FILE: ["iptables-legacy-save"],
+    facts.NFT_SAVE_FILE: ["iptables-nft-save"],
+    facts.NFT_RULESET_FILE: ["nft", "list", "ruleset"],
+    facts.CONNTRACK_STAT_FILE: ["cat", "/proc/net/stat/nf_conntrack"],
+    facts.CONNTRACK_UDP_FILE: ["conntrack", "-L", "-p", "udp"],
+}
+
+
+# host-wide values (one kernel for every namespace): read from this process's /proc
+HOST_FILES = {
+    "gc_thresh1": "/proc/sys/net/ipv4/neigh/default/gc_thresh1",
+    "gc_thresh2": "/proc/sys/net/ipv4/neigh/default/gc_thresh2",
+    "gc_thresh3": "/proc/sys/net/ipv4/neigh/default/gc_thresh3",
+}
+
+
+def capture(ns: Where, *, sample_s: float = 1.0) -> dict[str, str]:
+    """Every file the trace and the doctor read, for ``ns`` (optional tools that fail are left out).
+
+    With ``sample_s`` > 0 the CPU times (steal) and conntrack counters are read again after that
+    long, for the checks that look at what grows (node.steal, conntrack.errors)."""
+    files = snapshot.capture(ns)
+    for name, argv in EXTRA.items():
+        out = _optional(ns, argv)
+        if out is not None:
+            files[name] = out
+    files[facts.HOST_FILE] = _host()
+    offloads = _offloads(ns, files.get("ip-link.json", ""))
+    if offloads is not None:
+        files[facts.ETHTOOL_FILE] = offloads
+    metrics = _metrics(ns)
+    if metrics is not None:
+        files[facts.METRICS_FILE] = metrics
+    if sample_s > 0:
+        before = _cpu_line()
+        start = time.monotonic()
+        time.sleep(sample_s)  # the measurement interval itself, not a wait for something to happen
+        after = _cpu_line()
+        files[facts.SAMPLE_FILE] = f"interval_s {time.monotonic() - start:.3f}\n{before}\n{after}\n"
+        out = _optional(ns, EXTRA[facts.CONNTRACK_STAT_FILE])
+        if out is not None:
+            files[facts.CONNTRACK_AFTER_FILE] = out
+    return files
+
+
+def _optional(ns: Where, argv: list[str]) -> str | None:
+    try:
+        done = runner.run(ns, argv, check=False, timeout=10.0)
+    except CommandFailed:  # not installed, or timed out
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _offloads(ns: Where, links_json: str) -> str | None:
+    """``ethtool -k`` of each vxlan device (None without ethtool or without a vxlan device)."""
+    try:
+        vxlans = [x.name for x in facts.links_from_json(json.loads(links_json or "[]")).values() if x.kind == "vxlan"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    parts = []
+    for dev in vxlans:
+        out = _optional(ns, ["ethtool", "-k", dev])
+        if out is None:
+            return None
+        parts.append(f"# dev {dev}\n{out}")
+    return "".join(parts) if parts else None
+
+
+def _metrics(ns: Where) -> str | None:
+    """The proxy's /metrics with curl's exit code first (refused and hung differ); None without curl."""
+    argv = ["curl", "-s", "-m", "2", facts.METRICS_URL]
+    try:
+        done = runner.run(ns, argv, check=False, timeout=10.0)
+    except CommandFailed:
+        return None
+    return f"# curl exit {done.returncode}\n{done.stdout}"
+
+
+def _cpu_line() -> str:
+    return Path("/proc/stat").read_text().splitlines()[0]
+
+
+def _host() -> str:
+    lines = [f"kernel {os.uname().release}", f"cpus {os.cpu_count() or 0}", f"collected_at {time.time():.3f}"]
+    for key, path in HOST_FILES.items():
+        try:
+            lines.append(f"{key} {Path(path).read_text().strip()}")
+        except OSError:
+            continue
+    return "\n".join(lines) + "\n"
