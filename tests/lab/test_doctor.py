@@ -37,12 +37,12 @@ ROOT_BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 
 
 def lab_name() -> str:
-    """``hdr<4 hex>``: this helper's prefix, a name no running lab has."""
+    """``hds<4 hex>``: this helper's prefix, a name no running lab has."""
     for _ in range(100):
-        name = f"hdr{secrets.token_hex(2)}"
+        name = f"hds{secrets.token_hex(2)}"
         if not netns.list_names(prefix(name)) and not state_dir(name).exists():
             return name
-    raise RuntimeError("no free hdr<4 hex> lab name")
+    raise RuntimeError("no free hds<4 hex> lab name")
 
 
 @dataclass
@@ -112,6 +112,12 @@ FAULTS: dict[str, tuple[str, str, list[list[str]], list[list[str]]]] = {
         [["iptables", "-N", "HDR-FW"], ["iptables", "-A", "HDR-FW", "-j", "DROP"],
          ["iptables", "-I", "FORWARD", "1", "-j", "HDR-FW"]],
         [["iptables", "-D", "FORWARD", "-j", "HDR-FW"], ["iptables", "-F", "HDR-FW"], ["iptables", "-X", "HDR-FW"]],
+    ),
+    "a hand-made nftables forward chain with policy drop": (
+        "forward.policy", "fail",
+        [["nft", "add table inet hdsfilter"],
+         ["nft", "add chain inet hdsfilter forward { type filter hook forward priority 0; policy drop; }"]],
+        [["nft", "delete table inet hdsfilter"]],
     ),
     "bridge-nf-call-iptables off": (
         "forward.bridge_nf", "fail",

@@ -27,6 +27,7 @@ EXTRA: dict[str, list[str]] = {
     facts.LEGACY_FILE: ["iptables-legacy-save"],
     facts.NFT_SAVE_FILE: ["iptables-nft-save"],
     facts.NFT_RULESET_FILE: ["nft", "list", "ruleset"],
+    facts.NFT_JSON_FILE: ["nft", "-j", "list", "ruleset"],
     facts.CONNTRACK_STAT_FILE: ["cat", "/proc/net/stat/nf_conntrack"],
     facts.CONNTRACK_UDP_FILE: ["conntrack", "-L", "-p", "udp"],
 }

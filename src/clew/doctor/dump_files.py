@@ -15,6 +15,7 @@ DOCTOR_FILES = (
     facts.LEGACY_FILE,
     facts.NFT_SAVE_FILE,
     facts.NFT_RULESET_FILE,
+    facts.NFT_JSON_FILE,
     facts.CONNTRACK_STAT_FILE,
     facts.CONNTRACK_AFTER_FILE,
     facts.CONNTRACK_UDP_FILE,

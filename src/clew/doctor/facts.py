@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from clew.doctor.nft_probe import Ruleset as NftRuleset
+from clew.doctor.nft_probe import ruleset_from_json
 from clew.netfilter.iptables_save import parse
 from clew.netfilter.rules import Ruleset
 from clew.trace.node_view import Address, Route, addresses_from_json, routes_from_json
@@ -21,6 +23,7 @@ SYSCTL_FILE = "sysctl.txt"
 LEGACY_FILE = "iptables-legacy-save.txt"
 NFT_SAVE_FILE = "iptables-nft-save.txt"
 NFT_RULESET_FILE = "nft-ruleset.txt"
+NFT_JSON_FILE = "nft-ruleset.json"  # nft -j list ruleset: native tables, read by forward.policy
 CONNTRACK_STAT_FILE = "conntrack-stat.txt"
 CONNTRACK_AFTER_FILE = "conntrack-stat-after.txt"  # the same, read again after the sample
 SAMPLE_FILE = "cpu-sample.txt"  # "interval_s S" then /proc/stat's cpu line before and after
@@ -91,6 +94,7 @@ class NodeFacts:
     legacy_save: str | None = None
     nft_save: str | None = None
     nft_ruleset: str | None = None
+    nft: NftRuleset | None = None  # nft -j list ruleset (None: not collected)
     conntrack_stats: dict[str, int] | None = None  # summed over CPUs
     conntrack_after: dict[str, int] | None = None  # the same after the sample
     cpu_sample: CpuSample | None = None
@@ -308,6 +312,11 @@ def from_files(files: dict[str, str], *, name: str, objects: Objects | None = No
     facts.legacy_save = files.get(LEGACY_FILE)
     facts.nft_save = files.get(NFT_SAVE_FILE)
     facts.nft_ruleset = files.get(NFT_RULESET_FILE)
+    if files.get(NFT_JSON_FILE, "").strip():
+        try:
+            facts.nft = ruleset_from_json(json.loads(files[NFT_JSON_FILE]))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            warnings.append(f"{NFT_JSON_FILE}: not an nft -j ruleset ({e!r}); ignored")
     if CONNTRACK_STAT_FILE in files:
         facts.conntrack_stats = conntrack_stats_from_text(files[CONNTRACK_STAT_FILE])
     if CONNTRACK_AFTER_FILE in files:

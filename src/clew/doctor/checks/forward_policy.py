@@ -5,14 +5,19 @@ a foreign chain that drops ahead of them breaks it even with policy ACCEPT.
 
 Probes three new packets through FORWARD with `probe.walk`: a local pod to a remote pod, a
 remote pod to a local pod, and a NodePort client outside to a local pod (marked for masquerade,
-which KUBE-FORWARD accepts)."""
+which KUBE-FORWARD accepts). Then the same packets through every native nftables base chain on
+the forward hook that is not iptables-nft's (`nft_probe`): in nftables each base chain must let
+the packet through, so firewalld's or a hand-made ``policy drop`` chain breaks pod traffic even
+when filter FORWARD accepts it."""
 
 from __future__ import annotations
 
 import ipaddress
 
 from clew.doctor.facts import NodeFacts
-from clew.doctor.finding import Finding, fail, ok, skip
+from clew.doctor.finding import Finding, fail, ok, skip, warn
+from clew.doctor.nft_probe import BaseChain
+from clew.doctor.nft_probe import walk as nft_walk
 from clew.doctor.probe import Packet, walk
 
 ID = "forward.policy"
@@ -64,9 +69,9 @@ def check(f: NodeFacts) -> Finding:
     if uncertain:
         evidence["rules_not_evaluated"] = uncertain
     dropped = [n for n, v in results.items() if v.verdict == "DROP"]
+    net = _cluster(subnet)
     if dropped:
         by = results[dropped[0]].by
-        net = _cluster(subnet)
         fix = (
             "iptables -P FORWARD ACCEPT, or accept the pod network first: "
             f"iptables -I FORWARD -s {net} -j ACCEPT; iptables -I FORWARD -d {net} -j ACCEPT"
@@ -74,7 +79,55 @@ def check(f: NodeFacts) -> Finding:
         if not by.startswith("policy"):
             fix = f"remove or reorder the rule that drops it ({by}), or insert an accept for the pod network above it"
         return fail(ID, f"pod traffic is dropped in filter FORWARD ({dropped[0]}: {by})", fix, **evidence)
+    native = _native(f, probes, net, evidence)
+    if native is not None:
+        return native
     return ok(ID, f"pod traffic crosses filter FORWARD (policy {policy})", **evidence)
+
+
+def _native(f: NodeFacts, probes: dict[str, Packet], net: str, evidence: dict[str, object]) -> Finding | None:
+    """The native nftables base chains on the forward hook (firewalld's, a hand-made table): a
+    packet must pass each of them too. A failure, or None (the evidence gains what was read)."""
+    if f.nft is None:
+        evidence["nft_tables"] = "not read (no nft-ruleset.json: nft missing, or an older dump)"
+        return None
+    chains = f.nft.base_chains("forward")
+    evidence["nft_forward_chains"] = {b.label: f"policy {b.policy}" for b in chains}
+    maybe: Finding | None = None
+    for base in chains:
+        results = {name: nft_walk(f.nft, base, p) for name, p in probes.items()}
+        uncertain = sorted({u for v in results.values() for u in v.uncertain})
+        if uncertain:
+            listed = evidence.setdefault("rules_not_evaluated", [])
+            assert isinstance(listed, list)
+            listed.extend(uncertain)
+        dropped = [n for n, v in results.items() if v.verdict == "DROP"]
+        if not dropped:
+            continue
+        evidence[f"nft_probes ({base.label})"] = {n: {"verdict": v.verdict, "by": v.by} for n, v in results.items()}
+        first = results[dropped[0]]
+        fix = _nft_fix(base, first.by, net)
+        if first.uncertain:  # a rule passed over might have accepted it: say so, do not guess
+            maybe = maybe or warn(
+                ID,
+                f"pod traffic may be dropped in nftables {base.label} ({dropped[0]}: {first.by} after "
+                f"{len(first.uncertain)} rule(s) not evaluated)",
+                fix,
+                **evidence,
+            )
+            continue
+        return fail(ID, f"pod traffic is dropped in nftables {base.label} ({dropped[0]}: {first.by})", fix, **evidence)
+    return maybe
+
+
+def _nft_fix(base: BaseChain, by: str, net: str) -> str:
+    where = f"{base.family} {base.table} {base.name}"
+    accept = f"nft insert rule {where} ip saddr {net} accept; nft insert rule {where} ip daddr {net} accept"
+    if base.table == "firewalld":
+        return f"firewall-cmd --permanent --zone=trusted --add-source={net} && firewall-cmd --reload"
+    if by.startswith("policy"):
+        return f"{accept} (or: nft chain {where} '{{ policy accept; }}')"
+    return f"remove the rule that drops it ({by}), or put accepts for the pod network ahead of it: {accept}"
 
 
 def _sibling(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
