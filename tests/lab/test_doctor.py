@@ -195,6 +195,19 @@ def test_each_fault_fails_exactly_its_check_on_exactly_that_node(cluster: Cluste
     assert not_ok(doctor(cluster.n1, cluster.objects_dir)) == {}
 
 
+def test_a_pods_eth0_left_at_an_old_mtu_fails_podnet_mtu(cluster: Cluster) -> None:
+    """The host veth stays right (1450); only the pod side is off: read in the pod's namespace."""
+    pod = next(p for p in cluster.lab.state.pods.values() if p.node == "node-1")
+    try:
+        netns.run(pod.netns, ["ip", "link", "set", "eth0", "mtu", "1400"])
+        found = not_ok(doctor(cluster.n1, cluster.objects_dir))
+        assert found == {"podnet.mtu": "fail"}
+        assert not_ok(doctor(cluster.n2, cluster.objects_dir)) == {}
+    finally:
+        netns.run(pod.netns, ["ip", "link", "set", "eth0", "mtu", "1450"])
+    assert not_ok(doctor(cluster.n1, cluster.objects_dir)) == {}
+
+
 def test_a_stopped_proxy_fails_proxy_sync(cluster: Cluster) -> None:
     """SIGSTOP node 1's agent: /metrics accepts the connection and never answers (a hung proxy)."""
     pid = cluster.lab.agents()["node-1"]

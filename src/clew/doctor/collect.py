@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
 from clew.doctor import facts
 from clew.kernel import runner, snapshot
-from clew.kernel.errors import CommandFailed
+from clew.kernel.errors import CommandFailed, NamespaceNotFound
 from clew.kernel.namespace import Where
 
 # what the checks read beyond the trace's files; all optional (a tool may be missing)
@@ -55,6 +56,9 @@ def capture(ns: Where, *, sample_s: float = 1.0) -> dict[str, str]:
     offloads = _offloads(ns, files.get("ip-link.json", ""))
     if offloads is not None:
         files[facts.ETHTOOL_FILE] = offloads
+    pod_links = _pod_links(ns, files.get("ip-link.json", ""))
+    if pod_links is not None:
+        files[facts.POD_LINKS_FILE] = pod_links
     metrics = _metrics(ns)
     if metrics is not None:
         files[facts.METRICS_FILE] = metrics
@@ -91,6 +95,44 @@ def _offloads(ns: Where, links_json: str) -> str | None:
             return None
         parts.append(f"# dev {dev}\n{out}")
     return "".join(parts) if parts else None
+
+
+_LIST_ID = re.compile(r"^nsid (\d+) \(iproute2 netns name: (.+)\)$")
+
+
+def _pod_links(ns: Where, links_json: str) -> str | None:
+    """The links of each bridge port's peer namespace (each pod's eth0 and its MTU), found by the
+    nsid the node gives the peer and ``ip netns list-id``'s name for it; an unnamed namespace is
+    recorded as such (not entered by pid: a dump holds what ``ip`` can name). None without ports."""
+    try:
+        doc = json.loads(links_json or "[]")
+    except ValueError:
+        return None
+    nsids = sorted({x["link_netnsid"] for x in doc if x.get("master") and isinstance(x.get("link_netnsid"), int)})
+    if not nsids:
+        return None
+    names: dict[int, str] = {}
+    for line in (_optional(ns, ["ip", "netns", "list-id"]) or "").splitlines():
+        m = _LIST_ID.match(line.strip())
+        if m:
+            names[int(m.group(1))] = m.group(2)
+    out: dict[str, dict[str, object]] = {}
+    for nsid in nsids:
+        name = names.get(nsid)
+        links = None
+        if name is not None:
+            try:
+                text = _optional(name, ["ip", "-j", "link", "show"])
+            except NamespaceNotFound:  # named in this namespace's view, not under /run/netns here
+                text = None
+            try:  # only what podnet.mtu reads: a pod's links, small
+                links = (
+                    [{k: x.get(k) for k in ("ifindex", "ifname", "mtu")} for x in json.loads(text)] if text else None
+                )
+            except (ValueError, AttributeError):
+                links = None
+        out[str(nsid)] = {"netns": name, "links": links}
+    return json.dumps(out)
 
 
 def _metrics(ns: Where) -> str | None:

@@ -23,6 +23,7 @@ DOCTOR_FILES = (
     facts.HOST_FILE,
     facts.METRICS_FILE,
     facts.ETHTOOL_FILE,
+    facts.POD_LINKS_FILE,
 )
 
 

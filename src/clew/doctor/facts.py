@@ -31,6 +31,7 @@ CONNTRACK_UDP_FILE = "conntrack-udp.txt"  # conntrack -L -p udp
 METRICS_FILE = "proxy-metrics.txt"  # "# curl exit N" then the proxy's /metrics text
 METRICS_URL = "http://127.0.0.1:10249/metrics"  # kube-proxy's default metricsBindAddress
 ETHTOOL_FILE = "ethtool-k.txt"  # "# dev NAME" then ``ethtool -k NAME``, for each vxlan device
+POD_LINKS_FILE = "pod-links.json"  # {nsid: {"netns": NAME | null, "links": ip -j link of it | null}}
 HOST_FILE = "host.txt"  # "key value" lines: kernel, cpus, neighbour gc thresholds (host-wide)
 
 
@@ -62,6 +63,17 @@ class Link:
     vxlan_local: str | None = None
     vxlan_dev: str | None = None  # the underlay device the vxlan device sends on
     up: bool = True
+    peer_nsid: int | None = None  # a veth's peer namespace (as this namespace numbers it)
+    peer_index: int | None = None  # the peer's ifindex there
+
+
+@dataclass(frozen=True, slots=True)
+class PodNs:
+    """A bridge port's peer namespace: its name (None: unnamed, not readable) and its links by
+    ifindex as ``(name, mtu)`` (None: named but its links could not be read)."""
+
+    netns: str | None
+    links: dict[int, tuple[str, int]] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +113,7 @@ class NodeFacts:
     udp_flows: list[Flow] | None = None
     metrics: Metrics | None = None
     offloads: dict[str, dict[str, str]] | None = None  # device → feature → "on" / "off"
+    pod_links: dict[int, PodNs] | None = None  # the peer namespaces of bridge ports, by nsid
     host: dict[str, str] = field(default_factory=dict)
     objects: Objects | None = None
     warnings: list[str] = field(default_factory=list)
@@ -162,7 +175,21 @@ def links_from_json(doc: list[dict[str, Any]]) -> dict[str, Link]:
             vxlan_local=data.get("local"),
             vxlan_dev=data.get("link"),
             up="UP" in link.get("flags", []),
+            peer_nsid=link.get("link_netnsid") if isinstance(link.get("link_netnsid"), int) else None,
+            peer_index=link.get("link_index") if isinstance(link.get("link_index"), int) else None,
         )
+    return out
+
+
+def pod_links_from_json(doc: dict[str, Any]) -> dict[int, PodNs]:
+    """`POD_LINKS_FILE` → nsid → the peer namespace's name and links."""
+    out = {}
+    for nsid, entry in doc.items():
+        links = entry.get("links")
+        by_index = None
+        if isinstance(links, list):
+            by_index = {int(x["ifindex"]): (str(x["ifname"]), int(x.get("mtu", 1500))) for x in links}
+        out[int(nsid)] = PodNs(entry.get("netns"), by_index)
     return out
 
 
@@ -323,6 +350,11 @@ def from_files(files: dict[str, str], *, name: str, objects: Objects | None = No
         facts.conntrack_after = conntrack_stats_from_text(files[CONNTRACK_AFTER_FILE])
     if ETHTOOL_FILE in files:
         facts.offloads = offloads_from_text(files[ETHTOOL_FILE])
+    if files.get(POD_LINKS_FILE, "").strip():
+        try:
+            facts.pod_links = pod_links_from_json(json.loads(files[POD_LINKS_FILE]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            warnings.append(f"{POD_LINKS_FILE}: unexpected shape ({e!r}); ignored")
     if METRICS_FILE in files:
         facts.metrics = metrics_from_text(files[METRICS_FILE])
     if CONNTRACK_UDP_FILE in files:
