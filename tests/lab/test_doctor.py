@@ -208,12 +208,12 @@ def test_a_pods_eth0_left_at_an_old_mtu_fails_podnet_mtu(cluster: Cluster) -> No
     assert not_ok(doctor(cluster.n1, cluster.objects_dir)) == {}
 
 
-def test_a_stopped_proxy_fails_proxy_sync(cluster: Cluster) -> None:
-    """SIGSTOP node 1's agent: /metrics accepts the connection and never answers (a hung proxy)."""
+def test_a_stopped_proxy_fails_proxy_sync_and_healthz(cluster: Cluster) -> None:
+    """SIGSTOP node 1's agent: /metrics and /healthz accept the connection and never answer (hung)."""
     pid = cluster.lab.agents()["node-1"]
     try:
         os.kill(pid, signal.SIGSTOP)
-        assert not_ok(doctor(cluster.n1, cluster.objects_dir)) == {"proxy.sync": "fail"}
+        assert not_ok(doctor(cluster.n1, cluster.objects_dir)) == {"proxy.sync": "fail", "proxy.healthz": "fail"}
         assert not_ok(doctor(cluster.n2, cluster.objects_dir)) == {}
     finally:
         os.kill(pid, signal.SIGCONT)

@@ -19,7 +19,7 @@ from clew.doctor.finding import API_VERSION, Finding, exit_code, table
 
 NODE = Path(__file__).parent / "doctor_node"
 IDS = [
-    "proxy.mode", "proxy.backends", "proxy.stale", "proxy.sync",
+    "proxy.mode", "proxy.backends", "proxy.stale", "proxy.sync", "proxy.healthz",
     "forward.policy", "forward.ip_forward", "forward.rp_filter", "forward.bridge_nf", "forward.hairpin",
     "forward.route_localnet",
     "podnet.mtu", "podnet.vxlan_port", "podnet.offload", "podnet.routes", "podnet.subnet_overlap",
@@ -208,6 +208,9 @@ def fault_proxy_hung(files: dict[str, str]) -> None:
 
 def fault_proxy_not_syncing(files: dict[str, str]) -> None:
     files["host.txt"] = files["host.txt"].replace("collected_at 1796551586.174", "collected_at 1796552586.174")
+    # /healthz answers on the same (later) clock: its currentTime moves with it
+    healthz = files["proxy-healthz.txt"]
+    files["proxy-healthz.txt"] = healthz.replace("2026-12-06T10:06:26.074Z", "2026-12-06T10:23:06.074Z")
 
 
 def fault_mark_kept_with_tx_offload(files: dict[str, str]) -> None:

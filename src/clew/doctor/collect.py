@@ -59,6 +59,9 @@ def capture(ns: Where, *, sample_s: float = 1.0) -> dict[str, str]:
     pod_links = _pod_links(ns, files.get("ip-link.json", ""))
     if pod_links is not None:
         files[facts.POD_LINKS_FILE] = pod_links
+    healthz = _healthz(ns)
+    if healthz is not None:
+        files[facts.HEALTHZ_FILE] = healthz
     metrics = _metrics(ns)
     if metrics is not None:
         files[facts.METRICS_FILE] = metrics
@@ -138,6 +141,16 @@ def _pod_links(ns: Where, links_json: str) -> str | None:
 def _metrics(ns: Where) -> str | None:
     """The proxy's /metrics with curl's exit code first (refused and hung differ); None without curl."""
     argv = ["curl", "-s", "-m", "2", facts.METRICS_URL]
+    try:
+        done = runner.run(ns, argv, check=False, timeout=10.0)
+    except CommandFailed:
+        return None
+    return f"# curl exit {done.returncode}\n{done.stdout}"
+
+
+def _healthz(ns: Where) -> str | None:
+    """The proxy's /healthz: curl's exit code, the HTTP status, the body; None without curl."""
+    argv = ["curl", "-s", "-m", "2", "-w", "\n# http %{http_code}\n", facts.HEALTHZ_URL]
     try:
         done = runner.run(ns, argv, check=False, timeout=10.0)
     except CommandFailed:

@@ -24,6 +24,7 @@ DOCTOR_FILES = (
     facts.METRICS_FILE,
     facts.ETHTOOL_FILE,
     facts.POD_LINKS_FILE,
+    facts.HEALTHZ_FILE,
 )
 
 

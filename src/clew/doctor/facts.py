@@ -32,6 +32,8 @@ METRICS_FILE = "proxy-metrics.txt"  # "# curl exit N" then the proxy's /metrics 
 METRICS_URL = "http://127.0.0.1:10249/metrics"  # kube-proxy's default metricsBindAddress
 ETHTOOL_FILE = "ethtool-k.txt"  # "# dev NAME" then ``ethtool -k NAME``, for each vxlan device
 POD_LINKS_FILE = "pod-links.json"  # {nsid: {"netns": NAME | null, "links": ip -j link of it | null}}
+HEALTHZ_FILE = "proxy-healthz.txt"  # "# curl exit N", "# http CODE", then the proxy's /healthz body
+HEALTHZ_URL = "http://127.0.0.1:10256/healthz"  # kube-proxy's default healthzBindAddress (0.0.0.0:10256)
 HOST_FILE = "host.txt"  # "key value" lines: kernel, cpus, neighbour gc thresholds (host-wide)
 
 
@@ -113,6 +115,7 @@ class NodeFacts:
     udp_flows: list[Flow] | None = None
     metrics: Metrics | None = None
     offloads: dict[str, dict[str, str]] | None = None  # device → feature → "on" / "off"
+    healthz: Healthz | None = None
     pod_links: dict[int, PodNs] | None = None  # the peer namespaces of bridge ports, by nsid
     host: dict[str, str] = field(default_factory=dict)
     objects: Objects | None = None
@@ -252,6 +255,36 @@ def flows_from_text(text: str) -> list[Flow]:
 
 
 @dataclass(frozen=True, slots=True)
+class Healthz:
+    """The proxy's /healthz as read: curl's exit code, the HTTP status (0: none), the JSON body
+    (None: not JSON)."""
+
+    curl_exit: int
+    http: int
+    body: dict[str, Any] | None
+
+
+def healthz_from_text(text: str) -> Healthz | None:
+    head: dict[str, int] = {}
+    rest = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[:2] == ["#", "http"] and parts[2].isdigit():
+            head["http"] = int(parts[2])
+        elif len(parts) == 4 and parts[:3] == ["#", "curl", "exit"] and parts[3].lstrip("-").isdigit():
+            head["curl"] = int(parts[3])
+        else:
+            rest.append(line)
+    if "curl" not in head:
+        return None
+    try:
+        body = json.loads("\n".join(rest))
+    except ValueError:
+        body = None
+    return Healthz(head["curl"], head.get("http", 0), body if isinstance(body, dict) else None)
+
+
+@dataclass(frozen=True, slots=True)
 class Metrics:
     """The proxy's /metrics as read: curl's exit code (0 answered, 7 refused, 28 timed out) and
     the unlabelled samples (labelled ones summed per name)."""
@@ -355,6 +388,8 @@ def from_files(files: dict[str, str], *, name: str, objects: Objects | None = No
             facts.pod_links = pod_links_from_json(json.loads(files[POD_LINKS_FILE]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
             warnings.append(f"{POD_LINKS_FILE}: unexpected shape ({e!r}); ignored")
+    if HEALTHZ_FILE in files:
+        facts.healthz = healthz_from_text(files[HEALTHZ_FILE])
     if METRICS_FILE in files:
         facts.metrics = metrics_from_text(files[METRICS_FILE])
     if CONNTRACK_UDP_FILE in files:
