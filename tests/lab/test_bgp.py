@@ -313,3 +313,43 @@ def test_mesh_on_the_l2_underlay_and_lab_down_ends_every_bird() -> None:
     finally:
         lab.close()  # fails if any process of the lab's namespaces (a BIRD) is left
     assert not pids_alive({p for p in pids if p})
+
+
+def test_mesh_withdraws_a_dead_node_and_a_hung_bird_within_the_hold_time() -> None:
+    """On one shared segment (full mesh) node-2's BIRD is killed and its link taken down, node-3's
+    BIRD hangs (SIGSTOP) with its link up. node-1 drops both subnets within ~9 s: node-2's session
+    ended with a closed socket, so its peers keep its routes stale for the graceful restart time
+    (now 9 s by default; with the former fixed 120 s this fails), node-3's hold timer (9 s)
+    expires, which BIRD does not treat as a restart. node-2's withdrawal took 9.0-12.0 s here: a
+    reconnection attempt under way when the restart timer ends (``connect retry time 3``) delays
+    the flush to its end."""
+    name = f"hbh{secrets.token_hex(2)}"
+    lab = Lab(LabState(LabConfig(name=name, nodes=3, underlay="l2", backend="bgp")))
+    hung: int | None = None
+    try:
+        build.up(lab.state, lab.root)
+        nodes = lab.state.plan.nodes
+        poll_until(lambda: all(len(bird_routes(n.netns)) == 2 for n in nodes), 30, "the mesh converges")
+        observer, dead, stuck = (lab.state.plan.node(f"node-{i}") for i in (1, 2, 3))
+        killed, hung = bird_pid(lab, "node-2"), bird_pid(lab, "node-3")
+        assert killed is not None and hung is not None
+        started = time.monotonic()
+        os.kill(killed, signal.SIGKILL)
+        netns.run_batch(dead.netns, ["link set eth0 down"])
+        os.kill(hung, signal.SIGSTOP)
+        gone: dict[str, float] = {}
+
+        def withdrawn() -> bool:
+            routes = bird_routes(observer.netns)
+            for n in (dead, stuck):
+                if n.pod_cidr not in routes:
+                    gone.setdefault(n.name, round(time.monotonic() - started, 2))
+            return len(gone) == 2
+
+        poll_until(withdrawn, 30, "node-1 withdraws node-2's and node-3's subnets")
+        print(f"withdrawn after (s): {gone}")
+        assert max(gone.values()) < 20, gone  # 9-12 s, slack for a loaded machine; 120 s before
+    finally:
+        if hung is not None and pids_alive({hung}):
+            os.kill(hung, signal.SIGCONT)
+        lab.close()
