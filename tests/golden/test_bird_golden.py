@@ -29,7 +29,7 @@ ONLINK = {"192.168.51": "192.168.51.0/24", "192.168.52": "192.168.52.0/24"}
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "mesh-node-1": ("node-1", {}),
     "mesh-node-4-bfd-password": ("node-4", {"BFD": True, "Password": "s3cret", "HoldTime": 3}),
-    "reflector-node-1": ("node-1", {"Peering": {"RouteReflectors": ["node-1", "node-2"]}}),
+    "reflector-node-1": ("node-1", {"Peering": {"RouteReflectors": ["node-1", "node-2"]}, "GracefulRestartTime": 120}),
     "reflector-client-node-3": ("node-3", {"Peering": {"RouteReflectors": ["node-1", "node-2"]}}),
     "peers-node-2": (
         "node-2",

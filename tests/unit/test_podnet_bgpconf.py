@@ -20,6 +20,12 @@ def test_defaults_are_a_mesh_in_64512_with_graceful_restart() -> None:
     got = conf()
     assert got.backend_type == "bgp"
     assert got.bgp == BgpConf(asn=64512, peering=MESH, graceful_restart=True, bfd=False, hold_time=9)
+    assert got.bgp.graceful_restart_time == 9  # a dead BIRD's routes go stale no longer than a hold time
+
+
+def test_graceful_restart_time_is_configurable() -> None:
+    got = conf(GracefulRestartTime=120)
+    assert got.bgp is not None and got.bgp.graceful_restart_time == 120
 
 
 def test_other_backends_carry_no_bgp_options() -> None:
@@ -66,6 +72,10 @@ def test_route_reflectors_and_peers() -> None:
         ({"BFD": "yes"}, "Backend.BFD"),
         ({"GracefulRestart": 1}, "Backend.GracefulRestart"),
         ({"HoldTime": 2}, "Backend.HoldTime"),
+        ({"GracefulRestartTime": 0}, "Backend.GracefulRestartTime"),
+        ({"GracefulRestartTime": 4096}, "Backend.GracefulRestartTime"),
+        ({"GracefulRestartTime": "9"}, "Backend.GracefulRestartTime"),
+        ({"GracefulRestartTime": True}, "Backend.GracefulRestartTime"),
         ({"Hold": 9}, "Backend.Hold"),
     ],
 )

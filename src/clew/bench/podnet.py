@@ -1,5 +1,5 @@
-"""``clew bench podnet``: pod-to-pod TCP throughput and round-trip latency over host-gw and vxlan,
-beside plain routing between two namespaces, all measured in one run.
+"""``clew bench podnet``: pod-to-pod TCP throughput and round-trip latency over host-gw, vxlan and
+bgp, beside plain routing between two namespaces, all measured in one run.
 
 Three paths are built side by side before anything is measured:
 
@@ -9,6 +9,10 @@ Three paths are built side by side before anything is measured:
 * **host-gw** and **vxlan**: a 2-node lab each (:mod:`clew.lab`: l2 underlay, real agents), one
   pod per node made by clew-cni; the pod on node-1 talks to the pod on node-2 (pod veth, cni0,
   node routing, the underlay, and for vxlan the ``flannel.1`` encapsulation).
+* **bgp**: a 2-node lab on the *routed* underlay (each node on its own segment behind the
+  router namespace, which runs BIRD as the nodes' route reflector) — where bgp is used and
+  host-gw can't go. The path is host-gw's plus one routed hop through the router; the routes
+  are BIRD's (``proto bird``), no encapsulation. Measured only when ``bird`` is installed.
 
 In each path a :mod:`clew.bench.netperf` server runs in the receiving namespace and the clients
 in the sending one: one TCP stream of 1 MiB writes for ``seconds``, then ``pings`` 1-byte
@@ -25,6 +29,7 @@ import json
 import os
 import secrets
 import selectors
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,13 +37,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from clew.kernel import netns
-from clew.lab import build, controlplane
+from clew.lab import bgp, build, controlplane
 from clew.lab.plan import LabConfig
 from clew.lab.state import LabState, state_dir
 from clew.lab.teardown import down
 
 PORT = 5201
-BACKENDS = ("host-gw", "vxlan")
+BACKENDS = ("host-gw", "vxlan", "bgp")
 PINS = ("same", "split", "off")
 PLAIN_A, PLAIN_B = "10.77.1.1", "10.77.2.1"  # loopback addresses, routed over 192.168.77.0/30
 
@@ -99,8 +104,14 @@ def _plain(base: str) -> BenchPath:
     return BenchPath("plain", "plain routing, one veth pair", a, b, PLAIN_B, _mtu(a, "veth-ab"))
 
 
+def backends() -> tuple[str, ...]:
+    """The lab paths this machine can build: bgp needs BIRD (Debian ``bird2``)."""
+    return tuple(b for b in BACKENDS if b != "bgp" or shutil.which("bird") is not None)
+
+
 def _lab_path(name: str, backend: str) -> BenchPath:
-    state = LabState(LabConfig(name=name, nodes=2, backend=backend))
+    underlay = "routed" if backend == "bgp" else "l2"
+    state = LabState(LabConfig(name=name, nodes=2, underlay=underlay, backend=backend))
     root = state_dir(name)
     build.up(state, root)
     deployment = {
@@ -111,10 +122,13 @@ def _lab_path(name: str, backend: str) -> BenchPath:
     }
     controlplane.apply(state, root, [deployment])
     build.wait_synced(state, root)
+    if backend == "bgp":
+        bgp.wait_routes(state.plan)
     client, server = state.pods["perf-0"], state.pods["perf-1"]
     if client.node == server.node:
         raise RuntimeError(f"lab {name}: both pods landed on {client.node}")
-    what = f"pod on {client.node} → pod on {server.node}"
+    via = " via the router" if underlay == "routed" else ""
+    what = f"pod on {client.node} → pod on {server.node}{via}"
     return BenchPath(backend, what, client.netns, server.netns, server.ip, _mtu(client.netns, "eth0"))
 
 
@@ -183,13 +197,13 @@ def _free_base() -> str:
 
 
 def run(seconds: float = 2.0, pings: int = 2000, rounds: int = 1, pin: str = "same") -> PodnetBench:
-    """Build the three paths, measure them in turns for ``rounds`` rounds, remove everything."""
+    """Build the paths, measure them in turns for ``rounds`` rounds, remove everything."""
     client_pin, server_pin, placement = _pinning(pin)
     base = _free_base()
-    labs = {backend: base + backend[0] for backend in BACKENDS}  # b1a2bh, b1a2bv
+    labs = {backend: base + backend[0] for backend in backends()}  # b1a2bh, b1a2bv, b1a2bb
     servers: list[subprocess.Popen[bytes]] = []
     try:
-        paths = [_plain(base), *(_lab_path(labs[b], b) for b in BACKENDS)]
+        paths = [_plain(base), *(_lab_path(labs[b], b) for b in labs)]
         servers = [_start_server(p, server_pin) for p in paths]
         samples: dict[str, list[dict[str, float]]] = {p.name: [] for p in paths}
         for _ in range(rounds):

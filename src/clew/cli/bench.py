@@ -133,7 +133,7 @@ def bench_podnet(
     ] = "same",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Pod-to-pod TCP throughput and RTT over host-gw and vxlan beside plain routing, in one run.
+    """Pod-to-pod TCP throughput and RTT over host-gw, vxlan and bgp beside plain routing, in one run.
 
     \b
     Example:
@@ -146,7 +146,7 @@ def bench_podnet(
 
     try:
         with progress("bench podnet") as step:
-            step(f"{rounds} round(s) over host-gw, vxlan and plain routing")
+            step(f"{rounds} round(s) over host-gw, vxlan, bgp and plain routing")
             result = run(seconds, pings, rounds, pin)
     except ValueError as exc:
         raise UserError(str(exc)) from None

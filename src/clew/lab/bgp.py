@@ -15,11 +15,13 @@ would, so that only the nodes' own import filters stand between a rogue and thei
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clew.kernel import bird
+from clew.kernel import bird, netns
 from clew.lab.plan import LabPlan
 from clew.podnet.bgpconf import DEFAULT_ASN
 
@@ -97,3 +99,26 @@ def reconfigure_router(plan: LabPlan, root: Path, extra: tuple[ExtraPeer, ...]) 
     config.write_text(router_config(plan, str(folder / "bird.log"), extra))
     bird.check_config(config)
     return bird.configure(plan.router_netns, folder / "bird.ctl")
+
+
+def bird_routes(ns: str) -> set[str]:
+    """The destinations of the ``proto bird`` routes in ``ns``."""
+    out = netns.run(ns, ["ip", "-j", "-4", "route", "show", "proto", "bird"]).stdout
+    return {r["dst"] for r in json.loads(out or "[]")}
+
+
+def wait_routes(plan: LabPlan, deadline_s: float = 30.0) -> None:
+    """Poll until every node has a BIRD route to every other node's pod subnet.
+
+    The agents' sync (``build.wait_synced``) ends when BIRD is configured, not when its sessions
+    are up and the routes learned: whoever sends pod traffic right after ``up`` waits here.
+    """
+    end = time.monotonic() + deadline_s
+    while True:
+        missing = [f"{n.name} lacks {o.pod_cidr}" for n in plan.nodes
+                   for o in plan.nodes if o is not n and o.pod_cidr not in bird_routes(n.netns)]  # fmt: skip
+        if not missing:
+            return
+        if time.monotonic() > end:
+            raise RuntimeError(f"BIRD routes not learned within {deadline_s:g}s: " + "; ".join(missing))
+        time.sleep(0.05)

@@ -11,7 +11,17 @@
                 "Password": "...",               # optional TCP MD5 secret on every session
                 "BFD": false,                    # optional sub-second failure detection
                 "HoldTime": 9,                   # seconds; keepalive is a third of it
-                "GracefulRestart": true}         # default true: forwarding survives a restart
+                "GracefulRestart": true,         # default true: forwarding survives a BIRD restart
+                "GracefulRestartTime": 9}        # seconds the peers keep our routes while BIRD is gone
+
+``GracefulRestartTime`` (1-4095 s, the capability's 12-bit field) is what this node's BIRD
+announces: how long its peers keep its routes (stale) after its BIRD's session ends without a
+NOTIFICATION (the process died: the kernel closed the socket) until it is back. BIRD keeps running
+across agent restarts, so this only has to cover a BIRD restart, which the agent does at its next
+sync (seconds). The default (9 s, the default hold time) bounds how long a node whose BIRD was
+killed before its link went down keeps attracting traffic on a shared segment: the same bound as
+a node that just stops (hold time). BIRD's and Calico's 120 s suits restarts that wait on a
+container image pull; raise it for those.
 
 A peer without ``Nodes`` is every node's peer; with ``Nodes`` only those nodes peer with it (a
 top-of-rack router is the peer of its rack's nodes). Every invalid value raises
@@ -32,10 +42,12 @@ from clew.podnet.errors import NetConfError
 DEFAULT_ASN = 64512
 MAX_ASN = (1 << 32) - 1
 DEFAULT_HOLD_TIME = 9  # BIRD's default is 240 s; a node taken down must be noticed within 10 s
+DEFAULT_GR_TIME = 9  # BIRD's default is 120 s; see the module docstring
+MAX_GR_TIME = 4095  # the graceful restart capability's restart time is 12 bits
 MESH, REFLECTORS, PEERS = "mesh", "reflectors", "peers"
 _PASSWORD = re.compile(r'[^\s"\\]{1,80}', re.ASCII)  # no blanks, quotes or backslashes: BIRD's "..." string
 _NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a Kubernetes object name
-_KEYS = {"Type", "ASN", "Peering", "Password", "BFD", "HoldTime", "GracefulRestart"}
+_KEYS = {"Type", "ASN", "Peering", "Password", "BFD", "HoldTime", "GracefulRestart", "GracefulRestartTime"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,7 @@ class BgpConf:
     bfd: bool = False
     hold_time: int = DEFAULT_HOLD_TIME
     graceful_restart: bool = True
+    graceful_restart_time: int = DEFAULT_GR_TIME
 
 
 def parse_bgp(backend: Mapping[str, Any]) -> BgpConf:
@@ -79,7 +92,13 @@ def parse_bgp(backend: Mapping[str, Any]) -> BgpConf:
     if isinstance(hold, bool) or not isinstance(hold, int) or not 3 <= hold <= 65535:
         raise NetConfError("Backend.HoldTime", f"must be an integer from 3 to 65535 seconds, got {json.dumps(hold)}")
     graceful = _bool(backend.get("GracefulRestart", True), "Backend.GracefulRestart")
-    return BgpConf(asn, peering, reflectors, peers, password, bfd, hold, graceful)
+    gr_time = backend.get("GracefulRestartTime", DEFAULT_GR_TIME)
+    if isinstance(gr_time, bool) or not isinstance(gr_time, int) or not 1 <= gr_time <= MAX_GR_TIME:
+        raise NetConfError(
+            "Backend.GracefulRestartTime",
+            f"must be an integer from 1 to {MAX_GR_TIME} seconds, got {json.dumps(gr_time)}",
+        )
+    return BgpConf(asn, peering, reflectors, peers, password, bfd, hold, graceful, gr_time)
 
 
 def _peering(value: Any) -> tuple[str, tuple[str, ...], tuple[BgpPeer, ...]]:

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from clew.podnet.bgpconf import MESH, PEERS, REFLECTORS, BgpConf
 
 OWN_PROTO = "own_subnet"  # the static protocol whose route is announced
-GR_TIME = 120  # seconds the peers keep our routes while we restart (Calico's)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -179,7 +178,7 @@ def _session(inp: BirdInput, s: Session) -> str:
         "  error wait time 5, 60;",
     ]
     if conf.graceful_restart:
-        lines += ["  graceful restart on;", f"  graceful restart time {GR_TIME};"]
+        lines += ["  graceful restart on;", f"  graceful restart time {conf.graceful_restart_time};"]
     if s.passive:
         lines.append("  passive on;")
     if s.rr_client:
