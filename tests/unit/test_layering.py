@@ -20,6 +20,7 @@ KERNEL_USERS = {
     "podnet/masquerade.py": "the pod network's applier (masquerade rules)",
     "podnet/bgp_apply.py": "the bgp backend's applier (runs BIRD)",
     "cni/bridge.py": "the CNI bridge",
+    "agent/servers.py": "the agent's listeners are made inside the node's namespace (kernel.ns_socket)",
     "trace/node_view.py": "the trace node view (reads a live namespace)",
     "cli/dump.py": "a doctor's reader: clew dump captures a namespace",
     "doctor/collect.py": "the doctor's reader: the dump's files read live from a namespace (read-only)",
@@ -100,4 +101,18 @@ def test_only_the_namespace_value_builds_namespace_argv() -> None:
                 words = [e.value for e in node.elts if isinstance(e, ast.Constant)]
                 if "nsenter" in words or any(a == "netns" and b == "exec" for a, b in itertools.pairwise(words)):
                     offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == []
+
+
+def test_no_setns_outside_the_kernel_layer() -> None:
+    """DESIGN: clew never moves a process or thread into another namespace itself; sockets that
+    must live in a node's namespace are made there by `clew.kernel.ns_socket`."""
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = str(path.relative_to(SRC))
+        if rel.startswith("kernel/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "setns":
+                offenders.append(f"{rel}:{node.lineno}")
     assert offenders == []

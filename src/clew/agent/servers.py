@@ -7,7 +7,7 @@
   ``/healthz`` and ``/livez`` with kube-proxy's JSON bodies (see `health`).
 
 Both are stdlib ``ThreadingHTTPServer``s in daemon threads: a probe never waits for a sync. They
-listen in the namespace the agent programs (``netns``; see `listen`), never in the host's on its
+listen in the namespace the agent programs (``netns``; see `clew.kernel.ns_socket`), never in the host's on its
 behalf. An empty address disables that server (kube-proxy's "set empty to disable"); a port of 0
 binds an ephemeral one (tests). A bind failure is a `BindError` naming the address.
 """
@@ -25,8 +25,9 @@ from typing import cast
 
 from clew.agent.health import HEADERS as JSON_HEADERS
 from clew.agent.health import ProxyHealth
-from clew.agent.listen import listening_socket
 from clew.agent.metrics import ProxyMetrics
+from clew.kernel.errors import KernelError
+from clew.kernel.ns_socket import socket_in
 from clew.model.configz import configz
 from clew.model.proxy_config import ProxyConfig
 
@@ -59,7 +60,7 @@ class _Server(ThreadingHTTPServer):
         self.routes = routes
         super().__init__(address, _Handler, bind_and_activate=False)
         self.socket.close()
-        self.socket = listening_socket(netns, self.address_family, address)
+        self.socket = socket_in(netns, self.address_family, socket.SOCK_STREAM, bind=address, listen=128, reuse=True)
         self.server_address = self.socket.getsockname()
 
 
@@ -125,9 +126,10 @@ class Servers:
         host, port = parse_address(address, setting)
         try:
             server = _Server((host, port), routes, self.netns)
-        except OSError as e:
+        except (OSError, KernelError) as e:  # KernelError: the namespace is missing
             where = f" in netns {self.netns}" if self.netns else ""
-            raise BindError(f"{setting}: cannot listen on {address}{where}: {e.strerror or e}") from None
+            why = (e.strerror if isinstance(e, OSError) else e.detail) or e
+            raise BindError(f"{setting}: cannot listen on {address}{where}: {why}") from None
         thread = threading.Thread(
             target=server.serve_forever, args=(POLL_INTERVAL,), name=f"clew-http-{setting}", daemon=True
         )

@@ -7,10 +7,8 @@ at 10k Services costs ~110 ms: so the agent's tamper guard reads the chains only
 generation moved. ``nft`` 1.0.6 prints the generation nowhere, and python3-nftables is not a
 dependency, so this speaks netlink itself.
 
-The socket must belong to the node's namespace. Nothing in clew ``setns()``es its own process,
-so a short-lived child started inside the namespace (``ip netns exec``) opens the socket there
-and hands its descriptor back over a Unix socket pair (SCM_RIGHTS); the socket stays in that
-namespace for its whole life.
+The socket must belong to the node's namespace: `clew.kernel.ns_socket` makes it there (a
+short-lived child inside the namespace hands its descriptor back) without moving this process.
 """
 
 from __future__ import annotations
@@ -18,12 +16,10 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import subprocess
-import sys
 
-from clew.kernel import runner
 from clew.kernel.errors import KernelError
 from clew.kernel.namespace import Namespace, Where
+from clew.kernel.ns_socket import socket_in
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -34,49 +30,10 @@ NLMSG_ERROR = 2
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _NFGEN = struct.Struct("=BBH")  # nfgenmsg: family, version, res_id
 
-_CHILD = r"""
-import socket, sys
-sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
-sock.bind((0, 0))
-socket.send_fds(socket.socket(fileno=int(sys.argv[1])), [b"nl"], [sock.fileno()])
-"""
-
 
 def _open_netlink(where: Where) -> socket.socket:
-    """A NETLINK_NETFILTER socket in ``where`` (opened there by a child process)."""
-    space = Namespace.of(where)
-    if space.own:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        sock.bind((0, 0))
-        return sock
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        child = runner.spawn(
-            space,
-            [sys.executable, "-c", _CHILD, str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        theirs.close()
-        ours.settimeout(10.0)
-        try:
-            _, fds, _, _ = socket.recv_fds(ours, 16, 1)
-        except OSError as e:
-            fds = []
-            err = str(e)
-        else:
-            err = ""
-        _, stderr = child.communicate(timeout=10.0)
-        if not fds:
-            detail = (stderr or b"").decode(errors="replace").strip().splitlines()[-1:] or [err or "no socket"]
-            raise KernelError(space, "nftables generation socket", detail[0])
-        return socket.socket(fileno=fds[0])
-    finally:
-        ours.close()
-        if theirs.fileno() != -1:
-            theirs.close()
+    """A NETLINK_NETFILTER socket in ``where`` (made there: `clew.kernel.ns_socket`)."""
+    return socket_in(where, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER, bind=(0, 0))
 
 
 class Generation:
