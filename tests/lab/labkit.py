@@ -102,6 +102,20 @@ def sweep(ns: str, targets: list[str], count: int = 1) -> list[dict[str, Any]]:
     return demo.sweep(ns, targets, count=count, timeout=2.0)
 
 
+def assert_matrix(pods: list[Pod]) -> None:
+    """Every pod reaches every other one, and the receiver saw the sender's own address (no NAT)."""
+    assert len({p.node for p in pods}) > 1, "the pods must span nodes"
+    bad = []
+    for src in pods:
+        others = [p for p in pods if p is not src]
+        for dst, result in zip(others, sweep(src.netns, [f"{p.ip}:{PORT}" for p in others]), strict=True):
+            (attempt,) = result["attempts"]
+            seen = attempt["seen"].rsplit(":", 1)[0] if attempt["ok"] else attempt["error"]
+            if not attempt["ok"] or attempt["server"] != dst.name or seen != src.ip:
+                bad.append(f"{src.name}@{src.node} → {dst.name}@{dst.node}: {attempt}")
+    assert not bad, "\n".join(bad)
+
+
 def pids_alive(pids: set[int]) -> set[int]:
     """The pids among ``pids`` that still run (zombies count as gone) and are clew's."""
     left = set()

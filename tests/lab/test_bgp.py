@@ -26,13 +26,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from labkit import PORT, Lab, app, df_ping, pids_alive, pod_mtu, poll_until, sweep
+from labkit import PORT, Lab, app, assert_matrix, df_ping, pids_alive, pod_mtu, poll_until, sweep
 
 from clew.kernel import bird, netns
 from clew.lab import build
 from clew.lab.bgp import ExtraPeer, reconfigure_router
 from clew.lab.plan import LabConfig, prefix
-from clew.lab.state import LabState, Pod, state_dir
+from clew.lab.state import LabState, state_dir
 from clew.lab.status import lab_status, render_status
 
 pytestmark = [
@@ -94,18 +94,6 @@ def expected_routes(lab: Lab, node: str) -> dict[str, str | None]:
 
 def all_routes_learned(lab: Lab) -> bool:
     return all(bird_routes(n.netns) == expected_routes(lab, n.name) for n in lab.state.plan.nodes)
-
-
-def assert_matrix(pods: list[Pod]) -> None:
-    bad = []
-    for src in pods:
-        others = [p for p in pods if p is not src]
-        for dst, result in zip(others, sweep(src.netns, [f"{p.ip}:{PORT}" for p in others]), strict=True):
-            (attempt,) = result["attempts"]
-            seen = attempt["seen"].rsplit(":", 1)[0] if attempt["ok"] else attempt["error"]
-            if not attempt["ok"] or attempt["server"] != dst.name or seen != src.ip:
-                bad.append(f"{src.name}@{src.node} → {dst.name}@{dst.node}: {attempt}")
-    assert not bad, "\n".join(bad)
 
 
 def bird_pid(lab: Lab, node: str) -> int | None:

@@ -22,6 +22,7 @@ from labkit import (
     Lab,
     app,
     assert_gone,
+    assert_matrix,
     clew,
     df_ping,
     pod_mtu,
@@ -33,7 +34,7 @@ from labkit import (
 
 from clew.kernel import netns
 from clew.lab.plan import prefix
-from clew.lab.state import Pod, load, state_dir
+from clew.lab.state import load, state_dir
 
 pytestmark = pytest.mark.lab
 
@@ -48,20 +49,6 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Lab]:
     with running_lab(nodes=3, backend=request.param, underlay="l2") as lab:
         lab.apply(app(WEB, WEB_REPLICAS, node_port=NODE_PORT))
         yield lab
-
-
-def assert_matrix(pods: list[Pod]) -> None:
-    """Every pod reaches every other one, and the receiver saw the sender's own address."""
-    assert len({p.node for p in pods}) > 1, "the pods must span nodes"
-    bad = []
-    for src in pods:
-        others = [p for p in pods if p is not src]
-        for dst, result in zip(others, sweep(src.netns, [f"{p.ip}:{PORT}" for p in others]), strict=True):
-            (attempt,) = result["attempts"]
-            seen = attempt["seen"].rsplit(":", 1)[0] if attempt["ok"] else attempt["error"]
-            if not attempt["ok"] or attempt["server"] != dst.name or seen != src.ip:
-                bad.append(f"{src.name}@{src.node} → {dst.name}@{dst.node}: {attempt}")
-    assert not bad, "\n".join(bad)
 
 
 def test_pod_matrix_across_nodes_without_nat(cluster: Lab) -> None:
