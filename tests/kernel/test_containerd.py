@@ -372,6 +372,20 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
     yield from running(Runtime(request.param))
 
 
+def _boot_ticks() -> int:
+    """Now, in clock ticks since boot (the unit of /proc/PID/stat's start time)."""
+    return int(float(Path("/proc/uptime").read_text().split()[0]) * os.sysconf("SC_CLK_TCK")) + 1
+
+
+def _started_before(pid: int, ticks: int) -> bool:
+    """Whether the process started at or before ``ticks`` (since boot); a gone one did not stay."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return int(stat.rpartition(")")[2].split()[19]) <= ticks
+
+
 def running(rt: Runtime) -> Iterator[Runtime]:
     """Start ``rt``, yield it, close it and check that it left nothing behind."""
     before = {p: os.path.lexists(p) for p in ROOT_PATHS}
@@ -380,8 +394,12 @@ def running(rt: Runtime) -> Iterator[Runtime]:
         yield rt
     finally:
         rt.close()
+        closed = _boot_ticks()
     assert rt.proc is None or rt.proc.poll() is not None, "containerd still running"
-    assert rt._ns_pids() == [], "processes left in containerd's mount namespace"
+    # once the namespace is gone its nsfs inode may be reused by a new mount namespace (every
+    # `ip netns exec` makes one): only a process that started before close returned is left over
+    left = [p for p in rt._ns_pids() if _started_before(p, closed)]
+    assert left == [], "processes left in containerd's mount namespace"
     assert rt.cgroup_dirs() == [], "container cgroup left behind"
     assert netns.list_names(rt.prefix + "-") == []
     assert not rt.tmp.exists()
