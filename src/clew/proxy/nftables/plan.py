@@ -181,13 +181,13 @@ def plan(
     for c in chains_written:
         out += [f"add chain {_T} {c.name}", f"flush chain {_T} {c.name}"]
     out += [f"flush chain {_T} {n}" for n in chains_gone]
+    fixed_lines: list[str] = list(fixed(new_groups)) if groups_changed else []
     if groups_changed:
-        out += [f"flush chain {_T} {role}" for role in ROLES]
+        out += [f"flush chain {_T} {role}" for role in ROLES if any(_is_chain(line, role) for line in fixed_lines)]
     out += [e.delete() for e in deletes]
     out += [f"delete chain {_T} {n}" for n in chains_gone]
     out += [_delete_set(s) for s in (*sets_gone, *(old_sets[s.name] for s in sets_rewritten))]
     out += [f"delete map {_T} {g.map_name}" for g in sorted(old_groups - new_groups)]
-    fixed_lines: list[str] = list(fixed(new_groups)) if groups_changed else []
     for g in sorted(new_groups - old_groups):
         out += [line for line in fixed_lines if line.startswith(f"add map {_T} {g.map_name} ")]
     out += [_add_set(s) for s in (*sets_new, *sets_rewritten)]
@@ -197,6 +197,12 @@ def plan(
         out += [line for line in fixed_lines if _role_rule(line)]
     out += [e.add() for e in adds]
     return Plan(tuple(out), groups_changed, len(adds), len(deletes))
+
+
+def _is_chain(line: str, name: str) -> bool:
+    """Does ``line`` declare chain ``name`` (``add chain ip clew NAME`` with or without a spec)?"""
+    head = f"add chain {_T} {name}"
+    return line == head or line.startswith(head + " ")
 
 
 def _role_rule(line: str) -> bool:
