@@ -138,6 +138,7 @@ class NftSyncer:
     _verified_gen: int | None = None
     _base: ProxyConfig | None = None
     _logged: set[tuple[str, str]] = field(default_factory=set)
+    _cleanup_failed: bool = False
 
     def __post_init__(self) -> None:
         from clew.proxy.nftables import apply
@@ -207,6 +208,7 @@ class NftSyncer:
             before = old if full else {k: old[k] for k in changes if k in old}
         else:
             changes, before = hint
+        self._cleanup_failed = False
         try:
             if full:
                 self._leave_iptables_mode()
@@ -217,14 +219,17 @@ class NftSyncer:
             self.needs_full = True
             self._verified_gen = None
             log.error("%s sync failed: %s", "full" if full else "partial", e)
-            return SyncResult(False, self.clock() - start, len(self._policies), 0, str(e), full, len(changes))
+            return SyncResult(
+                False, self.clock() - start, len(self._policies), 0, str(e), full, len(changes),
+                cleanup_failed=self._cleanup_failed,
+            )  # fmt: skip
         self.needs_full = False
         deleted = delete_stale(stale_udp_flows(before, self._policies), self._deleter)
         owned = len(self._mirror.held) + len(self._fixed)
         return SyncResult(
             True, self.clock() - start, len(self._mirror.ports), owned, None, full, len(changes), deleted,
             {TABLE: owned}, {TABLE: wrote}, wrote=wrote > 0,
-            rejected=tuple((r.key, r.reason) for r in self.rejected.values()),
+            rejected=tuple((r.key, r.reason) for r in self.rejected.values()), cleanup_failed=self._cleanup_failed,
         )  # fmt: skip
 
     # -- writing
@@ -275,6 +280,7 @@ class NftSyncer:
             self._left_iptables = True
         except KernelError as e:
             self.cleanup_failures += 1
+            self._cleanup_failed = True
             log.error("cannot remove iptables mode's rules (trying again at the next full sync): %s", e)
 
     # -- deciding
