@@ -225,14 +225,20 @@ class FakeNft:
         self._undo, self._touched = [], set()
         try:
             try:
-                commands = [P.command(s) for s in P.statements(script)]
+                found = P.statements(script)
             except P.NftSyntax as e:
                 raise KernelError(self.where, "nft", f"Error: {e}") from None
-            for cmd in commands:
+            commands: list[tuple[int, P.Command]] = []
+            for line, text in found:  # nft reads the whole script before it sends any of it
+                try:
+                    commands.append((line, P.command(text)))
+                except P.NftSyntax as e:
+                    raise KernelError(self.where, "nft", f"Error: {e} [line {line}: {_shown(text)}]") from None
+            for line, cmd in commands:
                 try:
                     self._apply(cmd)
                 except (Refused, P.NftSyntax) as e:
-                    raise KernelError(self.where, "nft", f"Error: {e} [{_shown(cmd.text)}]") from None
+                    raise KernelError(self.where, "nft", f"Error: {e} [line {line}: {_shown(cmd.text)}]") from None
         except BaseException:
             self._rollback()
             raise

@@ -18,6 +18,15 @@ FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 VERBS = ("add", "create", "delete", "flush", "insert", "replace")
 OBJECTS = ("table", "chain", "set", "map", "element", "rule", "ruleset")
 PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
+# words nft 1.0.6 reads as keywords, so never as a table, chain, set or map name, even quoted
+# (measured: ``add chain ip t dst`` → "syntax error, unexpected dst, expecting string")
+_KEYWORD_WORDS = (
+    "dst masquerade reject drop accept counter ip tcp udp sctp meta th mark ct fib numgen map set element rule "
+    "chain table type hook priority policy comment snat dnat redirect log limit quota return jump goto continue "
+    "queue flow dup fwd notrack synproxy vmap ah esp comp icmp igmp dccp udplite rt frag hbh mh exthdr inet netdev "
+    "bridge arp vlan ether secmark tproxy osf exists missing interval timeout dynamic constant size random"
+)
+KEYWORDS = frozenset(_KEYWORD_WORDS.split())
 _WORD = re.compile(r'"[^"]*"|[{}]|[^\s{}"]+')
 
 
@@ -138,15 +147,17 @@ def split_top(text: str, seps: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def statements(script: str) -> list[str]:
-    """A script's commands: split at newlines and ``;`` outside braces and quotes, ``#``
-    comments dropped, lines inside braces joined."""
-    out: list[str] = []
+def statements(script: str) -> list[tuple[int, str]]:
+    """A script's commands with the line each starts on: split at newlines and ``;`` outside
+    braces and quotes, ``#`` comments dropped, lines inside braces joined."""
+    out: list[tuple[int, str]] = []
     current: list[str] = []
-    depth, quoted = 0, False
+    depth, quoted, line, start = 0, False, 1, 1
     i = 0
     while i < len(script):
         ch = script[i]
+        if not current or not "".join(current).strip():
+            start = line
         if quoted:
             quoted = ch != '"'
         elif ch == '"':
@@ -160,18 +171,20 @@ def statements(script: str) -> list[str]:
         elif ch == "}":
             depth -= 1
             if depth < 0:
-                raise NftSyntax("syntax error, unexpected '}'")
+                raise NftSyntax(f"syntax error, unexpected '}}' [line {line}]")
         elif depth == 0 and ch in ";\n":
-            out.append("".join(current))
+            out.append((start, "".join(current)))
             current = []
+            line += ch == "\n"
             i += 1
             continue
+        line += ch == "\n"
         current.append(" " if ch == "\n" else ch)
         i += 1
     if quoted or depth:
         raise NftSyntax("syntax error, unterminated " + ("string" if quoted else "'{'"))
-    out.append("".join(current))
-    return [" ".join(s.split()) for s in out if s.strip()]
+    out.append((start, "".join(current)))
+    return [(n, " ".join(s.split())) for n, s in out if s.strip()]
 
 
 def _take(text: str) -> tuple[str, str]:
@@ -206,16 +219,23 @@ def command(text: str) -> Command:
     if family not in FAMILIES:
         family, rest = "ip", f"{family} {rest}"
     table, rest = _take(rest)
-    table = unquote(table)
     if not table:
         raise NftSyntax(f"syntax error: {verb} {obj} needs a table")
+    _check_name(table)
     if obj == "table":
         return Command(verb, obj, family, table, "", rest, text)
     name, rest = _take(rest)
-    name = unquote(name)
     if not name or name == "{":
         raise NftSyntax(f"syntax error: {verb} {obj} needs a name")
+    _check_name(name)
     return Command(verb, obj, family, table, name, rest, text)
+
+
+def _check_name(name: str) -> None:
+    if name.startswith('"'):
+        raise NftSyntax(f"syntax error, unexpected quoted string, expecting string ({name})")
+    if name in KEYWORDS:
+        raise NftSyntax(f"syntax error, unexpected {name}, expecting string")
 
 
 def block(rest: str, what: str) -> str:
@@ -404,7 +424,9 @@ def rule(rest: str, verb: str) -> RuleText:
         if t.startswith('"'):
             continue
         if t in CHAIN_VERDICTS and i + 1 < len(w):
-            chains.append(unquote(w[i + 1].rstrip(",")))
+            target = w[i + 1].rstrip(",")
+            _check_name(target)
+            chains.append(target)
         elif t.startswith("@") and len(t) > 1:
             sets.append(t[1:].rstrip(","))
     return RuleText(" ".join(w), handle, position, tuple(chains), tuple(sets))
