@@ -32,15 +32,28 @@ RUN, CHECK, LIST, HELLO = b"R", b"C", b"L", b"H"
 OK, REFUSED = b"0", b"1"
 
 
+def run_script(ctx: Any, text: str) -> tuple[int, str, str]:
+    """``ctx.cmd_from_file`` on a memfd holding ``text``: as fast as ``ctx.cmd(text)`` (measured),
+    but nft 1.0.6 then reports an error at ``FILE:LINE:COL`` with the failing line, where for a
+    buffer it always shows the buffer's *first* line."""
+    fd = os.memfd_create("nft-script", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+        result: tuple[int, str, str] = ctx.cmd_from_file(f"/proc/self/fd/{fd}")
+        return result
+    finally:
+        os.close(fd)
+
+
 def perform(ctx: Any, op: bytes, text: str) -> tuple[bool, str, str]:
     """Run one request on a libnftables context: (ok, output, error text). Shared by the worker
     and the in-process context of `NodeNft` for this process's own namespace."""
     if op == RUN:
-        rc, out, err = ctx.cmd(text)
+        rc, out, err = run_script(ctx, text)
     elif op == CHECK:
         ctx.set_dry_run(True)
         try:
-            rc, out, err = ctx.cmd(text)
+            rc, out, err = run_script(ctx, text)
         finally:
             ctx.set_dry_run(False)
     elif op == LIST:

@@ -28,6 +28,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import select
 import subprocess
 import sys
@@ -60,21 +61,26 @@ class NftKernel(Protocol):
     def close(self) -> None: ...
 
 
+_LOCATION = re.compile(r"^\S*:(\d+):\d+(?:-\d+)?: (Error: .*)$")
+
+
 def one_line(err: str) -> str:
-    """nft's error output as one line: the first ``Error:`` and the command it points at (not
-    the caret line), and how many more errors there were. Pure."""
+    """nft's error output as one line: the first ``Error:``, the line number and the command it
+    points at (not the caret line), and how many more errors there were. Pure."""
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [i for i, line in enumerate(lines) if "Error:" in line]
     if not errors:
         return " ".join(" ".join(lines).split()) or "(no message)"
     first = errors[0]
-    message = lines[first][lines[first].index("Error:") :]
+    located = _LOCATION.match(lines[first])
+    message = located.group(2) if located else lines[first][lines[first].index("Error:") :]
     command = lines[first + 1].strip() if first + 1 < len(lines) else ""
     if command and set(command) <= set("^~ "):
         command = ""
     if len(command) > _MAX_COMMAND_SHOWN:
         command = command[:_MAX_COMMAND_SHOWN] + " …"
-    text = f"{message} [{command}]" if command else message
+    where = f"line {located.group(1)}: " if located else ""
+    text = f"{message} [{where}{command}]" if command else message
     if len(errors) > 1:
         text += f" (+{len(errors) - 1} more errors)"
     return text
