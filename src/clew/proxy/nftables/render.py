@@ -17,11 +17,20 @@ from functools import lru_cache
 from clew.model.proxy_config import ProxyConfig
 from clew.proxy.nftables import fixed as fx
 from clew.proxy.nftables.affinity import affinity_port, port_chain_names
-from clew.proxy.nftables.fixed import fixed
+from clew.proxy.nftables.fixed import fixed, regroup
 from clew.proxy.nftables.layout import FAMILY, TABLE, Element, Group, NftRendered, PortNft, Rejected, quote
 from clew.proxy.policy import Endpoint, FilterVerdict, PortPolicy
 
-__all__ = ["destinations", "element_commands", "fixed", "group_of", "render", "render_port", "script"]
+__all__ = [
+    "destinations",
+    "element_commands",
+    "fixed",
+    "group_of",
+    "regroup",
+    "render",
+    "render_port",
+    "script",
+]
 
 COMMENT_MAX = 128  # nft refuses longer comments
 ELEMENTS_PER_COMMAND = 50_000  # one `add element` per set up to this many; measured in notes
