@@ -11,7 +11,7 @@ import typer
 
 from clew.agent.loop import Agent
 from clew.cli.errors import UserError
-from clew.cli.modes import AGENT_RUNNABLE, require_runnable
+from clew.cli.modes import require_runnable
 from clew.proxy.inputs import read_config_file
 from clew.proxy.runner import SyncRunner
 from clew.proxy.syncer import syncer_for
@@ -64,7 +64,7 @@ def agent_command(
     if mode is not None:
         doc = {**doc, "mode": mode}
     cfg = from_kube_proxy_config(doc, node_name=node_name)
-    require_runnable(cfg.mode, AGENT_RUNNABLE)
+    require_runnable(cfg.mode)
     for warning in cfg.warnings:
         logging.getLogger("clew.agent").warning("config: %s", warning)
     state = state_dir or Path("/run/clew") / cfg.node_name

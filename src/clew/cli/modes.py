@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from clew.cli.errors import UserError
 
-RUNNABLE = ("iptables",)
-AGENT_RUNNABLE = ("iptables", "nftables")  # the agent syncs both (proxy/syncer.py)
+RUNNABLE = ("iptables", "nftables")
 
 
-def require_runnable(mode: str, runnable: tuple[str, ...] = RUNNABLE) -> None:
+def require_runnable(mode: str) -> None:
     """`UserError` unless clew can program ``mode`` (the effective mode: flag or config file)."""
-    if mode not in runnable:
-        raise UserError(
-            f"mode {mode!r}: clew runs the {' and '.join(runnable)} mode{'s' if len(runnable) > 1 else ''} for now"
-        )
+    if mode not in RUNNABLE:
+        raise UserError(f"mode {mode!r}: clew runs the iptables and nftables modes")
