@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from nft_standin import MiniNft, MiniRenderer
 from prometheus_client.parser import text_string_to_metric_families
 
 from clew.agent.loop import Agent
 from clew.agent.metrics import Observer, ProxyMetrics
 from clew.fakes.iptables import FakeIptables
+from clew.fakes.nft import FakeNft
 from clew.model.proxy_config import ProxyConfig
 from clew.proxy import cleanup
 from clew.proxy.nftables.sync import NftSyncer
@@ -91,9 +91,10 @@ def test_the_agent_loop_runs_the_nftables_syncer(tmp_path: Path) -> None:
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "ns"},
            "spec": {"clusterIP": "10.96.0.9", "ports": [{"name": "p", "port": 80}]}}  # fmt: skip
     (objects / "svc.json").write_text(json.dumps(svc))
-    k = MiniNft()
+    k = FakeNft()
+    gen = [0]
     left: list[int] = []
-    proxy = NftSyncer("fake", ProxyConfig(node_name="n1"), kernel=k, renderer=MiniRenderer(),
+    proxy = NftSyncer("fake", ProxyConfig(node_name="n1"), kernel=k, generation=lambda: gen[0] + len(k.log),
                       leave_iptables_mode=lambda: left.append(1) or ["filter/KUBE-SERVICES"])  # fmt: skip
     now = [100.0]
     obs = Observer(node_name="n1", sync_period=30.0, mode="nftables")
@@ -101,13 +102,12 @@ def test_the_agent_loop_runs_the_nftables_syncer(tmp_path: Path) -> None:
                   clock=lambda: now[0], obs=obs)  # fmt: skip
     assert agent.turn()
     assert json.loads((tmp_path / "status.json").read_text())["ok"]
-    assert k.state()[2]["no-endpoint-reject"] == {"10.96.0.9 . tcp . 80": (None, "ns/web:p")}
+    assert k.elements("no-endpoint-reject") == {"10.96.0.9 . tcp . 80": None}
     assert left == [1]  # the first (full) sync left iptables mode, once
-    k.table = None  # someone deletes the table
-    k.gen += 1
+    k.run("delete table ip clew")  # someone deletes the table
     now[0] += 2
-    agent.turn()  # the tamper check finds it and resyncs in full at once
-    assert k.state() is not None and left == [1]
+    assert agent.turn()  # the tamper check finds it and resyncs in full at once
+    assert k.elements("no-endpoint-reject") == {"10.96.0.9 . tcp . 80": None} and left == [1]
 
 
 def test_removal_payload_removes_kube_chains_and_their_jumps_only() -> None:
