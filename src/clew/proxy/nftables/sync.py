@@ -149,6 +149,11 @@ class NftSyncer:
             self.delete_udp_flows = apply.conntrack_for(self.netns) if real else (lambda **_: 0)
         self._renderer = self.renderer or default_renderer()
 
+    def close(self) -> None:
+        """Release the nftables context this syncer opened (not one it was given)."""
+        if self.kernel is None:
+            self._kernel.close()
+
     # -- the agent's surface (as `ProxySyncer`)
 
     def request_full(self) -> None:
