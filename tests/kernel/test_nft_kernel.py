@@ -272,6 +272,22 @@ def test_errors_are_one_line_naming_the_namespace(ns: str) -> None:
         assert kernel.has_table("ip", "clew") and not kernel.has_table("ip", "other")
 
 
+def test_another_writer_between_calls_is_seen(ns: str) -> None:
+    """The long-lived context does not trust a stale cache: nft re-reads it when the ruleset's
+    generation moved, so another process's changes are seen, and refusals follow them."""
+    with NodeNft(ns) as kernel:
+        kernel.run("add table ip clew\nadd map ip clew m { type ipv4_addr : ipv4_addr ; }")
+        kernel.run("add element ip clew m { 10.0.0.1 : 10.0.0.2 }")
+        netns.run(ns, ["nft", "delete table ip clew; add table ip clew; add set ip clew m { type ipv4_addr ; }"])
+        with pytest.raises(KernelError, match="set is not a map"):
+            kernel.run("add element ip clew m { 10.0.0.3 : 10.0.0.4 }")
+        kernel.run("add element ip clew m { 10.0.0.3 }")
+        netns.run(ns, ["nft", "delete table ip clew; add table ip other"])
+        with pytest.raises(KernelError, match="No such file or directory"):
+            kernel.run("delete element ip clew m { 10.0.0.3 }")
+        assert kernel.has_table("ip", "other") and not kernel.has_table("ip", "clew")
+
+
 def _gone(pid: int) -> bool:
     """The process is gone (or a zombie nobody has reaped yet: it runs nothing)."""
     try:
@@ -288,7 +304,7 @@ def test_the_worker_lives_in_the_namespace_and_ends_with_close(ns: str) -> None:
     assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{ns}").st_ino
     kernel.run("add table ip clew")
     kernel.close()
-    assert _gone(pid)
+    assert _gone(pid) and kernel.mechanism == "closed"
     kernel.close()  # idempotent
     with pytest.raises(KernelError, match="closed"):
         kernel.run("add table ip clew")

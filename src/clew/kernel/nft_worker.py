@@ -30,6 +30,8 @@ REQUEST = struct.Struct(">cI")  # op, length of text
 ANSWER = struct.Struct(">cII")  # status, length of out, length of err
 RUN, CHECK, LIST, HELLO = b"R", b"C", b"L", b"H"
 OK, REFUSED = b"0", b"1"
+BIG = 1 << 20  # a request or answer this large (a full load, a listing) is followed by a heap trim
+_trim: Any = None
 
 
 def run_script(ctx: Any, text: str) -> tuple[int, str, str]:
@@ -64,7 +66,25 @@ def perform(ctx: Any, op: bytes, text: str) -> tuple[bool, str, str]:
             ctx.set_json_output(False)
     else:
         return False, "", f"Error: unknown request {op!r}"
+    if len(text) + len(out or "") > BIG:
+        give_back_memory()
     return rc == 0, out or "", err or ""
+
+
+def give_back_memory() -> None:
+    """glibc's ``malloc_trim(0)``: after a full load, libnftables has freed the parse of the
+    script but the heap keeps it (measured at 10k Services: 100 MB resident after the load,
+    22 MB after a trim — the context keeps no elements). A no-op where there is no glibc."""
+    global _trim
+    if _trim is None:
+        try:
+            import ctypes
+
+            _trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _trim = False
+    if _trim:
+        _trim(0)
 
 
 def write_answer(stream: BinaryIO, status: bytes, out: str, err: str) -> None:

@@ -255,11 +255,13 @@ class NodeNft:
     Thread-safe (one request at a time). Another namespace's context lives in a worker process
     that dies with `close` (or when this process dies: EOF on its stdin); if the worker dies, or
     the namespace file now names another namespace (deleted and made anew), the next call starts
-    a new one. ``timeout`` bounds one request (a full load of 100k Services takes seconds)."""
+    a new one. ``timeout`` bounds one request (a full load of 100k Services takes seconds);
+    ``cli`` forces ``nft -f -`` per call (for comparisons)."""
 
-    def __init__(self, netns: Where = None, *, timeout: float = 120.0) -> None:
+    def __init__(self, netns: Where = None, *, timeout: float = 120.0, cli: bool = False) -> None:
         self.namespace = Namespace.of(netns)
         self.timeout = timeout
+        self.cli = cli  # always ``nft -f -`` (the bench's and tests' comparison)
         self._lock = threading.Lock()
         self._backend: _Backend | None = None
         self._closed = False
@@ -269,8 +271,11 @@ class NodeNft:
 
     @property
     def mechanism(self) -> str:
-        """``worker``, ``in-process`` or ``nft-cli``: how requests reach the kernel."""
+        """``worker``, ``in-process`` or ``nft-cli``: how requests reach the kernel (``closed``
+        after `close`)."""
         backend = self._backend
+        if self._closed:
+            return "closed"
         if isinstance(backend, _Worker):
             return "worker"
         return "in-process" if isinstance(backend, _InProcess) else "nft-cli"
@@ -282,6 +287,8 @@ class NodeNft:
         return backend.pid if isinstance(backend, _Worker) else None
 
     def _start(self) -> _Backend:
+        if self.cli:
+            return _Cli(self.namespace, self.timeout)
         if not nftables_importable():
             return self._fallback("python3-nftables is not importable")
         if self.namespace.own:
