@@ -133,6 +133,9 @@ def test_partial_syncs_leave_the_table_a_fresh_load_would_and_others_tables_alon
             r = s.sync(snap(state, {i} if step % 2 else None))
             assert r.ok and not r.full, (step, r.error)
             assert table(node) == reference(ref, snap(state)), step
+            node.run(f"add element ip other seen {{ 10.2.{step}.1 }}")  # someone else's commit after ours
+            foreign.append(f"10.2.{step}.1")
+            assert s.tampered() == [], step  # the check reads, and finds nothing wrong
             other, other_rules = table(node, "other")
             assert set(other.elements["seen"]) == set(foreign) and len(other_rules["input"]) == 1
     finally:
@@ -160,16 +163,27 @@ def test_a_failed_partial_sync_changes_nothing_and_the_next_full_one_repairs(pai
         ref.close()
 
 
-def test_the_tamper_check_sees_a_deleted_table_and_nothing_else(pair: tuple[str, str]) -> None:
+def test_the_tamper_check_sees_changed_rules_a_deleted_table_and_nothing_else(pair: tuple[str, str]) -> None:
     node_ns, _ = pair
     node = NodeNft(node_ns)
     try:
         node.run(FOREIGN)
         s = NftSyncer(node_ns, CONFIG)
-        s.sync(snap({1: {"eps": ["10.244.1.1"]}}))
+        state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1"]}}
+        s.sync(snap(state))
         assert s.tampered() == []
         node.run("add element ip other seen { 10.9.9.9 }")  # someone else's commit: read, intact
         assert s.tampered() == []
+        node.run("flush chain ip clew masquerading\nadd rule ip clew masquerading masquerade")
+        assert [d.chain for d in s.tampered()] == ["masquerading"]
+        s.request_full()
+        s.sync(snap(state))
+        node.run("add element ip other seen { 10.9.9.8 }")
+        assert s.tampered() == []
+        # a rule replaced by another one: the same number of rules, other bytes
+        rule = node.list_json("chain ip clew filter-forward")["nftables"][-1]["rule"]
+        node.run(f"replace rule ip clew filter-forward handle {rule['handle']} ct state new counter")
+        assert [(d.chain, d.change) for d in s.tampered()] == [("filter-forward", "rules changed")]
         node.run("delete table ip clew")
         assert [d.change for d in s.tampered()] == ["table ip clew is gone"]
     finally:

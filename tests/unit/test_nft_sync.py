@@ -66,9 +66,14 @@ class GenNft(FakeNft):
         self.gen += 1
 
 
+def rules_of(k: FakeNft) -> dict[str, list[bytes]]:
+    """The fake's rules per chain, as `kernel.nft_rules.RuleDump` gives the kernel's."""
+    return {c: [r.encode() for r in k.rules(c)] for c in k.chains()} if k.has_table("ip", "clew") else {}
+
+
 def syncer(kernel: GenNft | None = None) -> tuple[NftSyncer, GenNft]:
     k = kernel or GenNft()
-    return NftSyncer("fake", CONFIG, kernel=k, generation=lambda: k.gen), k
+    return NftSyncer("fake", CONFIG, kernel=k, generation=lambda: k.gen, rules=lambda: rules_of(k)), k
 
 
 def table(k: FakeNft) -> Any:
@@ -292,9 +297,25 @@ def test_tamper_check_reads_only_when_someone_else_committed() -> None:
     s.sync(snap(state, {1}))
     assert s.tampered() == [] and reads == ["chains"]  # our partial sync alone moved it
     k.run("flush chain ip clew services\ndelete chain ip clew nodeports")  # what jumped there goes first
-    assert [d.chain for d in s.tampered()] == ["nodeports"]
+    assert [(d.chain, d.change) for d in s.tampered()] == [("nodeports", "chain is gone"),
+                                                           ("services", "0 rules where the render has 6")]  # fmt: skip
     k.run("delete table ip clew")
     assert [d.change for d in s.tampered()] == ["table ip clew is gone"]
+
+
+def test_tamper_check_sees_a_fixed_rule_replaced() -> None:
+    s, k = syncer()
+    s.sync(snap({1: {"eps": ["10.244.1.1"]}}))
+    assert s.tampered() == []
+    masq = k.rules("masquerading")
+    k.run("flush chain ip clew masquerading\n" + "".join(
+        f"add rule ip clew masquerading {r.replace('fully-random', '')}\n" for r in masq))  # fmt: skip
+    assert [(d.chain, d.change) for d in s.tampered()] == [("masquerading", "rules changed")]
+    s.request_full()
+    s.sync(snap({1: {"eps": ["10.244.1.1"]}}))
+    assert k.rules("masquerading") == masq and s.tampered() == []
+    k.gen += 1  # someone else's commit elsewhere: read, intact
+    assert s.tampered() == []
 
 
 def test_udp_flows_to_removed_endpoints_are_deleted() -> None:

@@ -13,9 +13,10 @@ from clew.kernel import conntrack
 from clew.kernel.errors import KernelError
 from clew.kernel.namespace import Where
 from clew.kernel.nfgen import Generation
+from clew.kernel.nft_rules import RuleDump
 from clew.kernel.nftables import NftKernel, nft_kernel_for
 
-__all__ = ["KernelError", "NftKernel", "conntrack_for", "generation_for", "kernel_for"]
+__all__ = ["KernelError", "NftKernel", "conntrack_for", "generation_for", "kernel_for", "rules_for"]
 
 
 def kernel_for(node: Where) -> NftKernel:
@@ -35,3 +36,8 @@ def conntrack_for(node: Where) -> Callable[..., int]:
         return conntrack.delete_udp(node, **kw)
 
     return delete
+
+
+def rules_for(node: Where) -> Callable[[], dict[str, list[bytes]]]:
+    """The rules of clew's table per chain, read over netlink (no set elements are read)."""
+    return RuleDump(node, "ip", "clew")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -119,6 +120,7 @@ class NftSyncer:
     kernel: NftKernel | None = None
     generation: Callable[[], int] | None = None
     delete_udp_flows: Callable[..., int] | None = None
+    rules: Callable[[], dict[str, list[bytes]]] | None = None  # the table's rules per chain (tamper check)
     leave_iptables_mode: Callable[[], list[str]] | None = None
     renderer: NftRenderer | None = None
     needs_full: bool = True
@@ -137,6 +139,7 @@ class NftSyncer:
     _base: ProxyConfig | None = None
     _logged: set[tuple[str, str]] = field(default_factory=set)
     _cleanup_failed: bool = False
+    _baseline: dict[str, list[bytes]] | None = None  # the fixed chains' rules as our last commit left them
 
     def __post_init__(self) -> None:
         from clew.proxy.nftables import apply
@@ -145,6 +148,8 @@ class NftSyncer:
         self._kernel: NftKernel = self.kernel if self.kernel is not None else apply.kernel_for(self.netns)
         if self.generation is None and real:
             self.generation = apply.generation_for(self.netns)
+        if self.rules is None and real:
+            self.rules = apply.rules_for(self.netns)
         if self.delete_udp_flows is None:
             self.delete_udp_flows = apply.conntrack_for(self.netns) if real else (lambda **_: 0)
         self._renderer = self.renderer or default_renderer()
@@ -164,10 +169,12 @@ class NftSyncer:
         return not self.tampered()
 
     def tampered(self) -> list[Difference]:
-        """What is missing from clew's table since the last sync: the table itself or a chain
-        (empty: nothing, or no sync yet). One netlink round trip when the generation has not
-        moved by someone else's commit; otherwise ``nft list chains`` (no elements read). A
-        read that fails is logged and tried again at the next check."""
+        """What changed in clew's table since the last sync (empty: nothing, or no sync yet):
+        the table gone, a chain gone, a fixed chain's rules other than the render's (their
+        number) or than our last commit left them (their bytes). One netlink round trip when the
+        generation has not moved by someone else's commit; otherwise ``nft list chains`` (no
+        elements read) and a netlink dump of the table's rules (no elements either). A read
+        that fails is logged and tried again at the next check."""
         if self.needs_full or not self._fixed:
             return []
         gen = self._gen()
@@ -175,15 +182,35 @@ class NftSyncer:
             return []
         try:
             listed = listed_chains(self._kernel.list_json("chains"))
+            dump = self.rules() if self.rules is not None and listed is not None else None
         except KernelError as e:
-            log.warning("cannot list clew's nftables chains, trying again later: %s", e)
+            log.warning("cannot read clew's nftables table, trying again later: %s", e)
             return []
         if listed is None:
             return [Difference(TABLE, "*", "table ip clew is gone")]
         want = chain_names(self._fixed) | {c.name for p in self._mirror.ports.values() for c in p.chains}
         diffs = [Difference(TABLE, name, "chain is gone") for name in sorted(want - listed)]
+        if dump is not None:
+            diffs += self._rule_diffs(dump, listed)
         if not diffs:
             self._verified_gen = gen
+        return diffs
+
+    def _rule_diffs(self, dump: dict[str, list[bytes]], listed: set[str]) -> list[Difference]:
+        fixed_now = self._renderer.fixed(self.config, self._mirror.group_set)
+        counts = Counter(line.split(" ", 5)[4] for line in fixed_now if line.startswith(f"add rule {_T} "))
+        diffs = []
+        chains = sorted(chain_names(fixed_now))
+        for chain in chains:
+            if chain not in listed:
+                continue  # said already: the chain is gone
+            got = dump.get(chain, [])
+            if len(got) != counts.get(chain, 0):
+                diffs.append(Difference(TABLE, chain, f"{len(got)} rules where the render has {counts.get(chain, 0)}"))
+            elif self._baseline is not None and self._baseline.get(chain, []) != got:
+                diffs.append(Difference(TABLE, chain, "rules changed"))
+        if not diffs and self._baseline is None:
+            self._baseline = {c: dump.get(c, []) for c in chains}
         return diffs
 
     def payload(self) -> str:
@@ -248,8 +275,8 @@ class NftSyncer:
         rendered = NftRendered(fixed, mirror.group_set, tuple(ordered), tuple(self.rejected.values()))
         before = self._gen()
         self._kernel.run(self._renderer.script(rendered))  # replaces the table: add + delete + all
-        self._after_commit(before, full=True)
         self._mirror, self._fixed = mirror, fixed
+        self._after_commit(before, full=True, fixed_rules=True)
         self._last_full = self.clock()
         return len(fixed) + len(mirror.held) + sum(len(c.rules) for p in ordered for c in p.chains)
 
@@ -259,16 +286,30 @@ class NftSyncer:
             return 0
         before = self._gen()
         self._kernel.run(step.script())
-        self._after_commit(before, full=False)
+        self._after_commit(before, full=False, fixed_rules=step.groups_changed)
         return len(step.commands)
 
-    def _after_commit(self, before: int | None, *, full: bool) -> None:
+    def _after_commit(self, before: int | None, *, full: bool, fixed_rules: bool) -> None:
         """The table stays verified (no read at the next tamper check) when only our commit moved
         the generation: after a full sync it holds just what we wrote; after a partial one, what
-        was verified plus our change."""
+        was verified plus our change. When our commit rewrote fixed chains' rules, their new
+        bytes are the baseline — read now if the commit was ours alone, else at the next check
+        that finds their number right."""
         after = self._gen()
         ours = before is not None and after is not None and after - before == 1
         self._verified_gen = after if ours and (full or before == self._verified_gen) else None
+        if fixed_rules:
+            self._baseline = None
+            if ours and self.rules is not None:
+                try:
+                    dump = self.rules()
+                except KernelError:
+                    return
+                if self._gen() == after:
+                    self._baseline = {c: dump.get(c, []) for c in chain_names(self._fixed_for_now())}
+
+    def _fixed_for_now(self) -> Sequence[str]:
+        return self._renderer.fixed(self.config, self._mirror.group_set)
 
     def _leave_iptables_mode(self) -> None:
         if self._left_iptables or self.leave_iptables_mode is None:
