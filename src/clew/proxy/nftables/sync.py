@@ -145,7 +145,7 @@ class NftSyncer:
         from clew.proxy.nftables import apply
 
         real = self.kernel is None
-        self._kernel: NftKernel = self.kernel if self.kernel is not None else apply.kernel_for(self.netns)
+        self._own_kernel: NftKernel | None = None  # opened at first use: a missing namespace fails a sync
         if self.generation is None and real:
             self.generation = apply.generation_for(self.netns)
         if self.rules is None and real:
@@ -154,10 +154,21 @@ class NftSyncer:
             self.delete_udp_flows = apply.conntrack_for(self.netns) if real else (lambda **_: 0)
         self._renderer = self.renderer or default_renderer()
 
+    @property
+    def _kernel(self) -> NftKernel:
+        if self.kernel is not None:
+            return self.kernel
+        if self._own_kernel is None:
+            from clew.proxy.nftables import apply
+
+            self._own_kernel = apply.kernel_for(self.netns)
+        return self._own_kernel
+
     def close(self) -> None:
         """Release the nftables context this syncer opened (not one it was given)."""
-        if self.kernel is None:
-            self._kernel.close()
+        if self._own_kernel is not None:
+            self._own_kernel.close()
+            self._own_kernel = None
 
     # -- the agent's surface (as `ProxySyncer`)
 
