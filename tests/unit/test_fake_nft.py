@@ -1,6 +1,6 @@
 """FakeNft: the stateful nftables fake the nftables-mode sync is tested against (its faithfulness
 to the kernel is proved in tests/kernel/test_nft_kernel.py; here: its parsing, its refusals,
-atomicity and the accessors), plus the pure helpers of the seam (nft JSON text, one-line errors)."""
+atomicity and the accessors), plus nft JSON as text (clew.kernel.nft_json)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from clew.fakes import nft_parse
 from clew.fakes.nft import FakeNft
 from clew.kernel import nft_json
 from clew.kernel.errors import KernelError
-from clew.kernel.nftables import NftKernel, has_table_in, one_line
+from clew.kernel.nftables import NftKernel, has_table_in
 
 BASE = """add table ip clew { comment "clew" ; }
 add chain ip clew nat-prerouting { type nat hook prerouting priority dstnat ; }
@@ -315,18 +315,3 @@ def test_nft_json_reads_what_the_kernel_writes() -> None:
     assert nft_json.text_of({"prefix": {"addr": "10.0.0.1", "len": 32}}) == "10.0.0.1"
     with pytest.raises(ValueError, match="unknown nft JSON"):
         nft_json.text_of({"mystery": 1})
-
-
-def test_one_line_errors() -> None:
-    err = (
-        "/proc/self/fd/4:3:22-28: Error: Could not process rule: File exists\n"
-        "add element ip t m { 10.0.0.1 : 10.0.0.3 }\n                     ^^^^^^^\n"
-        "/proc/self/fd/4:4:1-5: Error: Could not process rule: File exists\nadd x\n^^^^^\n"
-    )
-    assert one_line(err) == (
-        "Error: Could not process rule: File exists [line 3: add element ip t m { 10.0.0.1 : 10.0.0.3 }]"
-        " (+1 more errors)"
-    )
-    assert one_line("netlink: Error: set is not a map\n") == "Error: set is not a map"
-    assert one_line("Error: x\n" + "y" * 300 + "\n").endswith("y …]")
-    assert one_line("") == "(no message)"
