@@ -217,6 +217,38 @@ def apply(kernel: NftKernel, script: str) -> str | None:
     return None
 
 
+def our_workers() -> list[int]:
+    """Pids of nft workers this test process started (its children running nft_worker)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"clew.kernel.nft_worker" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left() -> Iterator[None]:
+    """Every test leaves no nft worker behind (closed, or stopped when its NodeNft was dropped)."""
+    yield
+    assert our_workers() == []
+
+
+def test_a_dropped_nodenft_stops_its_worker(ns: str) -> None:
+    kernel = NodeNft(ns)
+    assert our_workers() == [kernel.worker_pid]
+    del kernel  # no close(): the finalizer stops it
+    assert our_workers() == []
+
+
 @pytest.fixture
 def ns() -> Iterator[str]:
     name = unique_prefix("nk") + "-nft"
