@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from poll import poll_until
@@ -279,6 +280,25 @@ def test_the_fake_agrees_with_the_kernel_step_by_step(node: NodeNft) -> None:
         kernel_state = nft_json.state_of(node.list_json("ruleset"), "ip", "clew")
         assert fake.state() == kernel_state, f"{label}: states differ"
     assert [label for label, _ in STEPS if "refus" in label or "missing" in label]  # the sequence has refusals
+
+
+GOLDEN = sorted((Path(__file__).resolve().parents[1] / "golden" / "rendered").glob("*.nft"))
+
+
+def test_golden_renders_load_the_same_into_the_fake_and_the_kernel(ns: str) -> None:
+    """Every golden nftables-mode render (the renderer's real output) gives the same state."""
+    if not GOLDEN:
+        pytest.skip("no nftables golden renders yet (tests/golden/rendered/*.nft)")
+    differ = []
+    with NodeNft(ns) as kernel:
+        for path in GOLDEN:
+            text = path.read_text()
+            kernel.run("flush ruleset\n" + text)
+            fake = FakeNft()
+            fake.run(text)
+            if fake.state() != nft_json.state_of(kernel.list_json("ruleset"), "ip", "clew"):
+                differ.append(path.name)
+    assert differ == []
 
 
 def test_the_fake_would_see_a_difference(node: NodeNft) -> None:
