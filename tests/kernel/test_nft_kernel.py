@@ -150,6 +150,13 @@ STEPS: list[tuple[str, str]] = [
         "create an existing set",
         "create set ip clew no-endpoint-reject { type ipv4_addr . inet_proto . inet_service ; }",
     ),
+    ("an affinity set", "add set ip clew affinity-X { type ipv4_addr ; flags dynamic,timeout ; timeout 3h ; }"),
+    (
+        "re-declared with another timeout",
+        "add set ip clew affinity-X { type ipv4_addr ; flags timeout,dynamic ; timeout 100s ; }",
+    ),
+    ("re-declared with fewer flags", "add set ip clew affinity-X { type ipv4_addr ; flags timeout ; }"),
+    ("re-declared by typeof", "add set ip clew affinity-X { typeof ip saddr ; flags dynamic,timeout ; }"),
     ("create an existing chain", "create chain ip clew services"),
     ("create an existing table", "create table ip clew"),
     ("base chain: other priority", "add chain ip clew filter-input { type filter hook input priority 10 ; }"),

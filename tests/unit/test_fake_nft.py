@@ -238,9 +238,13 @@ def test_a_full_resync_replaces_the_table(fake: FakeNft) -> None:
     assert "stale" not in fake.chains() and fake.elements("dst-tcp-2") == {}
 
 
-def test_redeclaring_keeps_the_first_comment_and_a_policy_changes(fake: FakeNft) -> None:
+def test_redeclaring_keeps_the_first_comment_and_takes_a_timeout_and_a_policy(fake: FakeNft) -> None:
     fake.run('add set ip clew cluster-masq { type ipv4_addr . inet_proto . inet_service ; comment "new" ; }')
     assert fake.sets()["cluster-masq"].comment == "masq"
+    fake.run("add set ip clew aff { type ipv4_addr ; flags dynamic,timeout ; timeout 3h ; }")
+    fake.run('add set ip clew aff { type ipv4_addr ; flags timeout,dynamic ; timeout 100s ; comment "x" ; }')
+    assert (fake.sets()["aff"].timeout, fake.sets()["aff"].comment) == ("100s", "")
+    refused(fake, "add set ip clew aff { type ipv4_addr ; flags timeout ; }")
     fake.run("add chain ip clew nat-prerouting { type nat hook prerouting priority -100 ; policy drop ; }")
     base = fake.base_chain("nat-prerouting")
     assert base is not None and base.policy == "drop"

@@ -29,7 +29,7 @@ the kernel numbers them (the fake numbers per table, in order). `list_json` answ
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from clew.fakes import nft_parse as P
@@ -368,6 +368,14 @@ class FakeNft:
                 self._put(table.sets, cmd.name, new)
             elif cmd.verb == "create" or found.is_map != is_map or not found.spec.same_shape(spec):
                 raise Refused(_KERNEL + EEXIST)
+            elif (spec.timeout and spec.timeout != found.spec.timeout) or (
+                spec.other and spec.other != found.spec.other
+            ):
+                # re-declared with another timeout or size: the kernel takes them (not the comment)
+                updated = replace(
+                    found.spec, timeout=spec.timeout or found.spec.timeout, other=spec.other or found.spec.other
+                )
+                self._attr(found, "spec", updated)
             if spec.elements:
                 self._add_elements(table, table.sets[cmd.name], spec.elements, create=False)
             return
