@@ -396,6 +396,20 @@ def test_a_dead_worker_is_replaced(ns: str) -> None:
         assert kernel.worker_pid not in (None, first)
 
 
+def test_a_request_past_its_deadline_stops_the_worker(ns: str) -> None:
+    with NodeNft(ns, timeout=1e-6) as kernel:
+        first = kernel.worker_pid
+        elements = ", ".join(f"10.0.{i // 250}.{i % 250} : 10.1.0.1" for i in range(2000))
+        script = "add table ip clew\nadd map ip clew m { type ipv4_addr : ipv4_addr ; }\n"
+        script += f"add element ip clew m {{ {elements} }}"
+        with pytest.raises(KernelError, match=f"netns {ns}: the nft worker failed: no answer within"):
+            kernel.run(script)
+        assert our_workers() == []
+        kernel.timeout = 30.0
+        kernel.run("add table ip other")  # a new worker
+        assert kernel.worker_pid not in (None, first)
+
+
 def test_a_namespace_made_anew_gets_a_new_worker(ns: str) -> None:
     with NodeNft(ns) as kernel:
         kernel.run("add table ip clew")
