@@ -276,7 +276,8 @@ def test_list_json_has_nfts_shape(fake: FakeNft) -> None:
     chain = fake.list_json("chain ip clew services")["nftables"]
     assert [next(iter(i)) for i in chain] == ["metainfo", "chain", "rule", "rule", "rule"]
     assert {next(iter(i)) for i in fake.list_json("chains")["nftables"][1:]} == {"chain"}
-    assert "elem" not in fake.list_json("sets")["nftables"][1]["set"]
+    assert [i["set"]["name"] for i in fake.list_json("sets")["nftables"][1:]] == ["cluster-masq", "allow"]
+    assert len(fake.list_json("maps")["nftables"][2]["map"]["elem"]) == 2  # as nft -j: sets and maps with elements
     state = nft_json.state_of(fake.list_json("ruleset"), "ip", "clew")
     assert state is not None and state.elements["dst-tcp-2"]["10.96.0.1 . 80 . 1"].value == "10.244.0.2 . 8080"
     with pytest.raises(KernelError, match="No such file"):
