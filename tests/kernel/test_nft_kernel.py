@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from poll import poll_until
@@ -306,6 +307,33 @@ def test_golden_renders_load_the_same_into_the_fake_and_the_kernel(ns: str) -> N
             if fake.state() != nft_json.state_of(kernel.list_json("ruleset"), "ip", "clew"):
                 differ.append(path.name)
     assert differ == []
+
+
+def _shape(listing: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """What kinds of objects a listing holds, named (rules by chain), with elements as text."""
+    out = []
+    for item in listing["nftables"]:
+        ((kind, obj),) = item.items()
+        if kind == "metainfo":
+            continue
+        name = obj.get("name") or obj.get("chain", "")
+        extra = str(sorted(nft_json.elements_of(obj).items())) if kind in ("set", "map") else ""
+        out.append((kind, name, extra))
+    return sorted(out)
+
+
+def test_the_fakes_listings_have_the_kernels_shape(node: NodeNft) -> None:
+    fake = FakeNft()
+    for kernel in (node, fake):
+        kernel.run(LOAD)
+    for what in ("ruleset", "tables", "chains", "sets", "maps", "table ip clew", "chain ip clew services",
+                 "map ip clew dst-tcp-3", "set ip clew cluster-masq"):  # fmt: skip
+        assert _shape(fake.list_json(what)) == _shape(node.list_json(what)), what
+    for what in ("set ip clew dst-tcp-3", "table ip nope", "chain ip clew nope"):
+        with pytest.raises(KernelError, match="No such file or directory"):
+            node.list_json(what)
+        with pytest.raises(KernelError, match="No such file or directory"):
+            fake.list_json(what)
 
 
 def test_the_fake_would_see_a_difference(node: NodeNft) -> None:
