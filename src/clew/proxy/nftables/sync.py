@@ -380,7 +380,9 @@ class NftSyncer:
             if k in lost:
                 d, holder = lost[k]
                 p = self._candidate_policies[k]
-                why = f"Service port {p.spn} ({p.proto}): {d} is already {self._candidate_policies[holder].spn}'s"
+                held = self._candidate_policies[holder].spn  # the words of `render.render`
+                why = f"destination {d} is already {held}'s (nft takes one value per map key)"
+                why = f"Service port {p.spn} ({p.proto}): {why}"
                 self._reject(Rejected(k, p.service_key, why))
             elif k in self._candidates and k in self.rejected:
                 del self.rejected[k]  # its clash is over
