@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from clew.fakes.nft import FakeNft
+from clew.kernel.errors import KernelError
 from clew.model.from_kube import build_snapshot
 from clew.model.objects import Changes, EndpointSlice, Snapshot
 from clew.model.proxy_config import ProxyConfig
@@ -321,6 +322,32 @@ def test_tamper_check_sees_a_fixed_rule_replaced() -> None:
     assert k.rules("masquerading") == masq and s.tampered() == []
     k.gen += 1  # someone else's commit elsewhere: read, intact
     assert s.tampered() == []
+
+
+def test_the_periodic_check_replaces_the_table_only_when_it_differs() -> None:
+    now = [0.0]
+    k = GenNft()
+    s = NftSyncer("fake", CONFIG, kernel=k, generation=lambda: k.gen, clock=lambda: now[0], full_sync_period=3600)
+    state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1", "10.244.1.2"], "affinity": True},
+                                        2: {"eps": ["10.244.2.1"], "node_port": True}}  # fmt: skip
+    now[0] = 10.0
+    assert s.sync(snap(state)).full
+    affinity = next(n for n in k.sets() if n.startswith("affinity-"))
+    k.run(f"add element ip clew {affinity} {{ 192.168.1.9 }}")  # a client remembered (dynamic in the kernel)
+    now[0] += 3600
+    r = s.sync(snap(state))
+    assert r.ok and not r.full and "192.168.1.9" in k.elements(affinity)  # intact: kept, nothing written
+    k.run("delete element ip clew hairpin { 10.244.2.1 . 10.244.2.1 }")  # someone deletes an element
+    now[0] += 1800
+    assert not s.sync(snap(state)).full  # not yet due
+    now[0] += 1800
+    assert s.sync(snap(state)).full and table(k) == reference(snap(state))
+    now[0] += 3600
+    real = k.list_json
+    k.list_json = lambda what="ruleset": (_ for _ in ()).throw(KernelError("fake", "nft", "busy"))  # type: ignore[method-assign]
+    assert not s.sync(snap(state)).full  # cannot read: put off
+    k.list_json = real  # type: ignore[method-assign]
+    assert not s.sync(snap(state)).full  # read now: intact
 
 
 def test_udp_flows_to_removed_endpoints_are_deleted() -> None:

@@ -207,6 +207,48 @@ class NftSyncer:
             self._verified_gen = gen
         return diffs
 
+    def _verify(self) -> bool | None:
+        """The periodic check: does the whole table hold what the syncs wrote — every chain, the
+        number of rules in each, every element with its value and comment (affinity sets' and
+        the fixed part's own elements aside)? None when it cannot be read (tried at the next
+        sync). Replacing the table only when it differs keeps affinity entries across hours."""
+        from clew.proxy.nftables import apply
+
+        try:
+            state = apply.table_state(self._kernel)
+        except KernelError as e:
+            log.warning("periodic check put off: cannot read clew's table: %s", e)
+            return None
+        if state is None:
+            log.warning("periodic check: table ip clew is gone")
+            return False
+        fixed_now = self._fixed_for_now()
+        chains = {c.name: len(c.rules) for p in self._mirror.ports.values() for c in p.chains}
+        for line in fixed_now:
+            if line.startswith(f"add rule {_T} "):
+                name = line.split(" ", 5)[4]
+                chains[name] = chains.get(name, 0) + 1
+        chains.update((c, chains.get(c, 0)) for c in chain_names(fixed_now))
+        if state.rule_counts != chains:
+            odd = sorted(
+                c for c in chains.keys() | state.rule_counts.keys() if chains.get(c) != state.rule_counts.get(c)
+            )
+            log.warning("periodic check: chains differ from the syncs' (%s)", ", ".join(odd[:5]))
+            return False
+        skip = {line.split(" ", 5)[4] for line in fixed_now if line.startswith(f"add element {_T} ")}
+        skip |= {s.name for p in self._mirror.ports.values() for s in p.sets}
+        want: dict[str, dict[str, tuple[str | None, str]]] = {}
+        for (name, key), held in self._mirror.held.items():
+            want.setdefault(name, {})[key] = (held.value, held.comment)
+        for name in state.sets.keys() | want.keys():
+            if name in skip:
+                continue
+            got = {k: (x.value, x.comment) for k, x in state.elements.get(name, {}).items()}
+            if got != want.get(name, {}):
+                log.warning("periodic check: the elements of %s differ from the syncs'", name)
+                return False
+        return True
+
     def _rule_diffs(self, dump: dict[str, list[bytes]], listed: set[str]) -> list[Difference]:
         fixed_now = self._renderer.fixed(self.config, self._mirror.group_set)
         counts = Counter(line.split(" ", 5)[4] for line in fixed_now if line.startswith(f"add rule {_T} "))
@@ -239,7 +281,13 @@ class NftSyncer:
         if config != self.config:
             self.config, self.needs_full = config, True
             self._services.clear()
-        full = self.needs_full or start - self._last_full >= self.full_sync_period
+        if not self.needs_full and start - self._last_full >= self.full_sync_period:
+            intact = self._verify()  # kube-proxy's periodic full sync, but only when needed
+            if intact is True:
+                self._last_full = start
+            elif intact is False:
+                self.needs_full = True
+        full = self.needs_full
         touched = None if full else self._incremental(snapshot)
         if touched is None:
             self._decide_all(snapshot)
