@@ -11,15 +11,22 @@ atomic transaction per sync, in time proportional to what changed.
   ports that use them; affinity Services' own chains and sets are written or deleted. One
   ``run()``: all or nothing.
 * **Full sync**: one transaction that replaces clew's table with the render (the renderer's
-  script: ``add table`` + ``delete table`` + everything): at the first sync, after any failure, when the
-  configuration (hence the fixed part) changes, when the table was tampered with, and every
-  ``full_sync_period`` (kube-proxy: 1 h). The first one also removes iptables mode's rules
-  (clew's and kube-proxy's KUBE-* chains and their jumps): the two modes must not both DNAT.
+  script: ``add table`` + ``delete table`` + everything): at the first sync, after any failure,
+  when the configuration (hence the fixed part) changes, when the table was tampered with. The
+  first one also removes iptables mode's rules (clew's and kube-proxy's KUBE-* chains and their
+  jumps): the two modes must not both DNAT.
+* **Periodic check** (every ``full_sync_period``, kube-proxy's 1 h full sync): the whole table is
+  read once and compared with the mirror (chains, rule counts, every element with its value and
+  comment); only when it differs is it replaced — affinity entries survive the hour.
 * **Tamper check** (`tampered`, the agent calls it every second): the ruleset generation is
   read (one netlink round trip); only when someone else committed since the table was last
   found intact are the table's chains listed (``nft list chains``: no elements are read, ~5 ms
-  beside 200k elements where ``list chain`` costs 3 s) and compared with what the last sync
-  left: the table gone or a chain missing means a full sync.
+  beside 200k elements where ``list chain`` costs 3 s) and the table's rules dumped over
+  netlink (`clew.kernel.nft_rules`: no elements either): the table or a chain gone, or a fixed
+  chain's rules other than the render's number or our last commit's bytes, means a full sync.
+* **Destination clashes** (two ports claiming one ``ip . proto . port``): decided as `render`
+  does — the first port in render order keeps it — re-deciding only the ports connected to a
+  change (``claims.py``).
 * **Bad input**: a port the layout cannot express (`Rejected`) is left out, logged once while it
   stays, and reported in `SyncResult.rejected` (the agent counts it); every other port keeps its
   elements.
