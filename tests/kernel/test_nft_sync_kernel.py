@@ -132,7 +132,7 @@ def test_partial_syncs_leave_the_table_a_fresh_load_would_and_others_tables_alon
         # and must find it as the syncs left it (else the sync would be full)
         s = NftSyncer(node_ns, CONFIG, kernel=kernel, generation=apply.generation_for(node_ns),
                       rules=apply.rules_for(node_ns), delete_udp_flows=apply.conntrack_for(node_ns),
-                      full_sync_period=0.0)  # fmt: skip
+                      full_sync_period=0.0, verify_elements=True)  # fmt: skip
         rng = random.Random(11)
         state: dict[int, dict[str, Any]] = {i: {"eps": [f"10.244.{i}.1"]} for i in range(8)}
         assert s.sync(snap(state)).full

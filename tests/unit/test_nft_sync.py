@@ -324,10 +324,30 @@ def test_tamper_check_sees_a_fixed_rule_replaced() -> None:
     assert s.tampered() == []
 
 
+def test_the_default_periodic_check_reads_chains_and_rules_and_keeps_an_intact_table() -> None:
+    now = [10.0]
+    k = GenNft()
+    s = NftSyncer("fake", CONFIG, kernel=k, generation=lambda: k.gen, rules=lambda: rules_of(k),
+                  clock=lambda: now[0], full_sync_period=3600)  # fmt: skip
+    state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1"]}}
+    assert s.sync(snap(state)).full
+    reads: list[str] = []
+    real = k.list_json
+    k.list_json = lambda what="ruleset": reads.append(what) or real(what)  # type: ignore[method-assign]
+    now[0] += 3600
+    assert not s.sync(snap(state)).full and reads == ["chains"]  # read although the generation did not move
+    k.run("flush chain ip clew nodeports")
+    now[0] += 1800
+    assert not s.sync(snap(state)).full  # not due yet (the per-second tamper check is the agent's)
+    now[0] += 1800
+    assert s.sync(snap(state)).full and table(k) == reference(snap(state))
+
+
 def test_the_periodic_check_replaces_the_table_only_when_it_differs() -> None:
     now = [0.0]
     k = GenNft()
-    s = NftSyncer("fake", CONFIG, kernel=k, generation=lambda: k.gen, clock=lambda: now[0], full_sync_period=3600)
+    s = NftSyncer("fake", CONFIG, kernel=k, generation=lambda: k.gen, clock=lambda: now[0], full_sync_period=3600,
+                  verify_elements=True)  # fmt: skip
     state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1", "10.244.1.2"], "affinity": True},
                                         2: {"eps": ["10.244.2.1"], "node_port": True}}  # fmt: skip
     now[0] = 10.0
