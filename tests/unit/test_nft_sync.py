@@ -336,6 +336,11 @@ def test_the_default_periodic_check_reads_chains_and_rules_and_keeps_an_intact_t
     k.list_json = lambda what="ruleset": reads.append(what) or real(what)  # type: ignore[method-assign]
     now[0] += 3600
     assert not s.sync(snap(state)).full and reads == ["chains"]  # read although the generation did not move
+    now[0] += 3600
+    k.list_json = lambda what="ruleset": (_ for _ in ()).throw(KernelError("fake", "nft", "busy"))  # type: ignore[method-assign]
+    assert not s.sync(snap(state)).full  # cannot read: put off to the next sync
+    k.list_json = lambda what="ruleset": reads.append(what) or real(what)  # type: ignore[method-assign]
+    assert not s.sync(snap(state)).full and reads == ["chains", "chains"]  # the next sync checks
     k.run("flush chain ip clew nodeports")
     now[0] += 1800
     assert not s.sync(snap(state)).full  # not due yet (the per-second tamper check is the agent's)

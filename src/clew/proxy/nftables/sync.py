@@ -197,15 +197,19 @@ class NftSyncer:
         that fails is logged and tried again at the next check."""
         if self.needs_full or not self._fixed:
             return []
-        gen = self._gen()
-        if gen is not None and gen == self._verified_gen:
-            return []
         try:
-            listed = listed_chains(self._kernel.list_json("chains"))
-            dump = self.rules() if self.rules is not None and listed is not None else None
+            return self._read_diffs()
         except KernelError as e:
             log.warning("cannot read clew's nftables table, trying again later: %s", e)
             return []
+
+    def _read_diffs(self) -> list[Difference]:
+        """`tampered` without its guards; raises `KernelError` when the table cannot be read."""
+        gen = self._gen()
+        if gen is not None and gen == self._verified_gen:
+            return []
+        listed = listed_chains(self._kernel.list_json("chains"))
+        dump = self.rules() if self.rules is not None and listed is not None else None
         if listed is None:
             return [Difference(TABLE, "*", "table ip clew is gone")]
         want = chain_names(self._fixed) | {c.name for p in self._mirror.ports.values() for c in p.chains}
@@ -221,8 +225,9 @@ class NftSyncer:
         (chains listed, rules dumped over netlink: milliseconds, no element read)."""
         self._verified_gen = None
         try:
-            return not self.tampered()
-        except KernelError:
+            return not self._read_diffs()
+        except KernelError as e:
+            log.warning("periodic check put off: cannot read clew's table: %s", e)
             return None
 
     def _verify(self) -> bool | None:
