@@ -70,7 +70,7 @@ ROGUE = ("0.0.0.0/0", "10.99.0.0/16", "10.244.1.128/25", "10.244.7.0/24", "10.24
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = next(n for n in (f"hbg{secrets.token_hex(2)}" for _ in range(100))
+    name = next(n for n in (f"bg{secrets.token_hex(2)}" for _ in range(100))
                 if not netns.list_names(prefix(n)) and not state_dir(n).exists())  # fmt: skip
     lab = Lab(LabState(LabConfig(name=name, nodes=3, underlay="routed", backend="bgp")))
     try:
@@ -285,7 +285,7 @@ def test_a_node_taken_down_is_withdrawn_everywhere_while_the_others_talk(lab: La
 def test_mesh_on_the_l2_underlay_and_lab_down_ends_every_bird() -> None:
     """On one segment the nodes form a full iBGP mesh (no router): each learns the others'
     subnets with the owner as next hop; ``clew lab down`` ends every BIRD."""
-    name = f"hbg{secrets.token_hex(2)}"
+    name = f"bg{secrets.token_hex(2)}"
     lab = Lab(LabState(LabConfig(name=name, nodes=3, underlay="l2", backend="bgp")))
     try:
         build.up(lab.state, lab.root)
@@ -311,7 +311,7 @@ def test_mesh_withdraws_a_dead_node_and_a_hung_bird_within_the_hold_time() -> No
     expires, which BIRD does not treat as a restart. node-2's withdrawal took 9.0-12.0 s here: a
     reconnection attempt under way when the restart timer ends (``connect retry time 3``) delays
     the flush to its end."""
-    name = f"hbh{secrets.token_hex(2)}"
+    name = f"bh{secrets.token_hex(2)}"
     lab = Lab(LabState(LabConfig(name=name, nodes=3, underlay="l2", backend="bgp")))
     hung: int | None = None
     try:

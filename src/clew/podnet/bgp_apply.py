@@ -11,6 +11,10 @@ socket), ``bird.pid``, ``bird.log``. Each sync:
 3. nothing else: BIRD is left running when the agent exits. Its sessions stay up and the
    kernel keeps its routes while the agent restarts; ``clew lab down`` ends it with the
    node's namespace.
+
+Between syncs the agent asks `revive` every turn (a pid file read and two ``stat`` calls): a
+BIRD that died is started again from the file in place within a turn, not at the next sync —
+its peers keep its routes (stale) only for the graceful restart time.
 """
 
 from __future__ import annotations
@@ -73,3 +77,15 @@ def _apply(ns: Where, files: BirdFiles, text: str) -> dict[str, Any]:
         bird.configure(ns, files.socket)
         return {"pid": pid, "action": "reconfigured"}
     return {"pid": pid, "action": "unchanged"}
+
+
+def revive(ns: Where, files: BirdFiles) -> tuple[int, int] | None:
+    """Start BIRD again from the configuration in place if it is not running; ``(old pid or 0,
+    new pid)`` when it was started, None when it was running (or never configured)."""
+    if not files.config.exists() or bird.running_pid(files.pidfile, ns) is not None:
+        return None
+    try:
+        old = int(files.pidfile.read_text().strip())
+    except (OSError, ValueError):
+        old = 0
+    return old, bird.start(ns, files.config, files.socket, files.pidfile)
