@@ -134,7 +134,8 @@ class PodNetAgent:
         if self.revive_failed_at is not None and now - self.revive_failed_at < REVIVE_BACKOFF:
             return None
         try:
-            revived = bgp_apply.revive(self.netns, self.bird_files)
+            graceful = self.conf.bgp is None or self.conf.bgp.graceful_restart
+            revived = bgp_apply.revive(self.netns, self.bird_files, graceful)
         except Exception as e:  # any failure is reported, the loop goes on
             self.revive_failed_at = now
             return {"error": str(e)}

@@ -3,7 +3,9 @@
 * `start` — ``bird -c CONF -s SOCKET -P PIDFILE`` inside the namespace. BIRD parses the file,
   then daemonizes (its own session, stdio on /dev/null), so it outlives whoever started it: the
   node agent may stop and start again while BIRD keeps its sessions and the kernel keeps its
-  routes. A bad file fails here, before any daemon exists.
+  routes. A bad file fails here, before any daemon exists. ``recover`` adds ``-R`` (graceful
+  restart recovery): a BIRD started after one died keeps the ``persist``ed kernel routes until
+  its peers have re-announced theirs (without it, its first kernel scan deletes them).
 * `check_config` — ``bird -p -c FILE``: parse only, nothing started.
 * `configure` — ``birdc -s SOCKET configure``: BIRD rereads its file and restarts only the
   protocols whose configuration changed; never a process restart.
@@ -32,11 +34,11 @@ def check_config(config: Path) -> None:
     run(None, [BIRD, "-p", "-c", str(config)], what=f"bird -p {config.name}")
 
 
-def start(ns: Where, config: Path, socket: Path, pidfile: Path, timeout: float = 5.0) -> int:
+def start(ns: Where, config: Path, socket: Path, pidfile: Path, timeout: float = 5.0, recover: bool = False) -> int:
     """Start BIRD in ``ns``; returns the daemon's pid once its pid file names it (the daemon,
     not the process we started, writes the file: after that one has exited)."""
     pidfile.unlink(missing_ok=True)  # a dead BIRD's file must not be read as the new one's
-    argv = [BIRD, "-c", str(config), "-s", str(socket), "-P", str(pidfile)]
+    argv = [BIRD, "-c", str(config), "-s", str(socket), "-P", str(pidfile), *(["-R"] if recover else [])]
     run(ns, argv, what="bird")
     end = time.monotonic() + timeout
     while (pid := running_pid(pidfile, ns)) is None:
