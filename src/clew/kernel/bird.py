@@ -11,6 +11,8 @@
   protocols whose configuration changed; never a process restart.
 * `running_pid` — the daemon of a pid file, if that process is still BIRD in that namespace.
 * `show` — ``birdc -s SOCKET show …`` output (text).
+* `daemons` — the BIRD processes of a namespace and their control sockets (``-s``, from their
+  command lines): how the doctor finds a node's BIRD without knowing the agent's state folder.
 
 Each instance has its own control socket and pid file (several nodes of a lab share one host).
 """
@@ -27,6 +29,7 @@ from clew.kernel.runner import run
 
 BIRD = "bird"
 BIRDC = "birdc"
+DEFAULT_SOCKET = Path("/run/bird/bird.ctl")  # Debian's, when BIRD was started without -s
 
 
 def check_config(config: Path) -> None:
@@ -60,9 +63,9 @@ def configure(ns: Where, socket: Path) -> str:
     return answer[-1] if answer else ""
 
 
-def show(ns: Where, socket: Path, *what: str) -> str:
+def show(ns: Where, socket: Path, *what: str, timeout: float = 30.0) -> str:
     """``birdc -s SOCKET show WHAT…`` (``protocols``, ``route``), BIRD's banner line removed."""
-    done = run(ns, [BIRDC, "-s", str(socket), "show", *what], what="birdc show")
+    done = run(ns, [BIRDC, "-s", str(socket), "show", *what], what="birdc show", timeout=timeout)
     lines = done.stdout.splitlines()
     return "\n".join(lines[1:] if lines and lines[0].startswith("BIRD ") else lines)
 
@@ -74,13 +77,37 @@ def running_pid(pidfile: Path, ns: Where = None) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (OSError, ValueError):
         return None
+    return pid if _is_bird(stat) and _in_netns(pid, ns) else None
+
+
+def daemons(ns: Where = None) -> list[tuple[int, Path]]:
+    """(pid, control socket) of every BIRD process in ``ns``, by pid."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not _is_bird((proc / "stat").read_text()) or not _in_netns(int(proc.name), ns):
+                continue
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        socket = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-s"), None)
+        found.append((int(proc.name), Path(socket) if socket else DEFAULT_SOCKET))
+    return sorted(found)
+
+
+def _is_bird(stat: str) -> bool:
+    """``/proc/PID/stat`` of a live (not zombie) BIRD."""
     name, rest = stat.split("(", 1)[1].rsplit(")", 1)
-    if name != BIRD or rest.split()[0] in ("Z", "X", "x"):
-        return None
+    return name == BIRD and rest.split()[0] not in ("Z", "X", "x")
+
+
+def _in_netns(pid: int, ns: Where) -> bool:
     where = Namespace.of(ns)
     want = where.path if not where.own else "/proc/self/ns/net"
     try:
         mine, theirs = os.stat(f"/proc/{pid}/ns/net"), os.stat(str(want))
     except OSError:
-        return None
-    return pid if (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino) else None
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)

@@ -39,6 +39,7 @@ class Route:
     table: str = "main"
     onlink: bool = False
     metric: int = 0
+    protocol: str = "boot"  # who added it: kernel, boot, static, bird (BGP-learned), …
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ def routes_from_json(doc: list[dict[str, Any]]) -> list[Route]:
             table=r.table,
             onlink=r.onlink,
             metric=r.metric,
+            protocol=r.protocol,
         )
         for r in parse_routes(doc)
     ]
