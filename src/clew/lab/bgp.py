@@ -17,13 +17,15 @@ On the ``l2`` underlay the nodes form a full mesh and the router is not needed.
 
 The router trusts each node for exactly the subnet the plan gives it (pure config, `router_config`);
 `extra` sessions (the rogue test's) are imported without a filter, as a misconfigured router
-would, so that only the nodes' own import filters stand between a rogue and their kernels.
+would, so that only the nodes' own import filters stand between a rogue and their kernels;
+`withhold` keeps prefixes from one node (a router's broken export filter: the doctor's fault).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,8 +64,13 @@ def node_backend(plan: LabPlan) -> dict[str, Any]:
     return {"Type": "bgp", "ASN": DEFAULT_ASN, "Peering": {"Peers": peers}, "HoldTime": 9, **bfd}
 
 
-def router_config(plan: LabPlan, log_file: str | None = None, extra: tuple[ExtraPeer, ...] = ()) -> str:
-    """The router's bird.conf (pure)."""
+def router_config(
+    plan: LabPlan,
+    log_file: str | None = None,
+    extra: tuple[ExtraPeer, ...] = (),
+    withhold: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    """The router's bird.conf (pure); ``withhold``: node name → prefixes not sent to it."""
     cluster = plan.config.cluster_cidr
     log = f'log "{log_file}" {{ info, remote, warning, error, auth, fatal, bug }};\n' if log_file else ""
     parts = [
@@ -79,7 +86,10 @@ def router_config(plan: LabPlan, log_file: str | None = None, extra: tuple[Extra
     asn, ebgp, bfd = router_asn(plan), plan.config.bgp_router == "ebgp", plan.config.bfd
     for i, n in enumerate(plan.nodes, 1):
         imports = f"where net = {n.pod_cidr} && bgp_next_hop = {n.ip}"
-        parts.append(_session(f"node_{i}", n.ip, n.gateway, imports, asn, DEFAULT_ASN, rr=not ebgp, bfd=bfd))
+        held = (withhold or {}).get(n.name, ())
+        exports = "where source = RTS_BGP" + (f" && !(net ~ [ {', '.join(held)} ])" if held else "")
+        parts.append(_session(f"node_{i}", n.ip, n.gateway, imports, asn, DEFAULT_ASN, rr=not ebgp, bfd=bfd,
+                              exports=exports))  # fmt: skip
     for p in extra:
         imports = f"filter {{ bgp_local_pref = {p.local_pref}; accept; }}"
         parts.append(_session(p.name, p.address, p.local, imports, DEFAULT_ASN, DEFAULT_ASN, rr=True, bfd=False))
@@ -87,7 +97,7 @@ def router_config(plan: LabPlan, log_file: str | None = None, extra: tuple[Extra
 
 
 def _session(name: str, address: str, local: str, imports: str, asn: int, peer_asn: int, *, rr: bool,
-             bfd: bool) -> str:  # fmt: skip
+             bfd: bool, exports: str = "where source = RTS_BGP") -> str:  # fmt: skip
     ebgp = asn != peer_asn
     return (
         f"protocol bgp {name} {{\n"
@@ -97,7 +107,7 @@ def _session(name: str, address: str, local: str, imports: str, asn: int, peer_a
         + "  hold time 9;\n  keepalive time 3;\n  connect delay time 1;\n"
         "  connect retry time 3;\n  error wait time 5, 60;\n  graceful restart on;\n"
         f"  ipv4 {{\n    gateway {'direct' if ebgp else 'recursive'};\n    import {imports};\n"
-        "    export where source = RTS_BGP;\n  };\n}\n"
+        f"    export {exports};\n  }};\n}}\n"
     )
 
 
@@ -116,12 +126,18 @@ def start_router(plan: LabPlan, root: Path) -> int:
     return bird.start(plan.router_netns, config, folder / "bird.ctl", folder / "bird.pid")
 
 
-def reconfigure_router(plan: LabPlan, root: Path, extra: tuple[ExtraPeer, ...]) -> str:
-    """Rewrite the router's configuration with ``extra`` sessions and apply it (``birdc configure``)."""
+def reconfigure_router(
+    plan: LabPlan,
+    root: Path,
+    extra: tuple[ExtraPeer, ...] = (),
+    withhold: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    """Rewrite the router's configuration (`router_config`'s ``extra`` and ``withhold``) and
+    apply it (``birdc configure``)."""
     assert plan.router_netns is not None
     folder = router_dir(root)
     config = folder / "bird.conf"
-    config.write_text(router_config(plan, str(folder / "bird.log"), extra))
+    config.write_text(router_config(plan, str(folder / "bird.log"), extra, withhold))
     bird.check_config(config)
     return bird.configure(plan.router_netns, folder / "bird.ctl")
 
