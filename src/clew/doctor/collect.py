@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from clew.doctor import facts
-from clew.kernel import bird, runner, snapshot
+from clew.kernel import runner, snapshot
 from clew.kernel.errors import CommandFailed, NamespaceNotFound
 from clew.kernel.namespace import Where
 
@@ -65,7 +65,6 @@ def capture(ns: Where, *, sample_s: float = 1.0) -> dict[str, str]:
     metrics = _metrics(ns)
     if metrics is not None:
         files[facts.METRICS_FILE] = metrics
-    files[facts.BIRD_FILE] = _bird(ns)
     if sample_s > 0:
         before = _cpu_line()
         start = time.monotonic()
@@ -157,23 +156,6 @@ def _healthz(ns: Where) -> str | None:
     except CommandFailed:
         return None
     return f"# curl exit {done.returncode}\n{done.stdout}"
-
-
-def _bird(ns: Where) -> str:
-    """The namespace's BIRD (found by process, its socket from its command line): ``birdc show
-    protocols`` and ``show route``; "none" when no BIRD runs there (not the bgp backend)."""
-    found = bird.daemons(ns)
-    if not found:
-        return facts.bird_to_text(None, None, {}, None)
-    pid, socket = found[0]
-    sections: dict[str, str | None] = {}
-    error = None
-    for what in ("protocols", "route"):
-        try:
-            sections[what] = bird.show(ns, socket, what, timeout=5.0)  # a hung BIRD: no answer
-        except CommandFailed as e:
-            sections[what], error = None, str(e).splitlines()[0]
-    return facts.bird_to_text(pid, str(socket), sections, error)
 
 
 def _cpu_line() -> str:

@@ -36,7 +36,7 @@ POD_LINKS_FILE = "pod-links.json"  # {nsid: {"netns": NAME | null, "links": ip -
 HEALTHZ_FILE = "proxy-healthz.txt"  # "# curl exit N", "# http CODE", then the proxy's /healthz body
 HEALTHZ_URL = "http://127.0.0.1:10256/healthz"  # kube-proxy's default healthzBindAddress (0.0.0.0:10256)
 HOST_FILE = "host.txt"  # "key value" lines: kernel, cpus, neighbour gc thresholds (host-wide)
-BIRD_FILE = "bird.txt"  # "# bird pid P socket S", then "# show protocols" and "# show route" with birdc's output
+BIRD_FILE = "bird.txt"  # the namespace's BIRD (clew.kernel.bird.state_text): "# show protocols", "# show route all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +379,7 @@ class Bird:
 
 
 def bird_to_text(pid: int | None, socket: str | None, sections: dict[str, str | None], error: str | None) -> str:
-    """``bird.txt``'s text (the collector's side of `bird_from_text`)."""
+    """``bird.txt``'s text as `clew.kernel.bird.state_text` writes it (for tests that write faults)."""
     if pid is None:
         return "# bird none\n"
     parts = [f"# bird pid {pid} socket {socket}\n"]
@@ -387,7 +387,7 @@ def bird_to_text(pid: int | None, socket: str | None, sections: dict[str, str | 
         parts.append(f"# error {error}\n")
     for what, text in sections.items():
         if text is not None:
-            parts.append(f"# show {what}\n{text.rstrip()}\n")
+            parts.append(f"# show {'route all' if what == 'route' else what}\n{text.rstrip()}\n")
     return "".join(parts)
 
 
@@ -407,7 +407,7 @@ def bird_from_text(text: str) -> Bird:
         elif current is not None:
             sections[current].append(line)
     got = {k: "\n".join(v) for k, v in sections.items()}
-    return Bird(int(m.group(1)), m.group(2), got.get("protocols"), got.get("route"), error)
+    return Bird(int(m.group(1)), m.group(2), got.get("protocols"), got.get("route all", got.get("route")), error)
 
 
 def from_files(files: dict[str, str], *, name: str, objects: Objects | None = None) -> NodeFacts:

@@ -13,6 +13,10 @@
 * `show` — ``birdc -s SOCKET show …`` output (text).
 * `daemons` — the BIRD processes of a namespace and their control sockets (``-s``, from their
   command lines): how the doctor finds a node's BIRD without knowing the agent's state folder.
+* `state_text` — a dump's ``bird.txt``: ``# bird pid P socket S``, then ``# show protocols`` and
+  ``# show route all`` each followed by birdc's output (``# error …`` when birdc failed), or
+  ``# bird none`` when no BIRD runs in the namespace. Read by the doctor (podnet.bgp) and the
+  trace (the node that announced a BGP-learned route).
 
 Each instance has its own control socket and pid file (several nodes of a lab share one host).
 """
@@ -111,3 +115,20 @@ def _in_netns(pid: int, ns: Where) -> bool:
     except OSError:
         return False
     return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def state_text(ns: Where = None, timeout: float = 5.0) -> str:
+    """``bird.txt`` for ``ns`` (see the module docstring); a hung BIRD costs ``timeout`` per question."""
+    found = daemons(ns)
+    if not found:
+        return "# bird none\n"
+    pid, socket = found[0]
+    parts = [f"# bird pid {pid} socket {socket}\n"]
+    for what in ("protocols", "route all"):
+        try:
+            text = show(ns, socket, *what.split(), timeout=timeout)
+        except CommandFailed as e:
+            parts.append(f"# error {str(e).splitlines()[0] if str(e) else 'birdc failed'}\n")
+            continue
+        parts.append(f"# show {what}\n{text.rstrip()}\n")
+    return "".join(parts)
