@@ -237,3 +237,12 @@ def test_every_turn_watches_the_pod_network_and_counts_bird_restarts(
     text = body.decode() if isinstance(body, bytes) else body
     assert 'clew_bird_restarts_total{result="started"} 1.0' in text
     assert 'clew_bird_restarts_total{result="failed"} 1.0' in text
+
+
+def test_a_stopping_agent_starts_no_bird(tmp_path: Path) -> None:
+    podnet = WatchedPodnet([{"old": 41, "pid": 42}])
+    proxy = FakeProxy("ns", ProxyConfig(node_name="n1"))
+    agent = Agent(FolderSource(tmp_path), proxy, SyncRunner(1.0, 30.0), tmp_path / "s.json", podnet=podnet)
+    agent.stop.set()
+    agent.turn()
+    assert podnet.events == [{"old": 41, "pid": 42}]  # the watch was not asked

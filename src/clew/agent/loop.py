@@ -187,8 +187,10 @@ class Agent:
         self.runner.last_end = None  # due now, whatever min-sync-period says
 
     def _watch_podnet(self) -> None:
-        """The pod network's per-turn liveness check (BIRD): each restart is logged and counted."""
-        if self.podnet is None:
+        """The pod network's per-turn liveness check (BIRD): each restart is logged and counted.
+        Not once the agent is stopping: a lab tearing a node down ends BIRD and the agent
+        together, and an agent on its way out must not start a new BIRD."""
+        if self.podnet is None or self.stop.is_set():
             return
         try:
             event = self.podnet.watch()
