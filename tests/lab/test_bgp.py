@@ -410,7 +410,7 @@ def test_mesh_withdraws_a_dead_node_and_a_hung_bird_within_the_hold_time() -> No
     ended with a closed socket, so its peers keep its routes stale for the graceful restart time
     (5 s by default; with the former 120 s this fails), plus up to 3 s when a reconnection
     attempt is under way as the restart timer ends (``connect retry time 3``); node-3's hold
-    timer (9 s) expires, which BIRD does not treat as a restart."""
+    timer (6 s) expires, which BIRD does not treat as a restart."""
     name = f"bg{secrets.token_hex(2)}"
     lab = Lab(LabState(LabConfig(name=name, nodes=3, underlay="l2", backend="bgp")))
     hung: int | None = None

@@ -32,7 +32,7 @@ from typing import Any
 
 from clew.kernel import bird, netns
 from clew.lab.plan import LabPlan
-from clew.podnet.bgpconf import DEFAULT_ASN
+from clew.podnet.bgpconf import DEFAULT_ASN, DEFAULT_HOLD_TIME
 
 ROUTER_ID = "192.168.100.1"
 ROUTER_EBGP_ASN = 64513  # the router's AS as an external peer
@@ -56,12 +56,12 @@ def node_backend(plan: LabPlan) -> dict[str, Any]:
     """net-conf.json's ``Backend`` for a bgp lab: one peer per segment, its router address."""
     bfd = {"BFD": True} if plan.config.bfd else {}
     if plan.router_netns is None:
-        return {"Type": "bgp", "ASN": DEFAULT_ASN, "Peering": "mesh", "HoldTime": 9, **bfd}
+        return {"Type": "bgp", "ASN": DEFAULT_ASN, "Peering": "mesh", **bfd}
     by_gateway: dict[str, list[str]] = {}
     for n in plan.nodes:
         by_gateway.setdefault(n.gateway, []).append(n.name)
     peers = [{"Address": gw, "ASN": router_asn(plan), "Nodes": names} for gw, names in by_gateway.items()]
-    return {"Type": "bgp", "ASN": DEFAULT_ASN, "Peering": {"Peers": peers}, "HoldTime": 9, **bfd}
+    return {"Type": "bgp", "ASN": DEFAULT_ASN, "Peering": {"Peers": peers}, **bfd}
 
 
 def router_config(
@@ -104,7 +104,7 @@ def _session(name: str, address: str, local: str, imports: str, asn: int, peer_a
         f"  local {local} as {asn};\n  neighbor {address} as {peer_asn};\n  direct;\n"
         + ("  rr client;\n" if rr else "")
         + ("  bfd on;\n" if bfd else "")
-        + "  hold time 9;\n  keepalive time 3;\n  connect delay time 1;\n"
+        + f"  hold time {DEFAULT_HOLD_TIME};\n  keepalive time {DEFAULT_HOLD_TIME // 3};\n  connect delay time 1;\n"
         "  connect retry time 3;\n  error wait time 5, 60;\n  graceful restart on;\n"
         f"  ipv4 {{\n    gateway {'direct' if ebgp else 'recursive'};\n    import {imports};\n"
         f"    export {exports};\n  }};\n}}\n"
