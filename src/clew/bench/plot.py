@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clew.bench.dataplane import DataplaneBench
 from clew.bench.sync import SyncBench
 
 
@@ -33,6 +34,36 @@ def sync_plot(results: Sequence[SyncBench], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def dataplane_plot(results: Sequence[DataplaneBench], path: Path) -> None:
+    """connect() p50 against Service count, per mode: first and last Service, straight to a pod,
+    and the no-rules floor. The file's suffix picks the format (.svg, .png)."""
+    import importlib
+
+    importlib.import_module("matplotlib").use("Agg")
+    plt: Any = importlib.import_module("matplotlib.pyplot")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"iptables": "-", "nftables": "--"}
+    for mode in sorted({r.mode for r in results}):
+        rows = sorted((r for r in results if r.mode == mode), key=lambda r: r.services)
+        n = [r.services for r in rows]
+        ls = styles.get(mode, ":")
+        ax.plot(n, [r.first.p50_us for r in rows], "o" + ls, label=f"{mode}: first Service")
+        ax.plot(n, [r.last.p50_us for r in rows], "s" + ls, label=f"{mode}: last Service")
+        ax.plot(n, [r.direct.p50_us for r in rows], "^" + ls, label=f"{mode}: straight to a pod")
+    floor = sorted(results, key=lambda r: r.services)
+    if floor:
+        ax.plot([r.services for r in floor], [r.no_rules.p50_us for r in floor], "x:", color="grey",
+                label="no rules loaded")  # fmt: skip
+    ax.set(title="New connection set-up time (connect() p50)", xlabel="Services (× 3 endpoints)", ylabel="µs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_ylim(bottom=0)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
