@@ -39,7 +39,7 @@ from clew.proxy.policy import PortPolicy
 
 TABLE = "ip kube-proxy"
 
-BASE_CHAINS = (
+BASE_CHAINS: tuple[tuple[str, str, str, int, tuple[str, ...]], ...] = (
     ("filter-prerouting-pre-dnat", "filter", "prerouting", -110, ("ct state new jump firewall-check",)),
     ("filter-output-pre-dnat", "filter", "output", -110, ("ct state new jump firewall-check",)),
     ("filter-forward", "filter", "forward", 0,
@@ -92,7 +92,7 @@ def fixed(config: ProxyConfig) -> tuple[list[str], list[str]]:
         out.append(f"add chain {TABLE} {name} {{ type {kind} hook {hook} priority {prio} ; }}")
         rules += [f"add rule {TABLE} {name} {r}" for r in body]
     np_ips = "ip daddr @nodeport-ips"
-    regular = {
+    regular: dict[str, tuple[str, ...]] = {
         "services": ("ip daddr . meta l4proto . th dport vmap @service-ips",
                      f"{np_ips} meta l4proto . th dport vmap @service-nodeports"),
         "service-endpoints-check": ("ip daddr . meta l4proto . th dport vmap @no-endpoint-services",),
