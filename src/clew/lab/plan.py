@@ -19,6 +19,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 MAX_NODES = 9
+PROXY_MODES = ("iptables", "nftables")
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ class LabConfig:
             raise ValueError(f"underlay: {self.underlay!r} is not l2 or routed")
         if self.backend not in ("vxlan", "host-gw", "bgp"):
             raise ValueError(f"backend: {self.backend!r} is not vxlan, host-gw or bgp")
-        if self.proxy_mode != "iptables":
-            raise ValueError(f"proxy_mode: {self.proxy_mode!r}: the lab runs the iptables mode for now")
+        if self.proxy_mode not in PROXY_MODES:
+            raise ValueError(f"proxy_mode: {self.proxy_mode!r} is not {' or '.join(PROXY_MODES)}")
         if not self.name.replace("-", "").isalnum() or len(self.name) > 8:
             raise ValueError(f"name: {self.name!r} must be ≤ 8 letters, digits or dashes")
         ipaddress.IPv4Network(self.service_cidr)
