@@ -1,0 +1,361 @@
+"""One node's Service proxy sync in nftables mode: changes → policy → elements → kernel, in one
+atomic transaction per sync, in time proportional to what changed.
+
+* **Decide and render once per changed Service.** As in iptables mode (``proxy/sync.py``), a
+  Service whose object and EndpointSlices are the same as at the last sync is neither decided
+  nor rendered again (`decide_service` and the renderer's `render_port` are pure); with the
+  source's change hint (`Snapshot.changes`) a sync does not even look at the others.
+* **Partial sync** (``plan.py``): the changed ports' elements are diffed against what the last
+  sync wrote — kept in memory (`Mirror`), never read back: ``delete element`` for keys that go
+  or change, ``add element`` for new ones; a group map and its rule appear and go with the
+  ports that use them; affinity Services' own chains and sets are written or deleted. One
+  ``run()``: all or nothing.
+* **Full sync**: one transaction that replaces clew's table with the render (``add table`` +
+  ``delete table`` + the renderer's script): at the first sync, after any failure, when the
+  configuration (hence the fixed part) changes, when the table was tampered with, and every
+  ``full_sync_period`` (kube-proxy: 1 h). The first one also removes iptables mode's rules
+  (clew's and kube-proxy's KUBE-* chains and their jumps): the two modes must not both DNAT.
+* **Tamper check** (`tampered`, the agent calls it every second): the ruleset generation is
+  read (one netlink round trip); only when someone else committed since the table was last
+  found intact are the table's chains listed (``nft list chains``: no elements are read, ~5 ms
+  beside 200k elements where ``list chain`` costs 3 s) and compared with what the last sync
+  left: the table gone or a chain missing means a full sync.
+* **Bad input**: a port the layout cannot express (`Rejected`) is left out, logged once while it
+  stays, and reported in `SyncResult.rejected` (the agent counts it); every other port keeps its
+  elements.
+* **Conntrack**: UDP flows to removed endpoints are deleted after the sync, as in iptables mode
+  (`clew.proxy.stale_flows`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+from clew.model.objects import EndpointSlice, Service, Snapshot
+from clew.model.proxy_config import ProxyConfig
+from clew.proxy.iptables.guard import Difference
+from clew.proxy.nftables.apply import KernelError, NftKernel
+from clew.proxy.nftables.layout import FAMILY, TABLE, Group, NftRendered, PortNft, Rejected
+from clew.proxy.nftables.plan import Mirror, plan
+from clew.proxy.node_settings import node_config
+from clew.proxy.policy import PortPolicy, decide_service, node_zone, slices_by_service
+from clew.proxy.stale_flows import delete_stale, stale_udp_flows
+from clew.proxy.sync import FULL_SYNC_PERIOD, SyncResult
+
+log = logging.getLogger("clew.proxy")
+_T = f"{FAMILY} {TABLE}"
+
+
+class NftRenderer(Protocol):
+    """What the sync needs of the renderer (``proxy/nftables/render.py``; tests may pass another)."""
+
+    def render_port(self, policy: PortPolicy, config: ProxyConfig) -> PortNft | Rejected: ...
+
+    def fixed(self, config: ProxyConfig, groups: frozenset[Group]) -> Sequence[str]: ...
+
+    def script(self, rendered: NftRendered) -> str: ...
+
+
+def default_renderer() -> NftRenderer:
+    return cast(NftRenderer, importlib.import_module("clew.proxy.nftables.render"))
+
+
+def replace_script(body: str) -> str:
+    """A full load that replaces clew's table whatever is there: ``add`` then ``delete`` of the
+    table (so the delete never fails), then the render — one transaction."""
+    return f"add table {_T}\ndelete table {_T}\n{body}"
+
+
+def _render_order(key: str) -> tuple[str, str]:
+    spn, _, proto = key.rpartition("/")
+    return spn, proto
+
+
+def chain_names(commands: Iterable[str]) -> set[str]:
+    """Chains an nft script adds (``add chain ip clew NAME …``)."""
+    prefix = f"add chain {_T} "
+    return {line[len(prefix) :].split(" ", 1)[0] for line in commands if line.startswith(prefix)}
+
+
+def listed_chains(listing: dict[str, Any]) -> set[str] | None:
+    """The chains of clew's table in ``nft -j list chains`` output; None when the table is not there."""
+    names: set[str] = set()
+    table = False
+    for item in listing.get("nftables", ()):
+        if not isinstance(item, dict):
+            continue
+        t = item.get("table")
+        if isinstance(t, dict) and t.get("family") == FAMILY and t.get("name") == TABLE:
+            table = True
+        c = item.get("chain")
+        if isinstance(c, dict) and c.get("family") == FAMILY and c.get("table") == TABLE:
+            table = True
+            names.add(str(c.get("name")))
+    return names if table else None
+
+
+@dataclass
+class _Cached:
+    """One Service's decisions and renders, valid while its objects are the same."""
+
+    service: Service
+    slices: tuple[EndpointSlice, ...]
+    policies: list[PortPolicy]
+    ports: list[PortNft | Rejected]
+
+
+@dataclass
+class NftSyncer:
+    """``netns`` names the node's namespace (``""``: this process's own). ``kernel`` is what the
+    table is written to (default: the real one there); ``generation`` the ruleset generation
+    (default: the real one when ``kernel`` is the default); ``delete_udp_flows`` the conntrack
+    cleanup (default: the real one); ``leave_iptables_mode`` removes iptables mode's rules at the
+    first sync (default: the real one; the CLI passes it, tests a fake's)."""
+
+    netns: str
+    config: ProxyConfig
+    clock: Callable[[], float] = time.monotonic
+    full_sync_period: float = FULL_SYNC_PERIOD
+    kernel: NftKernel | None = None
+    generation: Callable[[], int] | None = None
+    delete_udp_flows: Callable[..., int] | None = None
+    leave_iptables_mode: Callable[[], list[str]] | None = None
+    renderer: NftRenderer | None = None
+    needs_full: bool = True
+    rejected: dict[str, Rejected] = field(default_factory=dict)  # port key → why it is left out
+    cleanup_failures: int = 0  # times removing the other mode's rules failed (…_nftables_cleanup_failures_total)
+    _mirror: Mirror = field(default_factory=Mirror)
+    _policies: dict[str, PortPolicy] = field(default_factory=dict)  # port key → policy, as applied
+    _services: dict[str, _Cached] = field(default_factory=dict)
+    _fixed: tuple[str, ...] = ()  # the fixed part the kernel holds (for its chain names)
+    _last_full: float = 0.0
+    _left_iptables: bool = False
+    _verified_gen: int | None = None
+    _base: ProxyConfig | None = None
+    _logged: set[tuple[str, str]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        from clew.proxy.nftables import apply
+
+        real = self.kernel is None
+        self._kernel: NftKernel = self.kernel if self.kernel is not None else apply.kernel_for(self.netns)
+        if self.generation is None and real:
+            self.generation = apply.generation_for(self.netns)
+        if self.delete_udp_flows is None:
+            self.delete_udp_flows = apply.conntrack_for(self.netns) if real else (lambda **_: 0)
+        self._renderer = self.renderer or default_renderer()
+
+    # -- the agent's surface (as `ProxySyncer`)
+
+    def request_full(self) -> None:
+        """The next sync replaces the table (the kernel is known to differ)."""
+        self.needs_full = True
+
+    def intact(self) -> bool:
+        return not self.tampered()
+
+    def tampered(self) -> list[Difference]:
+        """What is missing from clew's table since the last sync: the table itself or a chain
+        (empty: nothing, or no sync yet). One netlink round trip when the generation has not
+        moved by someone else's commit; otherwise ``nft list chains`` (no elements read). A
+        read that fails is logged and tried again at the next check."""
+        if self.needs_full or not self._fixed:
+            return []
+        gen = self._gen()
+        if gen is not None and gen == self._verified_gen:
+            return []
+        try:
+            listed = listed_chains(self._kernel.list_json("chains"))
+        except KernelError as e:
+            log.warning("cannot list clew's nftables chains, trying again later: %s", e)
+            return []
+        if listed is None:
+            return [Difference(TABLE, "*", "table ip clew is gone")]
+        want = chain_names(self._fixed) | {c.name for p in self._mirror.ports.values() for c in p.chains}
+        diffs = [Difference(TABLE, name, "chain is gone") for name in sorted(want - listed)]
+        if not diffs:
+            self._verified_gen = gen
+        return diffs
+
+    def payload(self) -> str:
+        """The full load of what the kernel holds now (for comparisons and benches)."""
+        return self._renderer.script(self._rendered())
+
+    @property
+    def last_policies(self) -> list[PortPolicy]:
+        """The policies of the ports the kernel holds (built when asked: O(ports))."""
+        return list(self._policies.values())
+
+    def sync(self, snapshot: Snapshot) -> SyncResult:
+        start = self.clock()
+        config = node_config(self._base_config(), snapshot)
+        if config != self.config:
+            self.config, self.needs_full = config, True
+            self._services.clear()
+        full = self.needs_full or start - self._last_full >= self.full_sync_period
+        hint = None if full else self._incremental(snapshot)
+        if hint is None:
+            ports, policies = self._decide_all(snapshot)
+            changes: dict[str, PortNft | None] = {k: p for k, p in ports.items() if self._mirror.ports.get(k) is not p}
+            changes.update((k, None) for k in self._mirror.ports if k not in ports)
+            old, self._policies = self._policies, policies
+            before = old if full else {k: old[k] for k in changes if k in old}
+        else:
+            changes, before = hint
+        try:
+            if full:
+                self._leave_iptables_mode()
+                wrote = self._full(ports)
+            else:
+                wrote = self._partial(changes)
+        except KernelError as e:
+            self.needs_full = True
+            self._verified_gen = None
+            log.error("%s sync failed: %s", "full" if full else "partial", e)
+            return SyncResult(False, self.clock() - start, len(self._policies), 0, str(e), full, len(changes))
+        self.needs_full = False
+        deleted = delete_stale(stale_udp_flows(before, self._policies), self._deleter)
+        owned = len(self._mirror.held) + len(self._fixed)
+        return SyncResult(
+            True, self.clock() - start, len(self._mirror.ports), owned, None, full, len(changes), deleted,
+            {TABLE: owned}, {TABLE: wrote}, wrote=wrote > 0,
+            rejected=tuple((r.key, r.reason) for r in self.rejected.values()),
+        )  # fmt: skip
+
+    # -- writing
+
+    def _full(self, ports: dict[str, PortNft]) -> int:
+        ordered = [ports[k] for k in sorted(ports, key=_render_order)]
+        mirror = Mirror.of(ordered)
+        fixed = tuple(self._renderer.fixed(self.config, mirror.group_set))
+        rendered = NftRendered(fixed, mirror.group_set, tuple(ordered), tuple(self.rejected.values()))
+        before = self._gen()
+        self._kernel.run(replace_script(self._renderer.script(rendered)))
+        self._after_commit(before, full=True)
+        self._mirror, self._fixed = mirror, fixed
+        self._last_full = self.clock()
+        return len(fixed) + len(mirror.held) + sum(len(c.rules) for p in ordered for c in p.chains)
+
+    def _partial(self, changes: dict[str, PortNft | None]) -> int:
+        fixed_now: list[tuple[str, ...]] = []
+
+        def fixed(groups: frozenset[Group]) -> tuple[str, ...]:
+            fixed_now.append(tuple(self._renderer.fixed(self.config, groups)))
+            return fixed_now[-1]
+
+        step = plan(self._mirror, changes, fixed)
+        if not step.commands:
+            return 0
+        before = self._gen()
+        self._kernel.run(step.script())
+        self._after_commit(before, full=False)
+        if fixed_now:
+            self._fixed = fixed_now[-1]
+        return len(step.commands)
+
+    def _after_commit(self, before: int | None, *, full: bool) -> None:
+        """The table stays verified (no read at the next tamper check) when only our commit moved
+        the generation: after a full sync it holds just what we wrote; after a partial one, what
+        was verified plus our change."""
+        after = self._gen()
+        ours = before is not None and after is not None and after - before == 1
+        self._verified_gen = after if ours and (full or before == self._verified_gen) else None
+
+    def _leave_iptables_mode(self) -> None:
+        if self._left_iptables or self.leave_iptables_mode is None:
+            return
+        try:
+            for what in self.leave_iptables_mode():
+                log.info("removed iptables mode's %s", what)
+            self._left_iptables = True
+        except KernelError as e:
+            self.cleanup_failures += 1
+            log.error("cannot remove iptables mode's rules (trying again at the next full sync): %s", e)
+
+    # -- deciding
+
+    def _base_config(self) -> ProxyConfig:
+        if self._base is None:
+            self._base = self.config
+        return self._base
+
+    def _render(self, svc: Service, slices: tuple[EndpointSlice, ...], zone: str | None) -> _Cached:
+        policies = decide_service(svc, list(slices), self.config, zone)
+        return _Cached(svc, slices, policies, [self._renderer.render_port(p, self.config) for p in policies])
+
+    def _note(self, entry: _Cached, ports: dict[str, PortNft], policies: dict[str, PortPolicy]) -> None:
+        for p, r in zip(entry.policies, entry.ports, strict=True):
+            if isinstance(r, Rejected):
+                self.rejected[r.key] = r
+                if (r.key, r.reason) not in self._logged:
+                    self._logged.add((r.key, r.reason))
+                    log.warning("nftables mode cannot express %s, left out: %s", r.key, r.reason)
+                continue
+            self.rejected.pop(r.key, None)
+            ports[r.key], policies[r.key] = r, p
+
+    def _decide_all(self, snapshot: Snapshot) -> tuple[dict[str, PortNft], dict[str, PortPolicy]]:
+        by_service = slices_by_service(snapshot)
+        zone = node_zone(snapshot, self.config)
+        ports: dict[str, PortNft] = {}
+        policies: dict[str, PortPolicy] = {}
+        live: set[str] = set()
+        self.rejected = {}
+        for svc in snapshot.services:
+            slices = tuple(by_service.get(svc.key, ()))
+            hit = self._services.get(svc.key)
+            if hit is None or (hit.service is not svc and hit.service != svc) or hit.slices != slices:
+                hit = self._services[svc.key] = self._render(svc, slices, zone)
+            live.add(svc.key)
+            self._note(hit, ports, policies)
+        for gone in [k for k in self._services if k not in live]:
+            del self._services[gone]
+        return ports, policies
+
+    def _incremental(self, snapshot: Snapshot) -> tuple[dict[str, PortNft | None], dict[str, PortPolicy]] | None:
+        """With the source's change hint: decide and render only the changed Services, updating
+        the applied policies in place. Returns (changes by port key, the touched ports' policies
+        before); None when a full pass is needed (no hint, a Node changed, nothing applied yet)."""
+        changes = snapshot.changes
+        if changes is None or changes.nodes_changed or not self._services:
+            return None
+        zone = node_zone(snapshot, self.config)
+        out: dict[str, PortNft | None] = {}
+        before: dict[str, PortPolicy] = {}
+        for key in changes.services:
+            old = self._services.pop(key, None)
+            if old is not None:
+                for r in old.ports:
+                    out[r.key] = None
+                    self.rejected.pop(r.key, None)
+                    if r.key in self._policies:
+                        before[r.key] = self._policies.pop(r.key)
+            svc = changes.service_index.get(key)
+            if svc is None:
+                continue
+            slices = tuple(sorted(changes.slice_index.get(key, ()), key=lambda sl: sl.name))
+            entry = self._services[key] = self._render(svc, slices, zone)
+            ports: dict[str, PortNft] = {}
+            self._note(entry, ports, self._policies)
+            out.update(ports)
+        return out, before
+
+    def _rendered(self) -> NftRendered:
+        ordered = [self._mirror.ports[k] for k in sorted(self._mirror.ports, key=_render_order)]
+        return NftRendered(self._fixed, self._mirror.group_set, tuple(ordered), tuple(self.rejected.values()))
+
+    def _gen(self) -> int | None:
+        if self.generation is None:
+            return None
+        try:
+            return self.generation()
+        except KernelError:
+            return None
+
+    def _deleter(self, **kw: Any) -> int:
+        return self.delete_udp_flows(**kw) if self.delete_udp_flows is not None else 0
