@@ -140,12 +140,8 @@ def load_iptables(node: str, policies: list[PortPolicy]) -> None:
 
 
 def load_nftables(node: str, policies: list[PortPolicy]) -> None:
-    try:
-        from clew.proxy.nftables.render import render, script  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise RuntimeError(
-            "nftables mode: the nftables renderer (clew.proxy.nftables.render) is not here yet"
-        ) from None
+    from clew.proxy.nftables.render import render, script
+
     netns.run(node, ["nft", "-f", "-"], input=script(render(policies, CONFIG)), timeout=600)
 
 
