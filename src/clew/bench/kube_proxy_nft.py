@@ -153,48 +153,64 @@ def _element(set_: str, key: str, value: str) -> str:
     return f"add element {TABLE} {set_} {{ {key}{' : ' + value if value else ''} }}"
 
 
+def full_script(policies: Iterable[PortPolicy], config: ProxyConfig) -> str:
+    """The whole table in one transaction (a first sync into an empty namespace)."""
+    out, rules = fixed(config)
+    elements: list[str] = []
+    for p in policies:
+        layout = port_layout(p, config)
+        for name, body in layout.chains.items():
+            out.append(f"add chain {TABLE} {name}")
+            rules += [f"add rule {TABLE} {name} {r}" for r in body]
+        elements += [_element(s, k, v) for (s, k), v in layout.elements.items()]
+    return "\n".join([*out, *rules, *elements]) + "\n"
+
+
+def change_script(old: Iterable[PortPolicy], new: Iterable[PortPolicy], config: ProxyConfig) -> tuple[str, str]:
+    """kube-proxy's partial sync from one Service's ports ``old`` to ``new`` (either may be
+    empty: added, deleted), and the later transaction deleting its stale chains ("" if none)."""
+    before = [port_layout(p, config) for p in old]
+    after = [port_layout(p, config) for p in new]
+    old_chains = {c: r for v in before for c, r in v.chains.items()}
+    new_chains = {c: r for v in after for c, r in v.chains.items()}
+    old_el = {k: v for p in before for k, v in p.elements.items()}
+    new_el = {k: v for p in after for k, v in p.elements.items()}
+    out = [f"add chain {TABLE} {c}" for c in new_chains]
+    out += [f"flush chain {TABLE} {c}" for c in new_chains]
+    for name, rules in new_chains.items():
+        out += [f"add rule {TABLE} {name} {r}" for r in rules]
+    for (set_, key), value in new_el.items():
+        if (set_, key) not in old_el:
+            out.append(_element(set_, key, value))
+        elif old_el[(set_, key)] != value:
+            out += [f"delete element {TABLE} {set_} {{ {key} }}", _element(set_, key, value)]
+    out += [f"delete element {TABLE} {s} {{ {k} }}" for (s, k) in old_el if (s, k) not in new_el]
+    stale = [c for c in old_chains if c not in new_chains]
+    out += [f"flush chain {TABLE} {c}" for c in stale]
+    later = "".join(f"delete chain {TABLE} {c}\n" for c in stale)
+    return ("\n".join(out) + "\n" if out else ""), later
+
+
 class KubeProxyNft:
-    """kube-proxy's table for a set of Service ports, kept up to date one Service at a time."""
+    """kube-proxy's table for a set of Service ports, kept up to date one Service at a time.
+    Holds the policies only (shared with the caller's), not the text: the bench's memory figure
+    is the sync engine's."""
 
     def __init__(self, policies: Iterable[PortPolicy], config: ProxyConfig) -> None:
         self.config = config
-        self.ports: dict[str, PortLayout] = {f"{p.spn}/{p.proto}": port_layout(p, config) for p in policies}
+        self.policies: dict[str, PortPolicy] = {f"{p.spn}/{p.proto}": p for p in policies}
 
     def full(self) -> str:
         """The whole table in one transaction (a first sync into an empty namespace)."""
-        out, rules = fixed(self.config)
-        elements: list[str] = []
-        for layout in self.ports.values():
-            for name, body in layout.chains.items():
-                out.append(f"add chain {TABLE} {name}")
-                rules += [f"add rule {TABLE} {name} {r}" for r in body]
-            elements += [_element(s, k, v) for (s, k), v in layout.elements.items()]
-        return "\n".join([*out, *rules, *elements]) + "\n"
+        return full_script(self.policies.values(), self.config)
 
     def change(self, service_key: str, policies: Iterable[PortPolicy]) -> tuple[str, str]:
         """kube-proxy's partial sync after ``service_key`` (``ns/name``) changed, and the later
         transaction deleting its stale chains ("" when none). ``policies``: the Service ports
         after the change (others are ignored; none if the Service was deleted)."""
-        old = {k: v for k, v in self.ports.items() if v.service_key == service_key}
+        old = {k: p for k, p in self.policies.items() if p.service_key == service_key}
         for k in old:
-            del self.ports[k]
-        new = {f"{p.spn}/{p.proto}": port_layout(p, self.config) for p in policies if p.service_key == service_key}
-        self.ports.update(new)
-        old_chains = {c: r for v in old.values() for c, r in v.chains.items()}
-        new_chains = {c: r for v in new.values() for c, r in v.chains.items()}
-        old_el = {k: v for p in old.values() for k, v in p.elements.items()}
-        new_el = {k: v for p in new.values() for k, v in p.elements.items()}
-        out = [f"add chain {TABLE} {c}" for c in new_chains]
-        out += [f"flush chain {TABLE} {c}" for c in new_chains]
-        for name, rules in new_chains.items():
-            out += [f"add rule {TABLE} {name} {r}" for r in rules]
-        for (set_, key), value in new_el.items():
-            if (set_, key) not in old_el:
-                out.append(_element(set_, key, value))
-            elif old_el[(set_, key)] != value:
-                out += [f"delete element {TABLE} {set_} {{ {key} }}", _element(set_, key, value)]
-        out += [f"delete element {TABLE} {s} {{ {k} }}" for (s, k) in old_el if (s, k) not in new_el]
-        stale = [c for c in old_chains if c not in new_chains]
-        out += [f"flush chain {TABLE} {c}" for c in stale]
-        later = "".join(f"delete chain {TABLE} {c}\n" for c in stale)
-        return ("\n".join(out) + "\n" if out else ""), later
+            del self.policies[k]
+        new = {f"{p.spn}/{p.proto}": p for p in policies if p.service_key == service_key}
+        self.policies.update(new)
+        return change_script(old.values(), new.values(), self.config)

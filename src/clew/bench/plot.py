@@ -22,13 +22,14 @@ def sync_plot(results: Sequence[SyncBench], path: Path) -> None:
     n = [r.services for r in rows]
     fig, (full, change) = plt.subplots(1, 2, figsize=(10, 4))
     full.plot(n, [r.full_sync_s for r in rows], "o-", label="clew full resync (over existing rules)")
-    full.plot(n, [r.raw_full_restore_s for r in rows], "s--", label="raw iptables-restore (empty netns)")
-    full.plot(n, [r.kube_proxy_full_restore_s for r in rows], "d-.", label="kube-proxy full --noflush restore")
+    full.plot(n, [r.raw_full_restore_s for r in rows], "s--", label="raw load (iptables-restore / nft -f, empty netns)")
+    nan = float("nan")  # kube-proxy's figures are missing past the size its nftables layout loads in
+    full.plot(n, [r.kube_proxy_full_restore_s or nan for r in rows], "d-.", label="kube-proxy full sync")
     full.set(title="Full sync", xlabel="Services (× 3 endpoints)", ylabel="seconds")
     change.plot(n, [r.change_p50_s for r in rows], "o-", label="clew one change, p50")
     change.plot(n, [r.change_p99_s for r in rows], "^:", label="clew one change, p99")
     change.plot(n, [r.raw_partial_restore_s for r in rows], "s--", label="raw restore of the Service's chains")
-    change.plot(n, [r.kube_proxy_partial_restore_s for r in rows], "d-.", label="kube-proxy partial restore, p50")
+    change.plot(n, [r.kube_proxy_partial_restore_s or nan for r in rows], "d-.", label="kube-proxy partial sync, p50")
     change.set(title="One Service or EndpointSlice change", xlabel="Services (× 3 endpoints)", ylabel="seconds")
     for ax in (full, change):
         ax.grid(alpha=0.3)

@@ -60,10 +60,10 @@ class SyncBench:
     raw_partial_restore_s: float
     change_ratio: float
     partial_syncs: int
-    kube_proxy_full_restore_s: float
-    full_vs_kube_proxy: float
-    kube_proxy_partial_restore_s: float
-    change_vs_kube_proxy: float
+    kube_proxy_full_restore_s: float | None  # None: not measured (nftables mode past 20k Services)
+    full_vs_kube_proxy: float | None
+    kube_proxy_partial_restore_s: float | None
+    change_vs_kube_proxy: float | None
     rss_mb: float  # resident memory after the syncs: the engine holding N Services' state
     peak_rss_mb: float  # including building the synthetic cluster from API dicts
 
@@ -251,15 +251,15 @@ def run(
     )
 
 
-def run_isolated(services: int, changes: int, progress: Progress | None = None) -> SyncBench:
-    """`run` in a fresh process, so that each count's memory figure is its own; its steps come
-    back on its stderr, one line each, for ``progress``."""
+def run_isolated(services: int, changes: int, progress: Progress | None = None, mode: str = "iptables") -> SyncBench:
+    """`run` (or `sync_nft.run` for ``mode`` nftables) in a fresh process, so that each count's
+    memory figure is its own; its steps come back on its stderr, one line each, for ``progress``."""
     import json
     import subprocess
     import sys
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clew.bench.sync", str(services), str(changes)],
+        [sys.executable, "-m", "clew.bench.sync", str(services), str(changes), mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -286,4 +286,10 @@ if __name__ == "__main__":
     def _say(what: str) -> None:
         print(f"{STEP}{what}", file=sys.stderr, flush=True)
 
-    print(json.dumps(run(int(sys.argv[1]), int(sys.argv[2]), progress=_say).to_json()))
+    count, changes_, mode_ = int(sys.argv[1]), int(sys.argv[2]), (sys.argv[3:] or ["iptables"])[0]
+    if mode_ == "nftables":
+        from clew.bench import sync_nft
+
+        print(json.dumps(sync_nft.run(count, changes_, progress=_say).to_json()))
+    else:
+        print(json.dumps(run(count, changes_, progress=_say).to_json()))
