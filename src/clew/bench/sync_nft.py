@@ -35,6 +35,7 @@ from clew.bench.kube_proxy_nft import KubeProxyNft
 from clew.bench.sync import CONFIG, SLOW, SyncBench, _change, _Index, _rss_mb, _timed
 from clew.bench.synthetic import objects
 from clew.kernel import netns
+from clew.kernel.namespace import Where
 from clew.model.from_kube import build_snapshot
 from clew.model.objects import Snapshot
 from clew.proxy.nftables import apply
@@ -48,7 +49,7 @@ Progress = Callable[[str], None]
 KUBE_PROXY_MAX = 20000  # kube-proxy's layout loads quadratically: 22 s at 10k, 159 s at 20k
 
 
-def _nft_f(ns: str, script: str, timeout: float = 120.0) -> None:
+def _nft_f(ns: Where, script: str, timeout: float = 120.0) -> None:
     netns.run(ns, ["nft", "-f", "-"], input=script, timeout=timeout)
 
 
@@ -76,22 +77,27 @@ def run(
     progress: Progress | None = None,
     prefix: str = "clew-bsyncn",
     kube_proxy_max: int = KUBE_PROXY_MAX,
+    inside: str | None = None,
 ) -> SyncBench:
+    """The bench. ``inside``: the namespace this process already runs in, to hold the node's
+    table — where an agent runs (host network), so that its libnftables context is in-process
+    (`run_inside` does this); otherwise a node namespace is made and reached through a worker."""
     step = progress or (lambda what: None)
     snapshot: Snapshot = build_snapshot(objects(services))
     gc.collect()
     gc.freeze()
     tag = os.getpid()
-    node, empty, kp = f"{prefix}-{tag}", f"{prefix}-{tag}-e", f"{prefix}-{tag}-k"
+    node, empty, kp = inside or f"{prefix}-{tag}", f"{prefix}-{tag}-e", f"{prefix}-{tag}-k"
+    where = netns.HOST if inside else node  # the syncer's view of the node's namespace
     with_kp = services <= kube_proxy_max
-    for ns in (node, empty, *((kp,) if with_kp else ())):
+    for ns in (() if inside else (node,)) + (empty,) + ((kp,) if with_kp else ()):
         netns.create(ns)
     kernel: NftKernel | None = None
     try:
         step("clew: first full sync")
-        kernel = apply.kernel_for(node)  # what the agent uses: its own, so that it is closed here
-        syncer = NftSyncer(node, CONFIG, kernel=kernel, generation=apply.generation_for(node),
-                           delete_udp_flows=apply.conntrack_for(node))  # fmt: skip
+        kernel = apply.kernel_for(where)  # what the agent uses: its own, so that it is closed here
+        syncer = NftSyncer(where, CONFIG, kernel=kernel, generation=apply.generation_for(where),
+                           delete_udp_flows=apply.conntrack_for(where))  # fmt: skip
         first = syncer.sync(snapshot)
         if not first.ok:
             raise RuntimeError(f"first sync failed: {first.error}")
@@ -121,7 +127,7 @@ def run(
                 steps.append((key, [p for p in syncer.last_policies if p.service_key == key]))
             own = _elements_script(syncer, key)
             if own is not None:
-                raws.append(_timed(lambda own=own: _nft_f(node, own)))
+                raws.append(_timed(lambda own=own: _nft_f(where, own)))
         gc.collect()
         rss = _rss_mb()
         kp_full: float | None = None
@@ -148,7 +154,7 @@ def run(
     finally:
         if kernel is not None:
             kernel.close()
-        for ns in (node, empty, kp):
+        for ns in (empty, kp) if inside else (node, empty, kp):
             netns.delete(ns)
         gc.unfreeze()
     p50 = statistics.median(times)
