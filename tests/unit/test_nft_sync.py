@@ -10,30 +10,38 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from nft_standin import MiniNft, MiniRenderer
 
+from clew.fakes.nft import FakeNft
 from clew.model.from_kube import build_snapshot
 from clew.model.objects import Changes, EndpointSlice, Snapshot
 from clew.model.proxy_config import ProxyConfig
+from clew.proxy.nftables import render
 from clew.proxy.nftables.sync import NftSyncer
 
 CONFIG = ProxyConfig(node_name="n1", node_ips=("192.168.50.2",))
 
 
-def objects(i: int, eps: list[str], *, affinity: bool = False, port_name: str = "p", udp: bool = False) -> list[Any]:
+def objects(i: int, eps: list[str], *, affinity: bool = False, udp: bool = False, node_port: bool = False,
+            local: bool = False, clash: bool = False) -> list[Any]:  # fmt: skip
+    """Service ``s<i>`` (ClusterIP 10.96.0.<i+1>; with ``clash`` the externalIP 192.168.99.1,
+    which other Services may claim too) and its slice; endpoints ending in .1 are on this node."""
     proto = "UDP" if udp else "TCP"
-    spec: dict[str, Any] = {
-        "clusterIP": f"10.96.0.{i + 1}",
-        "ports": [{"name": port_name, "port": 80, "protocol": proto}],
-    }
+    port: dict[str, Any] = {"name": "p", "port": 80, "protocol": proto}
+    spec: dict[str, Any] = {"clusterIP": f"10.96.0.{i + 1}", "ports": [port]}
+    if clash:
+        spec["externalIPs"] = ["192.168.99.1"]
     if affinity:
         spec["sessionAffinity"] = "ClientIP"
+    if node_port:
+        spec["type"], port["nodePort"] = "NodePort", 30000 + i
+        if local:
+            spec["externalTrafficPolicy"] = "Local"
     return [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}", "namespace": "ns"}, "spec": spec},
         {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
          "metadata": {"name": f"s{i}-x", "namespace": "ns", "labels": {"kubernetes.io/service-name": f"s{i}"}},
-         "endpoints": [{"addresses": [ip], "nodeName": "n1"} for ip in eps],
-         "ports": [{"name": port_name, "port": 8080, "protocol": proto}]},
+         "endpoints": [{"addresses": [ip], "nodeName": "n1" if ip.endswith(".1") else "n2"} for ip in eps],
+         "ports": [{"name": "p", "port": 8080, "protocol": proto}]},
     ]  # fmt: skip
 
 
@@ -48,34 +56,62 @@ def snap(state: dict[int, dict[str, Any]], changed: set[int] | None = None) -> S
     return replace(s, changes=Changes(frozenset(f"ns/s{i}" for i in changed), False, services, slices))
 
 
-def syncer(kernel: MiniNft | None = None) -> tuple[NftSyncer, MiniNft]:
-    k = kernel or MiniNft()
-    gen = lambda: k.gen  # noqa: E731
-    return NftSyncer("fake", CONFIG, kernel=k, generation=gen, renderer=MiniRenderer()), k
+class GenNft(FakeNft):
+    """The fake with a ruleset generation (one per committed transaction), as the kernel's."""
+
+    gen: int = 0
+
+    def run(self, script: str) -> None:
+        super().run(script)
+        self.gen += 1
+
+
+def syncer(kernel: GenNft | None = None) -> tuple[NftSyncer, GenNft]:
+    k = kernel or GenNft()
+    return NftSyncer("fake", CONFIG, kernel=k, generation=lambda: k.gen), k
+
+
+def table(k: FakeNft) -> Any:
+    """Everything comparable: chains (base specs), rules in order, sets, elements with comments."""
+    state = k.state()
+    return None if state is None else (state, {c: k.rules(c) for c in k.chains()})
 
 
 def fresh(snapshot: Snapshot) -> Any:
+    """What a fresh agent's full sync of ``snapshot`` loads."""
     s, k = syncer()
     assert s.sync(snapshot).ok
-    return k.state()
+    return table(k)
 
 
-def written(k: MiniNft) -> list[str]:
+def reference(snapshot: Snapshot) -> Any:
+    """What ``render.script(render.render(decide(...)))`` loads (the renderer alone)."""
+    from clew.proxy.node_settings import node_config
+    from clew.proxy.policy import decide
+
+    config = node_config(CONFIG, snapshot)
+    k = FakeNft()
+    k.run(render.script(render.render(decide(snapshot, config), config)))
+    return table(k)
+
+
+def written(k: FakeNft) -> list[str]:
     return k.log[-1].splitlines()
 
 
 def test_first_sync_is_full_and_loads_the_render() -> None:
     s, k = syncer()
-    state = {1: {"eps": ["10.244.1.1", "10.244.1.2"]}, 2: {"eps": []}}
+    state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1", "10.244.1.2"]}, 2: {"eps": []}}
     r = s.sync(snap(state))
     assert r.ok and r.full and r.service_ports == 2
     assert written(k)[:2] == ["add table ip clew", "delete table ip clew"]
-    elements = k.state()[2]
-    assert elements["dst-tcp-2"] == {
-        "10.96.0.2 . 80 . 0": ("10.244.1.1 . 8080", "ns/s1:p"),
-        "10.96.0.2 . 80 . 1": ("10.244.1.2 . 8080", "ns/s1:p"),
+    assert k.elements("dst-tcp-2") == {
+        "10.96.0.2 . 80 . 0": "10.244.1.1 . 8080",
+        "10.96.0.2 . 80 . 1": "10.244.1.2 . 8080",
     }
-    assert elements["no-endpoint-reject"] == {"10.96.0.3 . tcp . 80": (None, "ns/s2:p")}
+    assert k.comments("dst-tcp-2") == dict.fromkeys(k.elements("dst-tcp-2"), "ns/s1:p")
+    assert k.elements("no-endpoint-reject") == {"10.96.0.3 . tcp . 80": None}
+    assert table(k) == reference(snap(state))
 
 
 def test_partial_sync_writes_only_the_changed_services_elements() -> None:
@@ -89,9 +125,9 @@ def test_partial_sync_writes_only_the_changed_services_elements() -> None:
         "delete element ip clew dst-tcp-2 { 10.96.0.4 . 80 . 1 }",
         "delete element ip clew hairpin { 10.244.3.2 . 10.244.3.2 }",
         'add element ip clew dst-tcp-2 { 10.96.0.4 . 80 . 1 comment "ns/s3:p" : 10.244.3.9 . 8080 }',
-        "add element ip clew hairpin { 10.244.3.9 . 10.244.3.9 }",
+        'add element ip clew hairpin { 10.244.3.9 . 10.244.3.9 comment "ns/s3:p" }',
     ]
-    assert k.state() == fresh(snap(state))
+    assert table(k) == fresh(snap(state)) == reference(snap(state))
     # the same change found by the full pass (no hint) writes the same
     s2, k2 = syncer()
     state[3] = {"eps": ["10.244.3.1", "10.244.3.2"]}
@@ -117,45 +153,61 @@ def test_groups_appear_and_go_with_the_endpoint_count() -> None:
     state[1] = {"eps": ["10.244.1.1", "10.244.1.2", "10.244.1.3"]}
     s.sync(snap(state, {1}))
     lines = written(k)
-    assert "delete map ip clew dst-tcp-2" in lines
-    assert any(x.startswith("add map ip clew dst-tcp-3 ") for x in lines)
-    assert lines.index("flush chain ip clew dst") < lines.index("delete map ip clew dst-tcp-2")
-    dst_rules = [x for x in lines if x.startswith("add rule ip clew dst ")]
-    assert [x.rsplit("@", 1)[1] for x in dst_rules] == ["dst-tcp-1", "dst-tcp-3"]
+    assert lines[0].startswith("add map ip clew dst-tcp-3 {")
+    assert lines[1:4] == [
+        "flush chain ip clew dnat-dst",
+        "add rule ip clew dnat-dst dnat ip to ip daddr . tcp dport . numgen random mod 1 map @dst-tcp-1",
+        "add rule ip clew dnat-dst dnat ip to ip daddr . tcp dport . numgen random mod 3 map @dst-tcp-3",
+    ]
+    assert lines.index("delete map ip clew dst-tcp-2") > lines.index(
+        "delete element ip clew dst-tcp-2 { 10.96.0.2 . 80 . 1 }"
+    )
     assert not any("dst-tcp-1 {" in x for x in lines if x.startswith("add element"))  # s2 untouched
-    assert set(k.state()[1]) >= {"dst-tcp-1", "dst-tcp-3"} and "dst-tcp-2" not in k.state()[1]
-    assert k.state() == fresh(snap(state))
+    assert "dst-tcp-2" not in k.sets() and set(k.elements("dst-tcp-3")) == {f"10.96.0.2 . 80 . {i}" for i in range(3)}
+    assert table(k) == reference(snap(state))
     # a change inside a group keeps the role chain alone
     state[1] = {"eps": ["10.244.1.1", "10.244.1.2", "10.244.1.4"]}
     s.sync(snap(state, {1}))
     assert not any("chain" in x or "map ip" in x for x in written(k))
+    # the last port of a group goes: its map and rule go
+    del state[2]
+    s.sync(snap(state, {2}))
+    assert "delete map ip clew dst-tcp-1" in written(k) and "dst-tcp-1" not in k.sets()
+    assert table(k) == reference(snap(state))
 
 
 def test_affinity_chains_and_sets_come_and_go() -> None:
     s, k = syncer()
     state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1"]}}
     s.sync(snap(state))
+    before = set(k.chains())
     state[1] = {"eps": ["10.244.1.1", "10.244.1.2"], "affinity": True}
     s.sync(snap(state, {1}))
     lines = written(k)
-    chain = "service-ns/s1/tcp/p"
-    assert lines[:2] == [f"add chain ip clew {chain}", f"flush chain ip clew {chain}"]
-    assert any(x.startswith("add set ip clew affinity-ns/s1/tcp/p ") for x in lines)
-    assert k.state() == fresh(snap(state))
-    # endpoints change: the chain is rewritten, the affinity set (and its entries) kept
+    own = set(k.chains()) - before
+    assert {c.split("-", 2)[0] for c in own} == {"service", "endpoint"} and len(own) == 3
+    assert lines[0].startswith("add chain ip clew service-") and lines[1].startswith("flush chain ip clew service-")
+    affinity = {n for n in k.sets() if n.startswith("affinity-")}
+    assert len(affinity) == 2
+    assert table(k) == reference(snap(state))
+    # endpoints change: chains rewritten, the kept endpoint's affinity set (and its entries) kept
     state[1] = {"eps": ["10.244.1.1", "10.244.1.3"], "affinity": True}
     s.sync(snap(state, {1}))
-    assert not any("set ip clew affinity" in x for x in written(k))
-    assert k.state() == fresh(snap(state))
-    # affinity off: element first, then the chain and the set go
+    lines = written(k)
+    kept = next(n for n in affinity if "10.244.1.1" in n)
+    assert not any(kept in x for x in lines if x.startswith(("add set", "delete set")))
+    assert any(x.startswith("delete set ip clew affinity-") and "10.244.1.2" in x for x in lines)
+    assert table(k) == reference(snap(state))
+    # affinity off: the verdict element goes first, then the chains and sets
     state[1] = {"eps": ["10.244.1.1"]}
     s.sync(snap(state, {1}))
     lines = written(k)
-    assert lines.index(f"delete chain ip clew {chain}") > lines.index(
-        "delete element ip clew service-ips { 10.96.0.2 . tcp . 80 }"
+    first_delete_chain = min(i for i, x in enumerate(lines) if x.startswith("delete chain"))
+    assert (
+        lines.index(next(x for x in lines if x.startswith("delete element ip clew service-ips"))) < first_delete_chain
     )
-    assert "delete set ip clew affinity-ns/s1/tcp/p" in lines
-    assert k.state() == fresh(snap(state))
+    assert set(k.chains()) == before and not any(n.startswith("affinity-") for n in k.sets())
+    assert table(k) == reference(snap(state))
 
 
 def test_a_failed_sync_makes_the_next_one_full() -> None:
@@ -168,29 +220,61 @@ def test_a_failed_sync_makes_the_next_one_full() -> None:
     assert not r.ok and not r.full and "busy" in (r.error or "")
     r = s.sync(snap(state, {1}))
     assert r.ok and r.full
-    assert k.state() == fresh(snap(state))
+    assert table(k) == reference(snap(state))
 
 
 def test_a_full_sync_over_a_changed_table_equals_a_fresh_load() -> None:
     s, k = syncer()
-    state = {i: {"eps": [f"10.244.{i}.1"] * (i % 3)} for i in range(6)}
+    state = {i: {"eps": [f"10.244.{i}.{j}" for j in range(1, i % 3 + 1)]} for i in range(6)}
     s.sync(snap(state))
-    k.run("add chain ip clew stray\nadd element ip clew hairpin { 1.2.3.4 . 1.2.3.4 }")  # someone meddles
+    k.run("add chain ip clew stray\nadd element ip clew hairpin { 1.2.3.4 . 1.2.3.4 }\nflush chain ip clew services")
     s.request_full()
     assert s.sync(snap(state)).full
-    assert k.state() == fresh(snap(state))
+    assert table(k) == fresh(snap(state)) == reference(snap(state))
 
 
-def test_a_rejected_port_is_left_out_and_the_others_keep_their_elements() -> None:
+def test_a_clashing_port_is_rejected_as_render_does_and_the_others_keep_their_elements() -> None:
     s, k = syncer()
-    state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1"]}, 2: {"eps": ["10.244.2.1"], "port_name": "bad"}}
-    r = s.sync(snap(state))
-    assert r.ok and r.service_ports == 1
-    assert r.rejected == (("ns/s2:bad/tcp", "port name 'bad' cannot be expressed"),)
-    assert "10.96.0.2 . 80 . 0" in k.state()[2]["dst-tcp-1"]
-    state[2] = {"eps": ["10.244.2.1"]}
+    state: dict[int, dict[str, Any]] = {0: {"eps": ["10.244.0.1"], "clash": True}, 1: {"eps": ["10.244.1.1"]}}
+    s.sync(snap(state))
+    state[2] = {"eps": ["10.244.2.1"], "clash": True}  # s2 claims s0's externalIP:port
     r = s.sync(snap(state, {2}))
-    assert r.ok and r.rejected == () and "10.96.0.3 . 80 . 0" in k.state()[2]["dst-tcp-1"]
+    why = "Service port ns/s2:p (tcp): 192.168.99.1 . tcp . 80 is already ns/s0:p's"
+    assert r.ok and not r.full and r.service_ports == 2 and r.rejected == (("ns/s2:p/tcp", why),)
+    assert "10.96.0.3 . 80 . 0" not in k.elements("dst-tcp-1")  # none of s2's elements
+    assert table(k) == reference(snap(state))
+    del state[0]  # the holder goes: s2 gets the destination
+    r = s.sync(snap(state, {0}))
+    assert r.ok and r.rejected == () and k.elements("dst-tcp-1")["192.168.99.1 . 80 . 0"] == "10.244.2.1 . 8080"
+    assert table(k) == reference(snap(state))
+    state[0] = {"eps": ["10.244.0.1"], "clash": True}  # back, earlier in render order: s2 loses it again
+    r = s.sync(snap(state, {0}))
+    assert r.ok and [x[0] for x in r.rejected] == ["ns/s2:p/tcp"]
+    assert table(k) == reference(snap(state))
+
+
+def test_a_port_the_renderer_rejects_is_left_out_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    from clew.proxy.nftables.layout import Rejected
+
+    class Picky:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(render, name)
+
+        def render_port(self, p: Any, config: ProxyConfig) -> Any:
+            if p.name == "s2":
+                return Rejected(f"{p.spn}/{p.proto}", p.service_key, "too odd")
+            return render.render_port(p, config)
+
+    k = GenNft()
+    s = NftSyncer("fake", CONFIG, kernel=k, renderer=Picky())  # type: ignore[arg-type]
+    state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1"]}, 2: {"eps": ["10.244.2.1"]}}
+    r = s.sync(snap(state))
+    assert r.ok and r.rejected == (("ns/s2:p/tcp", "too odd"),) and r.service_ports == 1
+    assert "10.96.0.2 . 80 . 0" in k.elements("dst-tcp-1") and "10.96.0.3 . 80 . 0" not in k.elements("dst-tcp-1")
+    state[1] = {"eps": ["10.244.1.2"]}
+    s.sync(snap(state, {1}))
+    s.sync(snap(state))
+    assert sum("too odd" in m for m in caplog.messages) == 1
 
 
 def test_tamper_check_reads_only_when_someone_else_committed() -> None:
@@ -204,19 +288,19 @@ def test_tamper_check_reads_only_when_someone_else_committed() -> None:
     k.gen += 1  # someone else's commit (another table)
     assert s.tampered() == [] and reads == ["chains"]
     assert s.tampered() == [] and reads == ["chains"]  # verified at this generation
-    k.table.chains.pop("dst")  # type: ignore[union-attr]
-    k.gen += 1
-    assert [d.chain for d in s.tampered()] == ["dst"]
-    k.table = None
-    k.gen += 1
+    state[1] = {"eps": ["10.244.1.2"]}
+    s.sync(snap(state, {1}))
+    assert s.tampered() == [] and reads == ["chains"]  # our partial sync alone moved it
+    k.run("flush chain ip clew services\ndelete chain ip clew nodeports")  # what jumped there goes first
+    assert [d.chain for d in s.tampered()] == ["nodeports"]
+    k.run("delete table ip clew")
     assert [d.change for d in s.tampered()] == ["table ip clew is gone"]
 
 
 def test_udp_flows_to_removed_endpoints_are_deleted() -> None:
     deleted: list[dict[str, Any]] = []
-    k = MiniNft()
-    s = NftSyncer("fake", CONFIG, kernel=k, renderer=MiniRenderer(),
-                  delete_udp_flows=lambda **kw: deleted.append(kw) or 1)  # fmt: skip
+    k = GenNft()
+    s = NftSyncer("fake", CONFIG, kernel=k, delete_udp_flows=lambda **kw: deleted.append(kw) or 1)
     state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1", "10.244.1.2"], "udp": True}}
     s.sync(snap(state))
     state[1] = {"eps": ["10.244.1.1"], "udp": True}
@@ -239,8 +323,9 @@ def test_random_change_sequences_equal_a_fresh_full_load(hinted: bool) -> None:
             n = rng.choice([0, 1, 1, 2, 3, 4])
             eps = sorted(set(rng.sample(shared, min(n, 2)) + [f"10.244.{i}.{j}" for j in range(rng.randint(0, n))]))
             state[i] = {"eps": eps, "affinity": rng.random() < 0.15, "udp": i % 5 == 0,
-                        "port_name": "bad" if rng.random() < 0.05 else "p"}  # fmt: skip
+                        "node_port": rng.random() < 0.3, "local": rng.random() < 0.2,
+                        "clash": rng.random() < 0.05}  # fmt: skip
         r = s.sync(snap(state, {i} if hinted else None))
         assert r.ok and (step == 0 or not r.full), r.error
         if step % 50 == 0 or step > 980:
-            assert k.state() == fresh(snap(state)), step
+            assert table(k) == reference(snap(state)), step

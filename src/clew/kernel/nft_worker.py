@@ -30,17 +30,32 @@ REQUEST = struct.Struct(">cI")  # op, length of text
 ANSWER = struct.Struct(">cII")  # status, length of out, length of err
 RUN, CHECK, LIST, HELLO = b"R", b"C", b"L", b"H"
 OK, REFUSED = b"0", b"1"
+BIG = 1 << 20  # a request or answer this large (a full load, a listing) is followed by a heap trim
+_trim: Any = None
+
+
+def run_script(ctx: Any, text: str) -> tuple[int, str, str]:
+    """``ctx.cmd_from_file`` on a memfd holding ``text``: as fast as ``ctx.cmd(text)`` (measured),
+    but nft 1.0.6 then reports an error at ``FILE:LINE:COL`` with the failing line, where for a
+    buffer it always shows the buffer's *first* line."""
+    fd = os.memfd_create("nft-script", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+        result: tuple[int, str, str] = ctx.cmd_from_file(f"/proc/self/fd/{fd}")
+        return result
+    finally:
+        os.close(fd)
 
 
 def perform(ctx: Any, op: bytes, text: str) -> tuple[bool, str, str]:
     """Run one request on a libnftables context: (ok, output, error text). Shared by the worker
     and the in-process context of `NodeNft` for this process's own namespace."""
     if op == RUN:
-        rc, out, err = ctx.cmd(text)
+        rc, out, err = run_script(ctx, text)
     elif op == CHECK:
         ctx.set_dry_run(True)
         try:
-            rc, out, err = ctx.cmd(text)
+            rc, out, err = run_script(ctx, text)
         finally:
             ctx.set_dry_run(False)
     elif op == LIST:
@@ -51,7 +66,25 @@ def perform(ctx: Any, op: bytes, text: str) -> tuple[bool, str, str]:
             ctx.set_json_output(False)
     else:
         return False, "", f"Error: unknown request {op!r}"
+    if len(text) + len(out or "") > BIG:
+        give_back_memory()
     return rc == 0, out or "", err or ""
+
+
+def give_back_memory() -> None:
+    """glibc's ``malloc_trim(0)``: after a full load, libnftables has freed the parse of the
+    script but the heap keeps it (measured at 10k Services: 100 MB resident after the load,
+    22 MB after a trim — the context keeps no elements). A no-op where there is no glibc."""
+    global _trim
+    if _trim is None:
+        try:
+            import ctypes
+
+            _trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _trim = False
+    if _trim:
+        _trim(0)
 
 
 def write_answer(stream: BinaryIO, status: bytes, out: str, err: str) -> None:

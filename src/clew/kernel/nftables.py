@@ -28,6 +28,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import select
 import subprocess
 import sys
@@ -60,21 +61,26 @@ class NftKernel(Protocol):
     def close(self) -> None: ...
 
 
+_LOCATION = re.compile(r"^\S*:(\d+):\d+(?:-\d+)?: (Error: .*)$")
+
+
 def one_line(err: str) -> str:
-    """nft's error output as one line: the first ``Error:`` and the command it points at (not
-    the caret line), and how many more errors there were. Pure."""
+    """nft's error output as one line: the first ``Error:``, the line number and the command it
+    points at (not the caret line), and how many more errors there were. Pure."""
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [i for i, line in enumerate(lines) if "Error:" in line]
     if not errors:
         return " ".join(" ".join(lines).split()) or "(no message)"
     first = errors[0]
-    message = lines[first][lines[first].index("Error:") :]
+    located = _LOCATION.match(lines[first])
+    message = located.group(2) if located else lines[first][lines[first].index("Error:") :]
     command = lines[first + 1].strip() if first + 1 < len(lines) else ""
     if command and set(command) <= set("^~ "):
         command = ""
     if len(command) > _MAX_COMMAND_SHOWN:
         command = command[:_MAX_COMMAND_SHOWN] + " …"
-    text = f"{message} [{command}]" if command else message
+    where = f"line {located.group(1)}: " if located else ""
+    text = f"{message} [{where}{command}]" if command else message
     if len(errors) > 1:
         text += f" (+{len(errors) - 1} more errors)"
     return text
@@ -249,11 +255,13 @@ class NodeNft:
     Thread-safe (one request at a time). Another namespace's context lives in a worker process
     that dies with `close` (or when this process dies: EOF on its stdin); if the worker dies, or
     the namespace file now names another namespace (deleted and made anew), the next call starts
-    a new one. ``timeout`` bounds one request (a full load of 100k Services takes seconds)."""
+    a new one. ``timeout`` bounds one request (a full load of 100k Services takes seconds);
+    ``cli`` forces ``nft -f -`` per call (for comparisons)."""
 
-    def __init__(self, netns: Where = None, *, timeout: float = 120.0) -> None:
+    def __init__(self, netns: Where = None, *, timeout: float = 120.0, cli: bool = False) -> None:
         self.namespace = Namespace.of(netns)
         self.timeout = timeout
+        self.cli = cli  # always ``nft -f -`` (the bench's and tests' comparison)
         self._lock = threading.Lock()
         self._backend: _Backend | None = None
         self._closed = False
@@ -263,8 +271,11 @@ class NodeNft:
 
     @property
     def mechanism(self) -> str:
-        """``worker``, ``in-process`` or ``nft-cli``: how requests reach the kernel."""
+        """``worker``, ``in-process`` or ``nft-cli``: how requests reach the kernel (``closed``
+        after `close`)."""
         backend = self._backend
+        if self._closed:
+            return "closed"
         if isinstance(backend, _Worker):
             return "worker"
         return "in-process" if isinstance(backend, _InProcess) else "nft-cli"
@@ -276,6 +287,8 @@ class NodeNft:
         return backend.pid if isinstance(backend, _Worker) else None
 
     def _start(self) -> _Backend:
+        if self.cli:
+            return _Cli(self.namespace, self.timeout)
         if not nftables_importable():
             return self._fallback("python3-nftables is not importable")
         if self.namespace.own:

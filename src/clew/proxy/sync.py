@@ -58,6 +58,7 @@ class SyncResult:
     written_by_table: dict[str, int] = field(default_factory=dict)  # written by this sync (…_iptables_last)
     wrote: bool = True  # False: nothing was written (a full sync found the kernel already as rendered)
     foreign_commits: int = 0  # others' commits inside a full sync's replace window (see apply.FullSync)
+    cleanup_failed: bool = False  # removing the other mode's rules failed (…_nftables_cleanup_failures_total)
     rejected: tuple[tuple[str, str], ...] = ()  # (port key, reason): ports the mode cannot express, left out
 
 

@@ -11,31 +11,30 @@ the kernel validates the result once, at commit):
 
 1. ``add chain`` + ``flush chain`` for every per-port chain that is new or changed, ``flush chain``
    for those that go (so nothing references them or their sets any more);
-2. when the set of endpoint-count groups changes: ``flush chain`` of the role chains (``dst``,
-   ``dst-sc``, ``np``, ``np-sc``);
+2. when the set of endpoint-count groups changes, the renderer's ``regroup`` commands: new
+   group maps, the role chains (``dnat-dst``…) flushed and refilled with one rule per group;
 3. ``delete element`` for keys that go and for keys whose value (or comment) changes;
 4. ``delete chain`` / ``delete set`` of per-port chains and sets that go (a set whose spec changed
    is deleted and added again), ``delete map`` of groups no port uses any more;
-5. ``add map`` of new groups, ``add set`` of new per-port sets;
-6. ``add rule`` of new or changed per-port chains; the role chains' rules for the new groups
-   (taken from the renderer's ``fixed`` part, one rule per group);
+5. ``add set`` of new per-port sets;
+6. ``add rule`` of new or changed per-port chains;
 7. ``add element`` for new keys and changed values.
 
 Elements are reference counted by (set, key): an endpoint's ``hairpin`` element is wanted by
-every Service port that has the endpoint, and stays while one of them does. The element the
-kernel holds for a shared key is the first one added (the full render keeps the first in render
-order, which is the same for the elements the renderer shares: they are equal).
+every Service port that has the endpoint, and stays while one of them does. Of several ports'
+elements with one key the kernel holds the one of the first port in render order (the least
+Service port name, which is its comment), as a full load does; when that port lets go, the
+element is rewritten with the next port's comment.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from clew.proxy.nftables.layout import FAMILY, TABLE, Chain, Element, Group, PortNft, SetDecl
 
-ROLES = ("dst", "dst-sc", "np", "np-sc")
 _T = f"{FAMILY} {TABLE}"
 
 
@@ -47,52 +46,58 @@ def _delete_set(s: SetDecl) -> str:
     return f"delete {'map' if s.is_map else 'set'} {_T} {s.name}"
 
 
+def _rank(e: Element) -> tuple[str, str]:
+    """Which of several ports' elements with one key the kernel holds: the least comment (the
+    Service port's name), i.e. the first port in render order, as the full load keeps it."""
+    return e.comment, e.value or ""
+
+
 @dataclass
 class Mirror:
     """What the last successful sync left in clew's table, per Service port."""
 
     ports: dict[str, PortNft] = field(default_factory=dict)
     held: dict[tuple[str, str], Element] = field(default_factory=dict)  # the element the kernel holds
-    refs: dict[tuple[str, str], int] = field(default_factory=dict)  # only keys wanted more than once
+    shared: dict[tuple[str, str], list[Element]] = field(default_factory=dict)  # keys wanted by 2+ ports
     groups: Counter[Group] = field(default_factory=Counter)  # ports per group
 
     @classmethod
     def of(cls, ports: Iterable[PortNft]) -> Mirror:
-        """The mirror of a full load of ``ports`` (in render order)."""
+        """The mirror of a full load of ``ports``."""
         m = cls()
         for p in ports:
             m.ports[p.key] = p
             m.groups.update(p.groups)
             for e in p.elements:
-                m._want(e)
+                m.want(e)
         return m
 
     @property
     def group_set(self) -> frozenset[Group]:
         return frozenset(self.groups)
 
-    def _want(self, e: Element) -> bool:
-        """One more port wants ``e``; True when the kernel lacks its key."""
+    def want(self, e: Element) -> None:
+        """One more port wants ``e``."""
         k = (e.set, e.key)
-        if k not in self.held:
+        held = self.held.get(k)
+        if held is None:
             self.held[k] = e
-            return True
-        self.refs[k] = self.refs.get(k, 1) + 1
-        return False
+            return
+        wanting = self.shared.setdefault(k, [held])
+        wanting.append(e)
+        self.held[k] = min(wanting, key=_rank)
 
-    def _drop(self, e: Element) -> bool:
-        """One port less wants ``e``; True when no port does any more."""
+    def drop(self, e: Element) -> None:
+        """One port less wants ``e``."""
         k = (e.set, e.key)
-        n = self.refs.get(k, 1)
-        if n <= 1:
-            self.refs.pop(k, None)
+        wanting = self.shared.get(k)
+        if wanting is None:
             self.held.pop(k, None)
-            return True
-        if n == 2:
-            del self.refs[k]
-        else:
-            self.refs[k] = n - 1
-        return False
+            return
+        wanting.remove(e)
+        self.held[k] = min(wanting, key=_rank)
+        if len(wanting) == 1:
+            del self.shared[k]
 
     def elements(self) -> set[Element]:
         """Every element the kernel holds (tests compare it with a fresh render)."""
@@ -110,15 +115,15 @@ class Plan:
         return "\n".join(self.commands) + "\n" if self.commands else ""
 
 
-def plan(
-    mirror: Mirror,
-    changes: Mapping[str, PortNft | None],
-    fixed: Callable[[frozenset[Group]], Iterable[str]],
-) -> Plan:
+Regroup = Callable[[frozenset[Group], frozenset[Group]], tuple[Sequence[str], Sequence[str]]]
+
+
+def plan(mirror: Mirror, changes: Mapping[str, PortNft | None], regroup: Regroup) -> Plan:
     """The transaction that replaces the ports named in ``changes`` (None: the port goes) with
     their new render; updates ``mirror`` in place (the caller falls back to a full sync, which
-    rebuilds it, when the transaction fails). ``fixed(groups)`` is the renderer's fixed part for
-    a set of groups: only its ``add map`` of a group and its role chains' ``add rule`` are used."""
+    rebuilds it, when the transaction fails). ``regroup(old, new)`` is the renderer's commands
+    that take the group maps and role chains from one set of groups to another, as (before the
+    element changes, after them)."""
     old_groups = mirror.group_set
     new_chains: dict[str, Chain] = {}
     old_chains: dict[str, Chain] = {}
@@ -149,26 +154,23 @@ def plan(
         del mirror.groups[g]
     new_groups = mirror.group_set
 
-    # elements: drop the old wants first, then add the new ones; a key both dropped and wanted
-    # again is rewritten only when what the kernel should hold differs
-    before = {(e.set, e.key): mirror.held[(e.set, e.key)] for e in removed if (e.set, e.key) in mirror.held}
-    gone: dict[tuple[str, str], Element] = {}
+    # elements: what the kernel holds for every touched key, before and after
+    touched = dict.fromkeys([(e.set, e.key) for e in removed] + [(e.set, e.key) for e in added])  # ordered
+    before = {k: mirror.held.get(k) for k in touched}
     for e in removed:
-        if mirror._drop(e):
-            gone[(e.set, e.key)] = before[(e.set, e.key)]
-    fresh: dict[tuple[str, str], Element] = {}
+        mirror.drop(e)
     for e in added:
-        if mirror._want(e):
-            fresh[(e.set, e.key)] = e
+        mirror.want(e)
     deletes: list[Element] = []
     adds: list[Element] = []
-    for k, e in gone.items():
-        again = fresh.get(k)
-        if again is not None and again == e:
-            del fresh[k]  # unchanged: neither deleted nor added
-        else:
-            deletes.append(e)
-    adds.extend(fresh.values())
+    for k in touched:
+        was, now = before[k], mirror.held.get(k)
+        if was == now:
+            continue
+        if was is not None:
+            deletes.append(was)
+        if now is not None:
+            adds.append(now)
 
     chains_written = [c for n, c in new_chains.items() if n in forced or old_chains.get(n) != c]
     chains_gone = [n for n in old_chains if n not in new_chains]
@@ -176,34 +178,19 @@ def plan(
     sets_new = [s for n, s in new_sets.items() if n not in old_sets]
     sets_gone = [s for n, s in old_sets.items() if n not in new_sets]
     groups_changed = new_groups != old_groups
+    regroup_before, regroup_after = regroup(old_groups, new_groups) if groups_changed else ((), ())
 
     out: list[str] = []
     for c in chains_written:
         out += [f"add chain {_T} {c.name}", f"flush chain {_T} {c.name}"]
     out += [f"flush chain {_T} {n}" for n in chains_gone]
-    fixed_lines: list[str] = list(fixed(new_groups)) if groups_changed else []
-    if groups_changed:
-        out += [f"flush chain {_T} {role}" for role in ROLES if any(_is_chain(line, role) for line in fixed_lines)]
+    out += regroup_before  # new group maps; role chains refilled for the new groups
     out += [e.delete() for e in deletes]
     out += [f"delete chain {_T} {n}" for n in chains_gone]
     out += [_delete_set(s) for s in (*sets_gone, *(old_sets[s.name] for s in sets_rewritten))]
-    out += [f"delete map {_T} {g.map_name}" for g in sorted(old_groups - new_groups)]
-    for g in sorted(new_groups - old_groups):
-        out += [line for line in fixed_lines if line.startswith(f"add map {_T} {g.map_name} ")]
+    out += regroup_after  # maps of groups that went (their elements and rule are gone)
     out += [_add_set(s) for s in (*sets_new, *sets_rewritten)]
     for c in chains_written:
         out += [f"add rule {_T} {c.name} {r}" for r in c.rules]
-    if groups_changed:
-        out += [line for line in fixed_lines if _role_rule(line)]
     out += [e.add() for e in adds]
     return Plan(tuple(out), groups_changed, len(adds), len(deletes))
-
-
-def _is_chain(line: str, name: str) -> bool:
-    """Does ``line`` declare chain ``name`` (``add chain ip clew NAME`` with or without a spec)?"""
-    head = f"add chain {_T} {name}"
-    return line == head or line.startswith(head + " ")
-
-
-def _role_rule(line: str) -> bool:
-    return any(line.startswith(f"add rule {_T} {role} ") for role in ROLES)

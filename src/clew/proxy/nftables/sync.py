@@ -10,8 +10,8 @@ atomic transaction per sync, in time proportional to what changed.
   or change, ``add element`` for new ones; a group map and its rule appear and go with the
   ports that use them; affinity Services' own chains and sets are written or deleted. One
   ``run()``: all or nothing.
-* **Full sync**: one transaction that replaces clew's table with the render (``add table`` +
-  ``delete table`` + the renderer's script): at the first sync, after any failure, when the
+* **Full sync**: one transaction that replaces clew's table with the render (the renderer's
+  script: ``add table`` + ``delete table`` + everything): at the first sync, after any failure, when the
   configuration (hence the fixed part) changes, when the table was tampered with, and every
   ``full_sync_period`` (kube-proxy: 1 h). The first one also removes iptables mode's rules
   (clew's and kube-proxy's KUBE-* chains and their jumps): the two modes must not both DNAT.
@@ -29,17 +29,17 @@ atomic transaction per sync, in time proportional to what changed.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from clew.model.objects import EndpointSlice, Service, Snapshot
 from clew.model.proxy_config import ProxyConfig
 from clew.proxy.iptables.guard import Difference
 from clew.proxy.nftables.apply import KernelError, NftKernel
+from clew.proxy.nftables.claims import Claims, render_order
 from clew.proxy.nftables.layout import FAMILY, TABLE, Group, NftRendered, PortNft, Rejected
 from clew.proxy.nftables.plan import Mirror, plan
 from clew.proxy.node_settings import node_config
@@ -56,24 +56,19 @@ class NftRenderer(Protocol):
 
     def render_port(self, policy: PortPolicy, config: ProxyConfig) -> PortNft | Rejected: ...
 
-    def fixed(self, config: ProxyConfig, groups: frozenset[Group]) -> Sequence[str]: ...
+    def fixed(self, config: ProxyConfig, groups: Iterable[Group]) -> Sequence[str]: ...
+
+    def destinations(self, p: PortPolicy) -> tuple[str, ...]: ...
+
+    def regroup(self, old: Iterable[Group], new: Iterable[Group]) -> tuple[Sequence[str], Sequence[str]]: ...
 
     def script(self, rendered: NftRendered) -> str: ...
 
 
 def default_renderer() -> NftRenderer:
-    return cast(NftRenderer, importlib.import_module("clew.proxy.nftables.render"))
+    from clew.proxy.nftables import render
 
-
-def replace_script(body: str) -> str:
-    """A full load that replaces clew's table whatever is there: ``add`` then ``delete`` of the
-    table (so the delete never fails), then the render — one transaction."""
-    return f"add table {_T}\ndelete table {_T}\n{body}"
-
-
-def _render_order(key: str) -> tuple[str, str]:
-    spn, _, proto = key.rpartition("/")
-    return spn, proto
+    return render
 
 
 def chain_names(commands: Iterable[str]) -> set[str]:
@@ -131,6 +126,9 @@ class NftSyncer:
     cleanup_failures: int = 0  # times removing the other mode's rules failed (…_nftables_cleanup_failures_total)
     _mirror: Mirror = field(default_factory=Mirror)
     _policies: dict[str, PortPolicy] = field(default_factory=dict)  # port key → policy, as applied
+    _candidates: dict[str, PortNft] = field(default_factory=dict)  # every port render_port could express
+    _candidate_policies: dict[str, PortPolicy] = field(default_factory=dict)
+    _claims: Claims = field(default_factory=Claims)  # their destinations (clashes: see claims.py)
     _services: dict[str, _Cached] = field(default_factory=dict)
     _fixed: tuple[str, ...] = ()  # the fixed part the kernel holds (for its chain names)
     _last_full: float = 0.0
@@ -138,6 +136,7 @@ class NftSyncer:
     _verified_gen: int | None = None
     _base: ProxyConfig | None = None
     _logged: set[tuple[str, str]] = field(default_factory=set)
+    _cleanup_failed: bool = False
 
     def __post_init__(self) -> None:
         from clew.proxy.nftables import apply
@@ -149,6 +148,11 @@ class NftSyncer:
         if self.delete_udp_flows is None:
             self.delete_udp_flows = apply.conntrack_for(self.netns) if real else (lambda **_: 0)
         self._renderer = self.renderer or default_renderer()
+
+    def close(self) -> None:
+        """Release the nftables context this syncer opened (not one it was given)."""
+        if self.kernel is None:
+            self._kernel.close()
 
     # -- the agent's surface (as `ProxySyncer`)
 
@@ -198,64 +202,64 @@ class NftSyncer:
             self.config, self.needs_full = config, True
             self._services.clear()
         full = self.needs_full or start - self._last_full >= self.full_sync_period
-        hint = None if full else self._incremental(snapshot)
-        if hint is None:
-            ports, policies = self._decide_all(snapshot)
-            changes: dict[str, PortNft | None] = {k: p for k, p in ports.items() if self._mirror.ports.get(k) is not p}
-            changes.update((k, None) for k in self._mirror.ports if k not in ports)
-            old, self._policies = self._policies, policies
-            before = old if full else {k: old[k] for k in changes if k in old}
+        touched = None if full else self._incremental(snapshot)
+        if touched is None:
+            self._decide_all(snapshot)
+            scope: Iterable[str] = set(self._candidates) | set(self._mirror.ports)
         else:
-            changes, before = hint
+            scope = self._claims.component(touched) | touched
+        changes = self._arbitrate(scope)
+        before: dict[str, PortPolicy] = {}
+        for k, new in changes.items():
+            if k in self._policies:
+                before[k] = self._policies.pop(k)
+            if new is not None:
+                self._policies[k] = self._candidate_policies[k]
+        self._cleanup_failed = False
         try:
             if full:
                 self._leave_iptables_mode()
-                wrote = self._full(ports)
+                wrote = self._full({k: self._candidates[k] for k in self._policies})
             else:
                 wrote = self._partial(changes)
         except KernelError as e:
             self.needs_full = True
             self._verified_gen = None
             log.error("%s sync failed: %s", "full" if full else "partial", e)
-            return SyncResult(False, self.clock() - start, len(self._policies), 0, str(e), full, len(changes))
+            return SyncResult(
+                False, self.clock() - start, len(self._policies), 0, str(e), full, len(changes),
+                cleanup_failed=self._cleanup_failed,
+            )  # fmt: skip
         self.needs_full = False
         deleted = delete_stale(stale_udp_flows(before, self._policies), self._deleter)
         owned = len(self._mirror.held) + len(self._fixed)
         return SyncResult(
             True, self.clock() - start, len(self._mirror.ports), owned, None, full, len(changes), deleted,
             {TABLE: owned}, {TABLE: wrote}, wrote=wrote > 0,
-            rejected=tuple((r.key, r.reason) for r in self.rejected.values()),
+            rejected=tuple((r.key, r.reason) for r in self.rejected.values()), cleanup_failed=self._cleanup_failed,
         )  # fmt: skip
 
     # -- writing
 
     def _full(self, ports: dict[str, PortNft]) -> int:
-        ordered = [ports[k] for k in sorted(ports, key=_render_order)]
+        ordered = [ports[k] for k in sorted(ports, key=render_order)]
         mirror = Mirror.of(ordered)
         fixed = tuple(self._renderer.fixed(self.config, mirror.group_set))
         rendered = NftRendered(fixed, mirror.group_set, tuple(ordered), tuple(self.rejected.values()))
         before = self._gen()
-        self._kernel.run(replace_script(self._renderer.script(rendered)))
+        self._kernel.run(self._renderer.script(rendered))  # replaces the table: add + delete + all
         self._after_commit(before, full=True)
         self._mirror, self._fixed = mirror, fixed
         self._last_full = self.clock()
         return len(fixed) + len(mirror.held) + sum(len(c.rules) for p in ordered for c in p.chains)
 
     def _partial(self, changes: dict[str, PortNft | None]) -> int:
-        fixed_now: list[tuple[str, ...]] = []
-
-        def fixed(groups: frozenset[Group]) -> tuple[str, ...]:
-            fixed_now.append(tuple(self._renderer.fixed(self.config, groups)))
-            return fixed_now[-1]
-
-        step = plan(self._mirror, changes, fixed)
+        step = plan(self._mirror, changes, self._renderer.regroup)
         if not step.commands:
             return 0
         before = self._gen()
         self._kernel.run(step.script())
         self._after_commit(before, full=False)
-        if fixed_now:
-            self._fixed = fixed_now[-1]
         return len(step.commands)
 
     def _after_commit(self, before: int | None, *, full: bool) -> None:
@@ -275,6 +279,7 @@ class NftSyncer:
             self._left_iptables = True
         except KernelError as e:
             self.cleanup_failures += 1
+            self._cleanup_failed = True
             log.error("cannot remove iptables mode's rules (trying again at the next full sync): %s", e)
 
     # -- deciding
@@ -288,66 +293,98 @@ class NftSyncer:
         policies = decide_service(svc, list(slices), self.config, zone)
         return _Cached(svc, slices, policies, [self._renderer.render_port(p, self.config) for p in policies])
 
-    def _note(self, entry: _Cached, ports: dict[str, PortNft], policies: dict[str, PortPolicy]) -> None:
+    def _note(self, entry: _Cached, keys: set[str]) -> None:
+        """Record one Service's rendered ports as candidates (and their claims); a port the
+        layout cannot express is left out and logged once."""
         for p, r in zip(entry.policies, entry.ports, strict=True):
+            keys.add(r.key)
             if isinstance(r, Rejected):
-                self.rejected[r.key] = r
-                if (r.key, r.reason) not in self._logged:
-                    self._logged.add((r.key, r.reason))
-                    log.warning("nftables mode cannot express %s, left out: %s", r.key, r.reason)
+                self._reject(r)
                 continue
             self.rejected.pop(r.key, None)
-            ports[r.key], policies[r.key] = r, p
+            self._candidates[r.key], self._candidate_policies[r.key] = r, p
+            self._claims.claim(r.key, tuple(self._renderer.destinations(p)))
 
-    def _decide_all(self, snapshot: Snapshot) -> tuple[dict[str, PortNft], dict[str, PortPolicy]]:
+    def _reject(self, r: Rejected) -> None:
+        self.rejected[r.key] = r
+        if (r.key, r.reason) not in self._logged:
+            self._logged.add((r.key, r.reason))
+            log.warning("nftables mode cannot express %s, left out: %s", r.key, r.reason)
+
+    def _forget(self, key: str) -> None:
+        self._candidates.pop(key, None)
+        self._candidate_policies.pop(key, None)
+        self._claims.claim(key, None)
+        self.rejected.pop(key, None)
+
+    def _arbitrate(self, scope: Iterable[str]) -> dict[str, PortNft | None]:
+        """The ports of ``scope`` that change in the kernel: a candidate that keeps its
+        destinations is loaded, one that clashes with an earlier port is rejected as `render`
+        does, a port no longer a candidate goes."""
+        scope = set(scope)
+        kept, lost = self._claims.arbitrate(scope)
+        changes: dict[str, PortNft | None] = {}
+        for k in scope:
+            if k in lost:
+                d, holder = lost[k]
+                p = self._candidate_policies[k]
+                why = f"Service port {p.spn} ({p.proto}): {d} is already {self._candidate_policies[holder].spn}'s"
+                self._reject(Rejected(k, p.service_key, why))
+            elif k in self._candidates and k in self.rejected:
+                del self.rejected[k]  # its clash is over
+            new = self._candidates[k] if k in kept else None
+            if self._mirror.ports.get(k) is not new:
+                changes[k] = new
+        return changes
+
+    def _decide_all(self, snapshot: Snapshot) -> None:
+        """Every Service's ports as candidates; only changed Services are decided again."""
         by_service = slices_by_service(snapshot)
         zone = node_zone(snapshot, self.config)
-        ports: dict[str, PortNft] = {}
-        policies: dict[str, PortPolicy] = {}
         live: set[str] = set()
         self.rejected = {}
+        self._candidates, self._candidate_policies, self._claims = {}, {}, Claims()
+        keys: set[str] = set()
         for svc in snapshot.services:
             slices = tuple(by_service.get(svc.key, ()))
             hit = self._services.get(svc.key)
             if hit is None or (hit.service is not svc and hit.service != svc) or hit.slices != slices:
                 hit = self._services[svc.key] = self._render(svc, slices, zone)
             live.add(svc.key)
-            self._note(hit, ports, policies)
+            self._note(hit, keys)
         for gone in [k for k in self._services if k not in live]:
             del self._services[gone]
-        return ports, policies
 
-    def _incremental(self, snapshot: Snapshot) -> tuple[dict[str, PortNft | None], dict[str, PortPolicy]] | None:
-        """With the source's change hint: decide and render only the changed Services, updating
-        the applied policies in place. Returns (changes by port key, the touched ports' policies
-        before); None when a full pass is needed (no hint, a Node changed, nothing applied yet)."""
+    def _incremental(self, snapshot: Snapshot) -> set[str] | None:
+        """With the source's change hint: decide and render only the changed Services; the
+        port keys they had and have. None when a full pass is needed (no hint, a Node changed,
+        nothing applied yet)."""
         changes = snapshot.changes
         if changes is None or changes.nodes_changed or not self._services:
             return None
         zone = node_zone(snapshot, self.config)
-        out: dict[str, PortNft | None] = {}
-        before: dict[str, PortPolicy] = {}
+        keys: set[str] = set()
         for key in changes.services:
             old = self._services.pop(key, None)
             if old is not None:
                 for r in old.ports:
-                    out[r.key] = None
-                    self.rejected.pop(r.key, None)
-                    if r.key in self._policies:
-                        before[r.key] = self._policies.pop(r.key)
+                    keys.add(r.key)
+                    for d in self._claims.dests.get(r.key, ()):  # ports that shared a destination with it
+                        keys.update(self._claims.holders.get(d, ()))
+                    self._forget(r.key)
             svc = changes.service_index.get(key)
             if svc is None:
                 continue
             slices = tuple(sorted(changes.slice_index.get(key, ()), key=lambda sl: sl.name))
             entry = self._services[key] = self._render(svc, slices, zone)
-            ports: dict[str, PortNft] = {}
-            self._note(entry, ports, self._policies)
-            out.update(ports)
-        return out, before
+            self._note(entry, keys)
+        return keys
 
     def _rendered(self) -> NftRendered:
-        ordered = [self._mirror.ports[k] for k in sorted(self._mirror.ports, key=_render_order)]
-        return NftRendered(self._fixed, self._mirror.group_set, tuple(ordered), tuple(self.rejected.values()))
+        ordered = [self._mirror.ports[k] for k in sorted(self._mirror.ports, key=render_order)]
+        groups = self._mirror.group_set
+        fixed = tuple(self._renderer.fixed(self.config, groups))
+        return NftRendered(fixed, groups, tuple(ordered), tuple(self.rejected.values()))
 
     def _gen(self) -> int | None:
         if self.generation is None:
