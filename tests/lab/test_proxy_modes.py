@@ -33,6 +33,7 @@ def test_demo_checks_pass_in_nftables_mode() -> None:
     report = demo.run(said.append, unique_name("bl"), proxy_mode="nftables")
     assert report.failures == [], "\n".join(said)
     assert any("nftables mode" in line for line in said)
+    assert "no trace shown" in report.story  # the tracer reads iptables: no story without the rules
     assert all(len(set(servers)) > 1 for servers in report.clusterip.values()), report.clusterip
 
 

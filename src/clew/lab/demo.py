@@ -127,7 +127,10 @@ def run(say: Callable[[str], None], name: str = "clew", proxy_mode: str = "iptab
         say("external → NodePort: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in report.nodeport.items()))
         names = {n.ip: n.name for n in plan.nodes}
         client = next((p for p in pods if p.node != plan.nodes[0].name), pods[0])  # a pod elsewhere
-        report.story = _story(plan.node(client.node).netns, client.ip, web, names)
+        if proxy_mode == "iptables":
+            report.story = _story(plan.node(client.node).netns, client.ip, web, names)
+        else:  # the tracer reads iptables-save: it would tell a story without the Service's rules
+            report.story = f"(clew trace reads iptables rules; the nodes run {proxy_mode} mode: no trace shown)"
     finally:
         down(name)
         report.seconds = time.monotonic() - start
