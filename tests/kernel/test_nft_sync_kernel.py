@@ -21,7 +21,7 @@ from clew.kernel.nftables import NodeNft
 from clew.model.from_kube import build_snapshot
 from clew.model.objects import Changes, EndpointSlice, Snapshot
 from clew.model.proxy_config import DetectLocal, ProxyConfig
-from clew.proxy.nftables import render
+from clew.proxy.nftables import apply, render
 from clew.proxy.nftables.sync import NftSyncer
 from clew.proxy.node_settings import node_config
 from clew.proxy.policy import decide
@@ -105,17 +105,38 @@ def reference(ref: NodeNft, snapshot: Snapshot) -> Any:
     return table(ref)
 
 
+class Racing:
+    """The node's kernel, with another program committing to its own table right before each of
+    our transactions (after the sync decided what to write): the window a concurrent writer has."""
+
+    def __init__(self, ours: NodeNft, theirs: NodeNft, written: list[str]) -> None:
+        self.ours, self.theirs, self.written = ours, theirs, written
+
+    def run(self, script: str) -> None:
+        self.written.append(f"10.3.{len(self.written)}.1")
+        self.theirs.run(f"add element ip other seen {{ {self.written[-1]} }}")
+        self.ours.run(script)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ours, name)
+
+
 def test_partial_syncs_leave_the_table_a_fresh_load_would_and_others_tables_alone(pair: tuple[str, str]) -> None:
     node_ns, ref_ns = pair
-    node, ref = NodeNft(node_ns), NodeNft(ref_ns)
+    node, ref, theirs = NodeNft(node_ns), NodeNft(ref_ns), NodeNft(node_ns)
     try:
         node.run(FOREIGN)
-        s = NftSyncer(node_ns, CONFIG)
+        foreign: list[str] = []
+        kernel = Racing(node, theirs, foreign)
+        # full_sync_period 0: every sync first runs the periodic check, which reads the whole table
+        # and must find it as the syncs left it (else the sync would be full)
+        s = NftSyncer(node_ns, CONFIG, kernel=kernel, generation=apply.generation_for(node_ns),
+                      rules=apply.rules_for(node_ns), delete_udp_flows=apply.conntrack_for(node_ns),
+                      full_sync_period=0.0)  # fmt: skip
         rng = random.Random(11)
         state: dict[int, dict[str, Any]] = {i: {"eps": [f"10.244.{i}.1"]} for i in range(8)}
         assert s.sync(snap(state)).full
         assert table(node) == reference(ref, snap(state))
-        foreign: list[str] = []
         shared = [f"10.244.0.{j}" for j in range(1, 5)]
         for step in range(40):
             i = rng.randrange(12)
@@ -133,11 +154,14 @@ def test_partial_syncs_leave_the_table_a_fresh_load_would_and_others_tables_alon
             r = s.sync(snap(state, {i} if step % 2 else None))
             assert r.ok and not r.full, (step, r.error)
             assert table(node) == reference(ref, snap(state)), step
+            node.run(f"add element ip other seen {{ 10.2.{step}.1 }}")  # someone else's commit after ours
+            foreign.append(f"10.2.{step}.1")
+            assert s.tampered() == [], step  # the check reads, and finds nothing wrong
             other, other_rules = table(node, "other")
             assert set(other.elements["seen"]) == set(foreign) and len(other_rules["input"]) == 1
     finally:
-        node.close()
-        ref.close()
+        for k in (node, ref, theirs):
+            k.close()
 
 
 def test_a_failed_partial_sync_changes_nothing_and_the_next_full_one_repairs(pair: tuple[str, str]) -> None:
@@ -160,16 +184,27 @@ def test_a_failed_partial_sync_changes_nothing_and_the_next_full_one_repairs(pai
         ref.close()
 
 
-def test_the_tamper_check_sees_a_deleted_table_and_nothing_else(pair: tuple[str, str]) -> None:
+def test_the_tamper_check_sees_changed_rules_a_deleted_table_and_nothing_else(pair: tuple[str, str]) -> None:
     node_ns, _ = pair
     node = NodeNft(node_ns)
     try:
         node.run(FOREIGN)
         s = NftSyncer(node_ns, CONFIG)
-        s.sync(snap({1: {"eps": ["10.244.1.1"]}}))
+        state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1"]}}
+        s.sync(snap(state))
         assert s.tampered() == []
         node.run("add element ip other seen { 10.9.9.9 }")  # someone else's commit: read, intact
         assert s.tampered() == []
+        node.run("flush chain ip clew masquerading\nadd rule ip clew masquerading masquerade")
+        assert [d.chain for d in s.tampered()] == ["masquerading"]
+        s.request_full()
+        s.sync(snap(state))
+        node.run("add element ip other seen { 10.9.9.8 }")
+        assert s.tampered() == []
+        # a rule replaced by another one: the same number of rules, other bytes
+        rule = node.list_json("chain ip clew filter-forward")["nftables"][-1]["rule"]
+        node.run(f"replace rule ip clew filter-forward handle {rule['handle']} ct state new counter")
+        assert [(d.chain, d.change) for d in s.tampered()] == [("filter-forward", "rules changed")]
         node.run("delete table ip clew")
         assert [d.change for d in s.tampered()] == ["table ip clew is gone"]
     finally:

@@ -11,15 +11,22 @@ atomic transaction per sync, in time proportional to what changed.
   ports that use them; affinity Services' own chains and sets are written or deleted. One
   ``run()``: all or nothing.
 * **Full sync**: one transaction that replaces clew's table with the render (the renderer's
-  script: ``add table`` + ``delete table`` + everything): at the first sync, after any failure, when the
-  configuration (hence the fixed part) changes, when the table was tampered with, and every
-  ``full_sync_period`` (kube-proxy: 1 h). The first one also removes iptables mode's rules
-  (clew's and kube-proxy's KUBE-* chains and their jumps): the two modes must not both DNAT.
+  script: ``add table`` + ``delete table`` + everything): at the first sync, after any failure,
+  when the configuration (hence the fixed part) changes, when the table was tampered with. The
+  first one also removes iptables mode's rules (clew's and kube-proxy's KUBE-* chains and their
+  jumps): the two modes must not both DNAT.
+* **Periodic check** (every ``full_sync_period``, kube-proxy's 1 h full sync): the whole table is
+  read once and compared with the mirror (chains, rule counts, every element with its value and
+  comment); only when it differs is it replaced — affinity entries survive the hour.
 * **Tamper check** (`tampered`, the agent calls it every second): the ruleset generation is
   read (one netlink round trip); only when someone else committed since the table was last
   found intact are the table's chains listed (``nft list chains``: no elements are read, ~5 ms
-  beside 200k elements where ``list chain`` costs 3 s) and compared with what the last sync
-  left: the table gone or a chain missing means a full sync.
+  beside 200k elements where ``list chain`` costs 3 s) and the table's rules dumped over
+  netlink (`clew.kernel.nft_rules`: no elements either): the table or a chain gone, or a fixed
+  chain's rules other than the render's number or our last commit's bytes, means a full sync.
+* **Destination clashes** (two ports claiming one ``ip . proto . port``): decided as `render`
+  does — the first port in render order keeps it — re-deciding only the ports connected to a
+  change (``claims.py``).
 * **Bad input**: a port the layout cannot express (`Rejected`) is left out, logged once while it
   stays, and reported in `SyncResult.rejected` (the agent counts it); every other port keeps its
   elements.
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -119,6 +127,7 @@ class NftSyncer:
     kernel: NftKernel | None = None
     generation: Callable[[], int] | None = None
     delete_udp_flows: Callable[..., int] | None = None
+    rules: Callable[[], dict[str, list[bytes]]] | None = None  # the table's rules per chain (tamper check)
     leave_iptables_mode: Callable[[], list[str]] | None = None
     renderer: NftRenderer | None = None
     needs_full: bool = True
@@ -137,22 +146,36 @@ class NftSyncer:
     _base: ProxyConfig | None = None
     _logged: set[tuple[str, str]] = field(default_factory=set)
     _cleanup_failed: bool = False
+    _baseline: dict[str, list[bytes]] | None = None  # the fixed chains' rules as our last commit left them
 
     def __post_init__(self) -> None:
         from clew.proxy.nftables import apply
 
         real = self.kernel is None
-        self._kernel: NftKernel = self.kernel if self.kernel is not None else apply.kernel_for(self.netns)
+        self._own_kernel: NftKernel | None = None  # opened at first use: a missing namespace fails a sync
         if self.generation is None and real:
             self.generation = apply.generation_for(self.netns)
+        if self.rules is None and real:
+            self.rules = apply.rules_for(self.netns)
         if self.delete_udp_flows is None:
             self.delete_udp_flows = apply.conntrack_for(self.netns) if real else (lambda **_: 0)
         self._renderer = self.renderer or default_renderer()
 
+    @property
+    def _kernel(self) -> NftKernel:
+        if self.kernel is not None:
+            return self.kernel
+        if self._own_kernel is None:
+            from clew.proxy.nftables import apply
+
+            self._own_kernel = apply.kernel_for(self.netns)
+        return self._own_kernel
+
     def close(self) -> None:
         """Release the nftables context this syncer opened (not one it was given)."""
-        if self.kernel is None:
-            self._kernel.close()
+        if self._own_kernel is not None:
+            self._own_kernel.close()
+            self._own_kernel = None
 
     # -- the agent's surface (as `ProxySyncer`)
 
@@ -164,10 +187,12 @@ class NftSyncer:
         return not self.tampered()
 
     def tampered(self) -> list[Difference]:
-        """What is missing from clew's table since the last sync: the table itself or a chain
-        (empty: nothing, or no sync yet). One netlink round trip when the generation has not
-        moved by someone else's commit; otherwise ``nft list chains`` (no elements read). A
-        read that fails is logged and tried again at the next check."""
+        """What changed in clew's table since the last sync (empty: nothing, or no sync yet):
+        the table gone, a chain gone, a fixed chain's rules other than the render's (their
+        number) or than our last commit left them (their bytes). One netlink round trip when the
+        generation has not moved by someone else's commit; otherwise ``nft list chains`` (no
+        elements read) and a netlink dump of the table's rules (no elements either). A read
+        that fails is logged and tried again at the next check."""
         if self.needs_full or not self._fixed:
             return []
         gen = self._gen()
@@ -175,15 +200,77 @@ class NftSyncer:
             return []
         try:
             listed = listed_chains(self._kernel.list_json("chains"))
+            dump = self.rules() if self.rules is not None and listed is not None else None
         except KernelError as e:
-            log.warning("cannot list clew's nftables chains, trying again later: %s", e)
+            log.warning("cannot read clew's nftables table, trying again later: %s", e)
             return []
         if listed is None:
             return [Difference(TABLE, "*", "table ip clew is gone")]
         want = chain_names(self._fixed) | {c.name for p in self._mirror.ports.values() for c in p.chains}
         diffs = [Difference(TABLE, name, "chain is gone") for name in sorted(want - listed)]
+        if dump is not None:
+            diffs += self._rule_diffs(dump, listed)
         if not diffs:
             self._verified_gen = gen
+        return diffs
+
+    def _verify(self) -> bool | None:
+        """The periodic check: does the whole table hold what the syncs wrote — every chain, the
+        number of rules in each, every element with its value and comment (affinity sets' and
+        the fixed part's own elements aside)? None when it cannot be read (tried at the next
+        sync). Replacing the table only when it differs keeps affinity entries across hours."""
+        from clew.proxy.nftables import apply
+
+        try:
+            state = apply.table_state(self._kernel)
+        except KernelError as e:
+            log.warning("periodic check put off: cannot read clew's table: %s", e)
+            return None
+        if state is None:
+            log.warning("periodic check: table ip clew is gone")
+            return False
+        fixed_now = self._fixed_for_now()
+        chains = {c.name: len(c.rules) for p in self._mirror.ports.values() for c in p.chains}
+        for line in fixed_now:
+            if line.startswith(f"add rule {_T} "):
+                name = line.split(" ", 5)[4]
+                chains[name] = chains.get(name, 0) + 1
+        chains.update((c, chains.get(c, 0)) for c in chain_names(fixed_now))
+        if state.rule_counts != chains:
+            odd = sorted(
+                c for c in chains.keys() | state.rule_counts.keys() if chains.get(c) != state.rule_counts.get(c)
+            )
+            log.warning("periodic check: chains differ from the syncs' (%s)", ", ".join(odd[:5]))
+            return False
+        skip = {line.split(" ", 5)[4] for line in fixed_now if line.startswith(f"add element {_T} ")}
+        skip |= {s.name for p in self._mirror.ports.values() for s in p.sets}
+        want: dict[str, dict[str, tuple[str | None, str]]] = {}
+        for (name, key), held in self._mirror.held.items():
+            want.setdefault(name, {})[key] = (held.value, held.comment)
+        for name in state.sets.keys() | want.keys():
+            if name in skip:
+                continue
+            got = {k: (x.value, x.comment) for k, x in state.elements.get(name, {}).items()}
+            if got != want.get(name, {}):
+                log.warning("periodic check: the elements of %s differ from the syncs'", name)
+                return False
+        return True
+
+    def _rule_diffs(self, dump: dict[str, list[bytes]], listed: set[str]) -> list[Difference]:
+        fixed_now = self._renderer.fixed(self.config, self._mirror.group_set)
+        counts = Counter(line.split(" ", 5)[4] for line in fixed_now if line.startswith(f"add rule {_T} "))
+        diffs = []
+        chains = sorted(chain_names(fixed_now))
+        for chain in chains:
+            if chain not in listed:
+                continue  # said already: the chain is gone
+            got = dump.get(chain, [])
+            if len(got) != counts.get(chain, 0):
+                diffs.append(Difference(TABLE, chain, f"{len(got)} rules where the render has {counts.get(chain, 0)}"))
+            elif self._baseline is not None and self._baseline.get(chain, []) != got:
+                diffs.append(Difference(TABLE, chain, "rules changed"))
+        if not diffs and self._baseline is None:
+            self._baseline = {c: dump.get(c, []) for c in chains}
         return diffs
 
     def payload(self) -> str:
@@ -201,7 +288,13 @@ class NftSyncer:
         if config != self.config:
             self.config, self.needs_full = config, True
             self._services.clear()
-        full = self.needs_full or start - self._last_full >= self.full_sync_period
+        if not self.needs_full and start - self._last_full >= self.full_sync_period:
+            intact = self._verify()  # kube-proxy's periodic full sync, but only when needed
+            if intact is True:
+                self._last_full = start
+            elif intact is False:
+                self.needs_full = True
+        full = self.needs_full
         touched = None if full else self._incremental(snapshot)
         if touched is None:
             self._decide_all(snapshot)
@@ -248,8 +341,8 @@ class NftSyncer:
         rendered = NftRendered(fixed, mirror.group_set, tuple(ordered), tuple(self.rejected.values()))
         before = self._gen()
         self._kernel.run(self._renderer.script(rendered))  # replaces the table: add + delete + all
-        self._after_commit(before, full=True)
         self._mirror, self._fixed = mirror, fixed
+        self._after_commit(before, full=True, fixed_rules=True)
         self._last_full = self.clock()
         return len(fixed) + len(mirror.held) + sum(len(c.rules) for p in ordered for c in p.chains)
 
@@ -259,16 +352,30 @@ class NftSyncer:
             return 0
         before = self._gen()
         self._kernel.run(step.script())
-        self._after_commit(before, full=False)
+        self._after_commit(before, full=False, fixed_rules=step.groups_changed)
         return len(step.commands)
 
-    def _after_commit(self, before: int | None, *, full: bool) -> None:
+    def _after_commit(self, before: int | None, *, full: bool, fixed_rules: bool) -> None:
         """The table stays verified (no read at the next tamper check) when only our commit moved
         the generation: after a full sync it holds just what we wrote; after a partial one, what
-        was verified plus our change."""
+        was verified plus our change. When our commit rewrote fixed chains' rules, their new
+        bytes are the baseline — read now if the commit was ours alone, else at the next check
+        that finds their number right."""
         after = self._gen()
         ours = before is not None and after is not None and after - before == 1
         self._verified_gen = after if ours and (full or before == self._verified_gen) else None
+        if fixed_rules:
+            self._baseline = None
+            if ours and self.rules is not None:
+                try:
+                    dump = self.rules()
+                except KernelError:
+                    return
+                if self._gen() == after:
+                    self._baseline = {c: dump.get(c, []) for c in chain_names(self._fixed_for_now())}
+
+    def _fixed_for_now(self) -> Sequence[str]:
+        return self._renderer.fixed(self.config, self._mirror.group_set)
 
     def _leave_iptables_mode(self) -> None:
         if self._left_iptables or self.leave_iptables_mode is None:
@@ -328,7 +435,9 @@ class NftSyncer:
             if k in lost:
                 d, holder = lost[k]
                 p = self._candidate_policies[k]
-                why = f"Service port {p.spn} ({p.proto}): {d} is already {self._candidate_policies[holder].spn}'s"
+                held = self._candidate_policies[holder].spn  # the words of `render.render`
+                why = f"destination {d} is already {held}'s (nft takes one value per map key)"
+                why = f"Service port {p.spn} ({p.proto}): {why}"
                 self._reject(Rejected(k, p.service_key, why))
             elif k in self._candidates and k in self.rejected:
                 del self.rejected[k]  # its clash is over
