@@ -73,7 +73,7 @@ def _p99(values: list[float]) -> float:
 
 
 def _ratio(a: float, b: float | None) -> float | None:
-    return None if b is None or not b else round(a / b, 3)
+    return None if b is None or not b else round(a / b, 5)
 
 
 def run(

@@ -305,8 +305,11 @@ def _s(value: float | None, width: int, digits: int) -> str:
     return f"{'n/a':>{width}} " if value is None else f"{value:>{width}.{digits}f}s"
 
 
-def _x(value: float | None) -> str:
-    return "  n/a" if value is None else f"{value:5.2f}×"
+def _faster(ratio: float | None) -> str:
+    """clew's time over kube-proxy's, said the readable way round (``365× faster``)."""
+    if ratio is None:
+        return "  n/a"
+    return f"{1 / ratio:.0f}× faster" if 0 < ratio < 1 else f"{ratio:5.2f}×"
 
 
 def sync_table(r: SyncBench) -> str:
@@ -338,16 +341,16 @@ def sync_table_nft(r: SyncBench) -> str:
     change_target, rss_target = (0.005, 150) if small else (0.010, 1024)
     p99_ok = "meets" if r.change_p99_s <= change_target else "misses"
     vs = r.change_vs_kube_proxy
-    kp_ok = "" if vs is None else f" ({'meets' if vs <= 1 / 30 else 'misses'} ≥ 30× faster)"
+    kp_ok = "" if vs is None else f" ({'meets' if vs <= 1 / 30 else 'misses'} ≥ 30×)"
     rows = [
         f"clew bench sync: {r.services} Services × 3 endpoints, mode nftables, {r.partial_syncs} of {r.changes} "
         "changes synced partially",
         f"  {'':<28}{'clew':>10}  {'nft -f':>10}  {'clew/nft -f':<21}{'kube-proxy':>11}  clew/kube-proxy",
         f"  {'first load (empty netns)':<28}{r.first_full_sync_s:>9.3f}s",
         f"  {'full resync over the table':<28}{r.full_sync_s:>9.3f}s  {r.raw_full_restore_s:>9.3f}s  "
-        f"{_verdict(r.full_ratio, 1.3):<21}{_s(r.kube_proxy_full_restore_s, 10, 3)}  {_x(r.full_vs_kube_proxy)}",
+        f"{_verdict(r.full_ratio, 1.3):<21}{_s(r.kube_proxy_full_restore_s, 10, 3)}  {_faster(r.full_vs_kube_proxy)}",
         f"  {'one change, p50':<28}{r.change_p50_s * 1000:>8.2f}ms  {r.raw_partial_restore_s * 1000:>8.2f}ms  "
-        f"{r.change_ratio:5.2f}×{'':<15}{_s(r.kube_proxy_partial_restore_s, 10, 4)}  {_x(vs)}{kp_ok}",
+        f"{r.change_ratio:5.2f}×{'':<15}{_s(r.kube_proxy_partial_restore_s, 10, 4)}  {_faster(vs)}{kp_ok}",
         f"  {'one change, p99':<28}{r.change_p99_s * 1000:>8.2f}ms  ({p99_ok} ≤ {change_target * 1000:g} ms)",
         f"  {'resident memory':<28}{r.rss_mb:>8.1f}MB  (peak {r.peak_rss_mb} MB; "
         f"{'meets' if r.rss_mb <= rss_target else 'misses'} ≤ {rss_target} MB)",
