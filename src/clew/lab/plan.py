@@ -23,6 +23,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 MAX_NODES = 9
+PROXY_MODES = ("iptables", "nftables")
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,8 @@ class LabConfig:
             raise ValueError(f"per_segment: {self.per_segment} is out of range 1-{MAX_NODES} (0: the default)")
         if self.bgp_router not in ("reflector", "ebgp"):
             raise ValueError(f"bgp_router: {self.bgp_router!r} is not reflector or ebgp")
-        if self.proxy_mode != "iptables":
-            raise ValueError(f"proxy_mode: {self.proxy_mode!r}: the lab runs the iptables mode for now")
+        if self.proxy_mode not in PROXY_MODES:
+            raise ValueError(f"proxy_mode: {self.proxy_mode!r} is not {' or '.join(PROXY_MODES)}")
         if not self.name.replace("-", "").isalnum() or len(self.name) > 8:
             raise ValueError(f"name: {self.name!r} must be ≤ 8 letters, digits or dashes")
         ipaddress.IPv4Network(self.service_cidr)
