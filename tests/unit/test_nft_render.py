@@ -298,6 +298,18 @@ def test_regroup_adds_maps_first_refills_changed_roles_and_deletes_last() -> Non
     assert regroup(new, new) == ((), ())
 
 
+def test_regroup_appends_the_rules_of_new_groups_when_none_goes() -> None:
+    old = {Group("dst", "tcp", 1), Group("np", "tcp", 1)}
+    new = old | {Group("dst", "tcp", 3), Group("np-sc", "udp", 2)}
+    before, after = regroup(old, new)
+    assert [c.split(" {")[0] for c in before[:2]] == ["add map ip clew dst-tcp-3", "add map ip clew np-sc-udp-2"]
+    assert before[2:] == (
+        "add rule ip clew dnat-dst dnat ip to ip daddr . tcp dport . numgen random mod 3 map @dst-tcp-3",
+        "add rule ip clew dnat-np-sc dnat ip to udp dport . numgen random mod 2 map @np-sc-udp-2",
+    )
+    assert after == ()
+
+
 def _fixed_rules(config: ProxyConfig, chain: str) -> list[str]:
     prefix = f"add rule ip clew {chain} "
     return [c.removeprefix(prefix) for c in fx.fixed(config, ()) if c.startswith(prefix)]

@@ -1,7 +1,9 @@
 """The nftables-mode sync engine against an in-memory kernel: partial syncs write only the
-changed Services' elements (exact commands), groups and affinity chains come and go with the
+changed Services' elements (exact commands), groups appear with the first port that uses them
+(rule appended) and stay, empty, until the next full sync, affinity chains come and go with the
 ports that use them, a failure makes the next sync full, and any sequence of changes leaves the
-kernel exactly as a fresh full load of the same objects."""
+kernel as a fresh full load of the same objects — exactly so after a full sync, and after partial
+syncs but for the empty group maps (and their rules) kept lazily and the order of group rules."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from clew.fakes.nft import FakeNft
+from clew.kernel import nft_json
 from clew.kernel.errors import KernelError
 from clew.model.from_kube import build_snapshot
 from clew.model.objects import Changes, EndpointSlice, Snapshot
@@ -81,6 +84,33 @@ def table(k: FakeNft) -> Any:
     """Everything comparable: chains (base specs), rules in order, sets, elements with comments."""
     state = k.state()
     return None if state is None else (state, {c: k.rules(c) for c in k.chains()})
+
+
+def live(t: Any) -> Any:
+    """``table(k)`` without what a partial sync keeps lazily — group maps no port uses any more
+    (empty) and their rules — and with each role chain's rules sorted (a new group's rule is
+    appended; a full load writes them in group order). Checks on the way that every group map
+    the table holds has exactly one rule in its role chain, and no role chain rule another."""
+    state, rules = t
+    groups = {n: g for n in state.sets if (g := render.group_of(n)) is not None}
+    for name, g in groups.items():
+        chain = rules.get(f"dnat-{g.role}", [])
+        assert sum(r.endswith(f" map @{name}") for r in chain) == 1, (name, chain)
+    for role in ("dst", "dst-sc", "np", "np-sc"):
+        for r in rules.get(f"dnat-{role}", []):
+            assert r.rsplit("@", 1)[1] in groups, r
+    empty = {n for n in groups if not state.elements.get(n)}
+    rules = {
+        c: sorted(r for r in rs if r.rsplit("@", 1)[-1] not in empty) if c.startswith("dnat-") else rs
+        for c, rs in rules.items()
+    }
+    state = nft_json.State(
+        state.chains,
+        {c: len(rules.get(c, [])) for c in state.rule_counts},
+        {n: m for n, m in state.sets.items() if n not in empty},
+        {n: e for n, e in state.elements.items() if n not in empty},
+    )
+    return state, rules
 
 
 def fresh(snapshot: Snapshot) -> Any:
@@ -156,7 +186,7 @@ def test_nothing_changed_writes_nothing() -> None:
     assert r.ok and not r.full and not r.wrote and len(k.log) == n
 
 
-def test_groups_appear_and_go_with_the_endpoint_count() -> None:
+def test_groups_appear_with_an_appended_rule_and_stay_until_a_full_sync() -> None:
     s, k = syncer()
     state = {1: {"eps": ["10.244.1.1", "10.244.1.2"]}, 2: {"eps": ["10.244.2.1"]}}
     s.sync(snap(state))
@@ -164,26 +194,36 @@ def test_groups_appear_and_go_with_the_endpoint_count() -> None:
     s.sync(snap(state, {1}))
     lines = written(k)
     assert lines[0].startswith("add map ip clew dst-tcp-3 {")
-    assert lines[1:4] == [
-        "flush chain ip clew dnat-dst",
-        "add rule ip clew dnat-dst dnat ip to ip daddr . tcp dport . numgen random mod 1 map @dst-tcp-1",
-        "add rule ip clew dnat-dst dnat ip to ip daddr . tcp dport . numgen random mod 3 map @dst-tcp-3",
-    ]
-    assert lines.index("delete map ip clew dst-tcp-2") > lines.index(
-        "delete element ip clew dst-tcp-2 { 10.96.0.2 . 80 . 1 }"
-    )
+    assert lines[1] == "add rule ip clew dnat-dst dnat ip to ip daddr . tcp dport . numgen random mod 3 map @dst-tcp-3"
+    assert not any(x.startswith(("flush", "delete map", "delete chain")) for x in lines)  # no rule rewritten
     assert not any("dst-tcp-1 {" in x for x in lines if x.startswith("add element"))  # s2 untouched
-    assert "dst-tcp-2" not in k.sets() and set(k.elements("dst-tcp-3")) == {f"10.96.0.2 . 80 . {i}" for i in range(3)}
-    assert table(k) == reference(snap(state))
+    # dst-tcp-2 is kept, empty, with its rule
+    assert k.elements("dst-tcp-2") == {} and set(k.elements("dst-tcp-3")) == {f"10.96.0.2 . 80 . {i}" for i in range(3)}
+    assert sorted(k.rules("dnat-dst")) == sorted(r.removeprefix("add rule ip clew dnat-dst ") for r in (
+        "add rule ip clew dnat-dst dnat ip to ip daddr . tcp dport . numgen random mod 1 map @dst-tcp-1",
+        "add rule ip clew dnat-dst dnat ip to ip daddr . tcp dport . numgen random mod 2 map @dst-tcp-2",
+        "add rule ip clew dnat-dst dnat ip to ip daddr . tcp dport . numgen random mod 3 map @dst-tcp-3"))  # fmt: skip
+    assert table(k) != reference(snap(state)) and live(table(k)) == live(reference(snap(state)))
+    assert s.tampered() == []  # a kept group is no tampering
     # a change inside a group keeps the role chain alone
     state[1] = {"eps": ["10.244.1.1", "10.244.1.2", "10.244.1.4"]}
     s.sync(snap(state, {1}))
-    assert not any("chain" in x or "map ip" in x for x in written(k))
-    # the last port of a group goes: its map and rule go
+    assert not any("chain" in x or "map ip" in x or "rule" in x for x in written(k))
+    # back to 2 endpoints: the kept group is used again, no map or rule written
+    state[1] = {"eps": ["10.244.1.1", "10.244.1.2"]}
+    s.sync(snap(state, {1}))
+    assert not any("map ip" in x or "rule" in x for x in written(k))
+    assert k.elements("dst-tcp-3") == {} and len(k.elements("dst-tcp-2")) == 2
+    # the last port of a group goes: its map and rule stay
     del state[2]
     s.sync(snap(state, {2}))
-    assert "delete map ip clew dst-tcp-1" in written(k) and "dst-tcp-1" not in k.sets()
-    assert table(k) == reference(snap(state))
+    assert not any("map ip" in x or "rule" in x for x in written(k)) and k.elements("dst-tcp-1") == {}
+    assert live(table(k)) == live(reference(snap(state)))
+    # the next full sync renders only the groups in use
+    s.request_full()
+    assert s.sync(snap(state)).full
+    assert {n for n in k.sets() if n.startswith("dst-")} == {"dst-tcp-2"} and table(k) == reference(snap(state))
+    assert s.tampered() == []
 
 
 def test_affinity_chains_and_sets_come_and_go() -> None:
@@ -199,7 +239,7 @@ def test_affinity_chains_and_sets_come_and_go() -> None:
     assert lines[0].startswith("add chain ip clew service-") and lines[1].startswith("flush chain ip clew service-")
     affinity = {n for n in k.sets() if n.startswith("affinity-")}
     assert len(affinity) == 2
-    assert table(k) == reference(snap(state))
+    assert live(table(k)) == live(reference(snap(state)))
     # endpoints change: chains rewritten, the kept endpoint's affinity set (and its entries) kept
     state[1] = {"eps": ["10.244.1.1", "10.244.1.3"], "affinity": True}
     s.sync(snap(state, {1}))
@@ -207,7 +247,7 @@ def test_affinity_chains_and_sets_come_and_go() -> None:
     kept = next(n for n in affinity if "10.244.1.1" in n)
     assert not any(kept in x for x in lines if x.startswith(("add set", "delete set")))
     assert any(x.startswith("delete set ip clew affinity-") and "10.244.1.2" in x for x in lines)
-    assert table(k) == reference(snap(state))
+    assert live(table(k)) == live(reference(snap(state)))
     # affinity off: the verdict element goes first, then the chains and sets
     state[1] = {"eps": ["10.244.1.1"]}
     s.sync(snap(state, {1}))
@@ -217,7 +257,7 @@ def test_affinity_chains_and_sets_come_and_go() -> None:
         lines.index(next(x for x in lines if x.startswith("delete element ip clew service-ips"))) < first_delete_chain
     )
     assert set(k.chains()) == before and not any(n.startswith("affinity-") for n in k.sets())
-    assert table(k) == reference(snap(state))
+    assert live(table(k)) == live(reference(snap(state)))
 
 
 def test_a_failed_sync_makes_the_next_one_full() -> None:
@@ -403,7 +443,14 @@ def test_random_change_sequences_equal_a_fresh_full_load(hinted: bool) -> None:
             state[i] = {"eps": eps, "affinity": rng.random() < 0.15, "udp": i % 5 == 0,
                         "node_port": rng.random() < 0.3, "local": rng.random() < 0.2,
                         "clash": rng.random() < 0.05}  # fmt: skip
+        full = rng.random() < 0.02
+        if full:
+            s.request_full()
         r = s.sync(snap(state, {i} if hinted else None))
-        assert r.ok and (step == 0 or not r.full), r.error
-        if step % 50 == 0 or step > 980 or r.rejected:
+        assert r.ok and r.full == full, r.error
+        if full:  # a full sync over the partial syncs' table: exactly a fresh load, no kept group left
             assert table(k) == reference(snap(state), r.rejected), step
+        elif step % 50 == 0 or step > 980 or r.rejected:
+            assert live(table(k)) == live(reference(snap(state), r.rejected)), step
+    s.request_full()
+    assert s.sync(snap(state)).full and table(k) == reference(snap(state))

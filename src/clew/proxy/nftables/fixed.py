@@ -1,7 +1,8 @@
 """The fixed part of clew's nftables table: chains, sets, maps and rules whose number does not
 grow with the Services (see README.md). A function of the configuration and of the
 endpoint-count groups in use, nothing else — so a one-Service change never touches it, unless
-that Service brings the first port of a new group (or takes away the last one of an old group).
+that Service brings the first port of a new group (its map and rule are then appended; an
+unused group stays until the next full sync, see `regroup`).
 
 Names here are the layout's contract with the sync engine and the explainer.
 """
@@ -260,15 +261,25 @@ def fixed(config: ProxyConfig, groups: Iterable[Group]) -> tuple[str, ...]:
 
 def regroup(old: Iterable[Group], new: Iterable[Group]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Commands that take the table from the groups ``old`` to ``new``, as (before, after): run
-    ``before`` ahead of the element changes (new maps, the changed role chains flushed and
-    refilled with one rule per group of ``new``) and ``after`` behind them (maps of groups that
-    went, no longer referenced). Both empty when the groups did not change."""
+    ``before`` ahead of the element changes and ``after`` behind them. Both empty when the groups
+    did not change.
+
+    A role that only gains groups gets their maps and rules appended (``add map`` + ``add rule``):
+    the order of a role chain's rules does not matter (each key lives in exactly one group map), and
+    an appended rule costs what an element does (0.3 ms at 10k Services, measured) where a flushed
+    and refilled chain costs 7–13 ms. A role that loses a group (a rule can only go by its handle,
+    which the sync does not keep) has its chain flushed and refilled with one rule per group of
+    ``new``; the maps that went are deleted in ``after``, when nothing references them any more.
+    The sync engine keeps unused groups until the next full sync, so it only ever appends."""
     before_groups, after_groups = set(old), set(new)
     added, removed = after_groups - before_groups, before_groups - after_groups
-    roles = sorted({g.role for g in added | removed}, key=ROLES.index)
+    shrinking = {g.role for g in removed}
     before = [group_map_decl(g) for g in sorted(added, key=_group_order)]
-    for role in roles:
-        before.append(f"flush chain {FAMILY} {TABLE} {role_chain(role)}")
-        before.extend(group_rules(g for g in after_groups if g.role == role))
+    for role in sorted({g.role for g in added | removed}, key=ROLES.index):
+        if role in shrinking:
+            before.append(f"flush chain {FAMILY} {TABLE} {role_chain(role)}")
+            before.extend(group_rules(g for g in after_groups if g.role == role))
+        else:
+            before.extend(group_rules(g for g in added if g.role == role))
     after = [f"delete map {FAMILY} {TABLE} {g.map_name}" for g in sorted(removed, key=_group_order)]
     return tuple(before), tuple(after)

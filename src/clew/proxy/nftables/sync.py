@@ -7,9 +7,9 @@ atomic transaction per sync, in time proportional to what changed.
   source's change hint (`Snapshot.changes`) a sync does not even look at the others.
 * **Partial sync** (``plan.py``): the changed ports' elements are diffed against what the last
   sync wrote — kept in memory (`Mirror`), never read back: ``delete element`` for keys that go
-  or change, ``add element`` for new ones; a group map and its rule appear and go with the
-  ports that use them; affinity Services' own chains and sets are written or deleted. One
-  ``run()``: all or nothing.
+  or change, ``add element`` for new ones; a group's map and rule appear with the first port
+  that uses it (appended: no rule is rewritten) and stay, empty, until the next full sync;
+  affinity Services' own chains and sets are written or deleted. One ``run()``: all or nothing.
 * **Full sync**: one transaction that replaces clew's table with the render (the renderer's
   script: ``add table`` + ``delete table`` + everything): at the first sync, after any failure,
   when the configuration (hence the fixed part) changes, when the table was tampered with. The
