@@ -454,3 +454,52 @@ def test_random_change_sequences_equal_a_fresh_full_load(hinted: bool) -> None:
             assert live(table(k)) == live(reference(snap(state), r.rejected)), step
     s.request_full()
     assert s.sync(snap(state)).full and table(k) == reference(snap(state))
+
+
+def test_a_full_resync_writes_each_port_of_a_multi_port_service_from_its_own_kept_text() -> None:
+    """Full resyncs reuse each port's script text (kept with its Service's render): two ports of
+    one Service sharing endpoints (hairpin keys wanted twice), changed between full resyncs."""
+
+    def two_ports(eps: list[str], target: int) -> list[Any]:
+        ports = [{"name": n, "port": p, "protocol": "TCP"} for n, p in (("a", 80), ("b", 443))]
+        return [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "two", "namespace": "ns"},
+             "spec": {"clusterIP": "10.96.1.1", "ports": ports}},
+            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+             "metadata": {"name": "two-x", "namespace": "ns", "labels": {"kubernetes.io/service-name": "two"}},
+             "endpoints": [{"addresses": [ip]} for ip in eps],
+             "ports": [{"name": "a", "port": target, "protocol": "TCP"}, {"name": "b", "port": target + 1,
+                                                                          "protocol": "TCP"}]},
+        ]  # fmt: skip
+
+    s, k = syncer()
+    state = {1: {"eps": ["10.244.1.1"]}}
+    objs = build_snapshot([*objects(1, **state[1]), *two_ports(["10.244.5.1", "10.244.5.2"], 8080)])
+    assert s.sync(objs).full and table(k) == reference(objs)
+    for eps, target in ((["10.244.5.1", "10.244.5.3"], 8080), (["10.244.5.1", "10.244.5.3"], 9090)):
+        objs = build_snapshot([*objects(1, **state[1]), *two_ports(eps, target)])
+        assert not s.sync(objs).full
+        s.request_full()
+        assert s.sync(objs).full and table(k) == reference(objs)
+        assert k.comments("hairpin")["10.244.5.1 . 10.244.5.1"] == "ns/two:a"  # the first port's, once
+
+
+@pytest.mark.parametrize("hinted", [True, False])
+def test_a_new_node_configuration_with_services_gone_and_changed_loads_the_render(hinted: bool) -> None:
+    """A Node change (new configuration: everything decided again, a full sync) in the same sync
+    as a Service deleted and another changed."""
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.50.7"}]}}  # fmt: skip
+    s, k = syncer()
+    state: dict[int, dict[str, Any]] = {i: {"eps": [f"10.244.{i}.1"], "node_port": True} for i in range(4)}
+    s.sync(snap(state))
+    del state[1]
+    state[2] = {"eps": ["10.244.2.1", "10.244.2.2"], "node_port": True}
+    moved = snap(state, {1, 2} if hinted else None)
+    moved = replace(moved, nodes=build_snapshot([node]).nodes)
+    if hinted:
+        assert moved.changes is not None
+        moved = replace(moved, changes=replace(moved.changes, nodes_changed=True))
+    r = s.sync(moved)
+    assert r.ok and r.full and r.service_ports == 3
+    assert table(k) == reference(moved)

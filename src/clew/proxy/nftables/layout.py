@@ -93,6 +93,19 @@ class PortNft:
 
 
 @dataclass(frozen=True, slots=True)
+class PortText:
+    """One port's share of a full script as nft text (`render.port_text`): its ``add set`` /
+    ``add map`` / ``add chain`` lines, its ``add rule`` lines, and one element text per element of
+    `PortNft.elements` (same order: ``<key> comment "<spn>" : <value>``). Made once per rendered
+    port and kept with it by the sync engine, so a full resync of unchanged Services does not
+    format 78k elements again (10k Services)."""
+
+    declarations: tuple[str, ...]
+    rules: tuple[str, ...]
+    elements: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """A Service port the layout cannot express: left out, with the reason (counted and logged)."""
 

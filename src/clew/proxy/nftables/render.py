@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,7 +19,17 @@ from clew.model.proxy_config import ProxyConfig
 from clew.proxy.nftables import fixed as fx
 from clew.proxy.nftables.affinity import affinity_port, port_chain_names
 from clew.proxy.nftables.fixed import fixed, regroup
-from clew.proxy.nftables.layout import FAMILY, TABLE, Element, Group, NftRendered, PortNft, Rejected, quote
+from clew.proxy.nftables.layout import (
+    FAMILY,
+    TABLE,
+    Element,
+    Group,
+    NftRendered,
+    PortNft,
+    PortText,
+    Rejected,
+    quote,
+)
 from clew.proxy.policy import Endpoint, FilterVerdict, PortPolicy
 
 __all__ = [
@@ -27,6 +37,7 @@ __all__ = [
     "element_commands",
     "fixed",
     "group_of",
+    "port_text",
     "regroup",
     "render",
     "render_port",
@@ -257,28 +268,62 @@ def element_commands(elements: Iterable[Element], per_command: int = ELEMENTS_PE
     """``add element`` commands, one per set (split past ``per_command`` elements), each key once
     (the first wins: hairpin elements are shared by Services), one element a line so that a
     diff of two scripts shows elements."""
-    by_set: dict[str, dict[str, Element]] = {}
-    for e in elements:
-        by_set.setdefault(e.set, {}).setdefault(e.key, e)
+    return _element_commands(((e, _element_text(e)) for e in elements), per_command)
+
+
+def _element_commands(elements: Iterable[tuple[Element, str]], per_command: int) -> list[str]:
+    """`element_commands` of elements whose text is made already."""
+    keys: dict[str, list[str]] = {}
+    texts: dict[str, list[str]] = {}
+    for e, text in elements:
+        k = keys.get(e.set)
+        if k is None:
+            keys[e.set], texts[e.set] = [e.key], [text]
+        else:
+            k.append(e.key)
+            texts[e.set].append(text)
     out = []
-    for name, found in by_set.items():
-        items = list(found.values())
+    for name, found in keys.items():
+        items = texts[name]
+        if len(set(found)) < len(found):  # a key wanted twice (shared hairpin elements): the first wins
+            first: dict[str, str] = {}
+            for key, t in zip(found, items, strict=True):
+                first.setdefault(key, t)
+            items = list(first.values())
         for i in range(0, len(items), per_command):
-            body = ",\n\t".join(_element_text(e) for e in items[i : i + per_command])
+            body = ",\n\t".join(items[i : i + per_command])
             out.append(f"add element {FAMILY} {TABLE} {name} {{\n\t{body}\n}}")
     return out
 
 
-def script(rendered: NftRendered) -> str:
+def port_text(port: PortNft) -> PortText:
+    """One port's share of `script` as text (a sync engine keeps it with the port: `PortText`)."""
+    declarations = [f"add set {FAMILY} {TABLE} {s.name} {{ {s.spec} }}" for s in port.sets if not s.is_map]
+    declarations += [f"add map {FAMILY} {TABLE} {s.name} {{ {s.spec} }}" for s in port.sets if s.is_map]
+    declarations += [f"add chain {FAMILY} {TABLE} {ch.name}" for ch in port.chains]
+    rules = [f"add rule {FAMILY} {TABLE} {ch.name} {body}" for ch in port.chains for body in ch.rules]
+    comment = {c: f" comment {quote(c)}" if c else "" for c in {e.comment for e in port.elements}}
+    elements = tuple(
+        f"{e.key}{comment[e.comment]}" if e.value is None else f"{e.key}{comment[e.comment]} : {e.value}"
+        for e in port.elements
+    )
+    return PortText(tuple(declarations), tuple(rules), elements)
+
+
+def script(rendered: NftRendered, text: Callable[[PortNft], PortText] = port_text) -> str:
     """An ``nft -f`` script that replaces clew's table (or creates it) in one transaction:
-    ``add table`` + ``delete table`` (so the delete never fails), then everything again."""
+    ``add table`` + ``delete table`` (so the delete never fails), then everything again.
+    ``text`` gives each port's share (a sync engine passes the one it keeps with the port)."""
     lines = [f"add table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}", *rendered.fixed]
-    for port in rendered.ports:
-        lines.extend(f"add set {FAMILY} {TABLE} {s.name} {{ {s.spec} }}" for s in port.sets if not s.is_map)
-        lines.extend(f"add map {FAMILY} {TABLE} {s.name} {{ {s.spec} }}" for s in port.sets if s.is_map)
-        lines.extend(f"add chain {FAMILY} {TABLE} {ch.name}" for ch in port.chains)
-    for port in rendered.ports:
-        for ch in port.chains:
-            lines.extend(f"add rule {FAMILY} {TABLE} {ch.name} {body}" for body in ch.rules)
-    lines.extend(element_commands(e for port in rendered.ports for e in port.elements))
+    texts: Sequence[PortText] = [text(port) for port in rendered.ports]
+    for t in texts:
+        lines.extend(t.declarations)
+    for t in texts:
+        lines.extend(t.rules)
+    pairs = (
+        pair
+        for port, t in zip(rendered.ports, texts, strict=True)
+        for pair in zip(port.elements, t.elements, strict=True)
+    )
+    lines.extend(_element_commands(pairs, ELEMENTS_PER_COMMAND))
     return "\n".join(lines) + "\n"

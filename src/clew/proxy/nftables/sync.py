@@ -14,7 +14,11 @@ atomic transaction per sync, in time proportional to what changed.
   script: ``add table`` + ``delete table`` + everything): at the first sync, after any failure,
   when the configuration (hence the fixed part) changes, when the table was tampered with. The
   first one also removes iptables mode's rules (clew's and kube-proxy's KUBE-* chains and their
-  jumps): the two modes must not both DNAT.
+  jumps): the two modes must not both DNAT. Its Python share is kept small beside the kernel's
+  (the target: a full resync ≤ 1.3× a load into an empty namespace): unchanged Services are not
+  decided, rendered, claimed or arbitrated again, each port's script text is made once and kept
+  with it (`PortText`), and the mirror is the last one with the changed ports applied (a walk of
+  every element only when most ports changed).
 * **Periodic check** (every ``full_sync_period``, kube-proxy's 1 h full sync): the tamper check's
   reads, whatever the generation says; the table is replaced only when they find a difference,
   so affinity entries survive the hour. (``verify_elements`` also compares every element with
@@ -49,7 +53,7 @@ from clew.model.proxy_config import ProxyConfig
 from clew.proxy.iptables.guard import Difference
 from clew.proxy.nftables.apply import KernelError, NftKernel
 from clew.proxy.nftables.claims import Claims, render_order
-from clew.proxy.nftables.layout import FAMILY, TABLE, Group, NftRendered, PortNft, Rejected
+from clew.proxy.nftables.layout import FAMILY, TABLE, Group, NftRendered, PortNft, PortText, Rejected
 from clew.proxy.nftables.plan import Mirror, plan
 from clew.proxy.node_settings import node_config
 from clew.proxy.policy import PortPolicy, decide_service, node_zone, slices_by_service
@@ -71,7 +75,9 @@ class NftRenderer(Protocol):
 
     def regroup(self, old: Iterable[Group], new: Iterable[Group]) -> tuple[Sequence[str], Sequence[str]]: ...
 
-    def script(self, rendered: NftRendered) -> str: ...
+    def script(self, rendered: NftRendered, text: Callable[[PortNft], PortText] = ...) -> str: ...
+
+    def port_text(self, port: PortNft) -> PortText: ...
 
 
 def default_renderer() -> NftRenderer:
@@ -105,12 +111,14 @@ def listed_chains(listing: dict[str, Any]) -> set[str] | None:
 
 @dataclass
 class _Cached:
-    """One Service's decisions and renders, valid while its objects are the same."""
+    """One Service's decisions and renders, valid while its objects are the same; its ports'
+    script text once a full sync has needed it."""
 
     service: Service
     slices: tuple[EndpointSlice, ...]
     policies: list[PortPolicy]
     ports: list[PortNft | Rejected]
+    texts: dict[str, PortText] = field(default_factory=dict)  # port key → its share of a full script
 
 
 @dataclass
@@ -315,11 +323,8 @@ class NftSyncer:
         full = self.needs_full
         touched = None if full else self._incremental(snapshot)
         if touched is None:
-            self._decide_all(snapshot)
-            scope: Iterable[str] = set(self._candidates) | set(self._mirror.ports)
-        else:
-            scope = self._claims.component(touched) | touched
-        changes = self._arbitrate(scope)
+            touched = self._decide_all(snapshot)
+        changes = self._arbitrate(self._claims.component(touched) | touched)
         before: dict[str, PortPolicy] = {}
         for k, new in changes.items():
             if k in self._policies:
@@ -354,15 +359,39 @@ class NftSyncer:
 
     def _full(self, ports: dict[str, PortNft]) -> int:
         ordered = [ports[k] for k in sorted(ports, key=render_order)]
-        mirror = Mirror.of(ordered)
+        mirror = self._mirror_of(ports)
+        mirror.kept = set(mirror.groups)  # a full load holds the groups in use, no other
         fixed = tuple(self._renderer.fixed(self.config, mirror.group_set))
         rendered = NftRendered(fixed, mirror.group_set, tuple(ordered), tuple(self.rejected.values()))
-        before = self._gen()
-        self._kernel.run(self._renderer.script(rendered))  # replaces the table: add + delete + all
+        # what we mean the kernel to hold, even if this fails (the next sync is full again)
         self._mirror, self._fixed = mirror, fixed
+        before = self._gen()
+        self._kernel.run(self._renderer.script(rendered, self._text))  # replaces the table: add + delete + all
         self._after_commit(before, full=True, fixed_rules=True)
         self._last_full = self.clock()
         return len(fixed) + len(mirror.held) + sum(len(c.rules) for p in ordered for c in p.chains)
+
+    def _mirror_of(self, ports: dict[str, PortNft]) -> Mirror:
+        """The mirror of a full load of ``ports``: the last one with the ports that differ applied
+        as a partial sync would (its commands unused: the same bookkeeping, so the same result),
+        or, when most ports differ (first sync, new configuration), made from scratch."""
+        old = self._mirror
+        changes: dict[str, PortNft | None] = {k: p for k, p in ports.items() if old.ports.get(k) is not p}
+        changes.update(dict.fromkeys(k for k in old.ports if k not in ports))
+        if len(changes) * 4 > len(ports):
+            return Mirror.of(ports.values())
+        plan(old, changes, self._renderer.regroup)
+        return old
+
+    def _text(self, port: PortNft) -> PortText:
+        """``port``'s share of a full script, made once per render of its Service."""
+        entry = self._services.get(port.service_key)
+        if entry is None:  # not a port of a cached Service (cannot happen; made, not kept)
+            return self._renderer.port_text(port)
+        text = entry.texts.get(port.key)
+        if text is None:
+            text = entry.texts[port.key] = self._renderer.port_text(port)
+        return text
 
     def _partial(self, changes: dict[str, PortNft | None]) -> int:
         step = plan(self._mirror, changes, self._renderer.regroup)
@@ -464,23 +493,41 @@ class NftSyncer:
                 changes[k] = new
         return changes
 
-    def _decide_all(self, snapshot: Snapshot) -> None:
-        """Every Service's ports as candidates; only changed Services are decided again."""
+    def _decide_all(self, snapshot: Snapshot) -> set[str]:
+        """A pass over every Service (no change hint, or a full sync): only Services whose objects
+        changed are decided and rendered again, and only their ports' candidacies and claims are
+        replaced. The port keys they had and have; with nothing cached (first sync, new
+        configuration) every candidate is made anew and every port key is returned."""
         by_service = slices_by_service(snapshot)
         zone = node_zone(snapshot, self.config)
-        live: set[str] = set()
-        self.rejected = {}
-        self._candidates, self._candidate_policies, self._claims = {}, {}, Claims()
         keys: set[str] = set()
+        if not self._services:
+            keys.update(self._mirror.ports, self._policies, self._candidates)
+            self.rejected = {}
+            self._candidates, self._candidate_policies, self._claims = {}, {}, Claims()
+        live: set[str] = set()
         for svc in snapshot.services:
             slices = tuple(by_service.get(svc.key, ()))
             hit = self._services.get(svc.key)
-            if hit is None or (hit.service is not svc and hit.service != svc) or hit.slices != slices:
-                hit = self._services[svc.key] = self._render(svc, slices, zone)
             live.add(svc.key)
-            self._note(hit, keys)
+            if hit is not None and (hit.service is svc or hit.service == svc) and hit.slices == slices:
+                continue
+            if hit is not None:
+                self._drop(hit, keys)
+            entry = self._services[svc.key] = self._render(svc, slices, zone)
+            self._note(entry, keys)
         for gone in [k for k in self._services if k not in live]:
-            del self._services[gone]
+            self._drop(self._services.pop(gone), keys)
+        return keys
+
+    def _drop(self, entry: _Cached, keys: set[str]) -> None:
+        """Forget a Service's ports as candidates; their keys, and those of the ports that share a
+        destination with them (their clash may be over), go into ``keys``."""
+        for r in entry.ports:
+            keys.add(r.key)
+            for d in self._claims.dests.get(r.key, ()):
+                keys.update(self._claims.holders.get(d, ()))
+            self._forget(r.key)
 
     def _incremental(self, snapshot: Snapshot) -> set[str] | None:
         """With the source's change hint: decide and render only the changed Services; the
@@ -494,11 +541,7 @@ class NftSyncer:
         for key in changes.services:
             old = self._services.pop(key, None)
             if old is not None:
-                for r in old.ports:
-                    keys.add(r.key)
-                    for d in self._claims.dests.get(r.key, ()):  # ports that shared a destination with it
-                        keys.update(self._claims.holders.get(d, ()))
-                    self._forget(r.key)
+                self._drop(old, keys)
             svc = changes.service_index.get(key)
             if svc is None:
                 continue
