@@ -271,8 +271,9 @@ class NftSyncer:
         skip = {line.split(" ", 5)[4] for line in fixed_now if line.startswith(f"add element {_T} ")}
         skip |= {s.name for p in self._mirror.ports.values() for s in p.sets}
         want: dict[str, dict[str, tuple[str | None, str]]] = {}
-        for (name, key), held in self._mirror.held.items():
-            want.setdefault(name, {})[key] = (held.value, held.comment)
+        for name, found in self._mirror.held.items():
+            if found:
+                want[name] = {key: (held.value, held.comment) for key, held in found.items()}
         for name in state.sets.keys() | want.keys():
             if name in skip:
                 continue
@@ -348,7 +349,7 @@ class NftSyncer:
             )  # fmt: skip
         self.needs_full = False
         deleted = delete_stale(stale_udp_flows(before, self._policies), self._deleter)
-        owned = len(self._mirror.held) + len(self._fixed)
+        owned = self._mirror.size + len(self._fixed)
         return SyncResult(
             True, self.clock() - start, len(self._mirror.ports), owned, None, full, len(changes), deleted,
             {TABLE: owned}, {TABLE: wrote}, wrote=wrote > 0,
@@ -369,7 +370,7 @@ class NftSyncer:
         self._kernel.run(self._renderer.script(rendered, self._text))  # replaces the table: add + delete + all
         self._after_commit(before, full=True, fixed_rules=True)
         self._last_full = self.clock()
-        return len(fixed) + len(mirror.held) + sum(len(c.rules) for p in ordered for c in p.chains)
+        return len(fixed) + mirror.size + sum(len(c.rules) for p in ordered for c in p.chains)
 
     def _mirror_of(self, ports: dict[str, PortNft]) -> Mirror:
         """The mirror of a full load of ``ports``: the last one with the ports that differ applied
