@@ -29,6 +29,7 @@ def test_json_document_shape_and_summary() -> None:
         "seen": "10.244.1.10:1",
         "error": None,
         "elapsed_s": 0.001,
+        "local": None,
     }
     assert doc["attempts"][3]["server"] is None and doc["attempts"][3]["error"] == "refused"
     assert doc["summary"] == {"by_server": {"a": 2, "b": 1}, "errors": {"other": 1, "refused": 1}}
@@ -67,7 +68,10 @@ def test_probe_cli_prints_one_json_document(
     calls: list[tuple[str, int, str, float, str | None]] = []
     outcomes = iter([_ok("a", 1), _fail("timeout")])
 
-    def fake(dst: str, port: int, proto: str = "tcp", timeout: float = 1.0, src: str | None = None) -> Attempt:
+    def fake(
+        dst: str, port: int, proto: str = "tcp", timeout: float = 1.0, src: str | None = None, sport: int = 0
+    ) -> Attempt:
+        assert sport == 0
         calls.append((dst, port, proto, timeout, src))
         return next(outcomes)
 

@@ -222,9 +222,11 @@ class Topology:
 
     # ------------------------------------------------------------------ use
 
-    def run(self, who: str, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run a command inside a role's or pod's namespace."""
-        return netns.run(self.ns(who), argv, check=check)
+    def run(
+        self, who: str, argv: Sequence[str], *, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a role's or pod's namespace (``input``: its stdin)."""
+        return netns.run(self.ns(who), argv, check=check, input=input)
 
     def add_route(self, who: str, dst: str, *, via: str | None = None, dev: str | None = None) -> None:
         """``ip route replace DST [via VIA] [dev DEV]`` inside ``who``."""
@@ -281,12 +283,15 @@ class Topology:
         count: int = 1,
         timeout: float = 1.0,
         src: str | None = None,
+        sport: int = 0,
     ) -> ProbeResult:
         """Run ``python -m clew.lab.echo probe`` inside ``from_`` and return its result."""
         argv = [sys.executable, "-m", "clew.lab.echo", "probe", "--dst", dst, "--port", str(port)]
         argv += ["--proto", proto, "--count", str(count), "--timeout", str(timeout)]
         if src is not None:
             argv += ["--src", src]
+        if sport:
+            argv += ["--sport", str(sport)]
         ns = self.ns(from_)
         proc = subprocess.run(
             netns.exec_argv(ns, argv),
