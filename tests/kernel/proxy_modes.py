@@ -4,8 +4,8 @@ packets through iptables mode and nftables mode.
 `load` renders the same Kubernetes objects for a node with the same `decide` and loads them the
 way each mode does: iptables mode through the real applier (``full_sync``: filter and nat
 replaced, the mangle canary, ``route_localnet`` with localhost NodePorts); nftables mode as the
-renderer's full script, ``nft -f`` inside the node's namespace in one transaction, which first
-deletes clew's table if it is there (so a reload replaces it, as a full resync does).
+renderer's full script, ``nft -f`` inside the node's namespace in one transaction (the script
+deletes clew's table first if it is there, so a reload replaces it, as a full resync does).
 
 Also here, because both the feature suite and the parity test read the kernel the same way in
 both modes: `conntrack_entries` (``conntrack -L`` in a namespace, parsed) and `Counters`, a
@@ -47,12 +47,12 @@ def policies_for(objects: Sequence[dict[str, Any]], config: ProxyConfig) -> list
 
 
 def nft_script(policies: Sequence[PortPolicy], config: ProxyConfig) -> str:
-    """The nftables renderer's full script, prefixed so that it also replaces a loaded table."""
-    from clew.proxy.nftables.render import render, script  # lands with the renderer (h3-nftr)
+    """The nftables renderer's full script (it replaces clew's table, or creates it)."""
+    from clew.proxy.nftables.render import render, script
 
     rendered = render(list(policies), config)
     assert rendered.rejected == (), rendered.rejected
-    return f"add table {NFT_TABLE}\ndelete table {NFT_TABLE}\n{script(rendered)}"
+    return script(rendered)
 
 
 def load(topo: Topology, node: str, objects: Sequence[dict[str, Any]], config: ProxyConfig) -> None:
