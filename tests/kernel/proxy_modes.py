@@ -97,7 +97,9 @@ class Flow:
 
     @property
     def snat(self) -> bool:
-        return self.reply_dst != self.src
+        """Source-NATed: another address, or the same one with another port (masquerading to
+        the client's own address, fully random, still changes the port)."""
+        return self.reply_dst != self.src or self.reply_dport != self.sport
 
 
 _TUPLE = re.compile(r"src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)")

@@ -306,6 +306,28 @@ class Topology:
         except (ValueError, KeyError) as exc:
             raise RuntimeError(f"probe in {ns} gave no result (exit {proc.returncode}): {proc.stderr.strip()}") from exc
 
+    def probe_batch(self, from_: str, jobs: Sequence[Mapping[str, object]], timeout: float = 1.0) -> list[ProbeResult]:
+        """Many probes from one process in ``from_`` (``python -m clew.lab.echo batch``): each
+        job ``{"dst", "port", "proto", "count", "src", "sport"}``; results in order."""
+        argv = [sys.executable, "-m", "clew.lab.echo", "batch", "--timeout", str(timeout)]
+        ns = self.ns(from_)
+        budget = sum(int(str(j.get("count", 1))) for j in jobs) * timeout + 30
+        proc = subprocess.run(
+            netns.exec_argv(ns, argv),
+            input="".join(json.dumps(dict(j)) + "\n" for j in jobs),
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=budget,
+            check=False,
+        )
+        try:
+            return [ProbeResult.from_json(doc) for doc in json.loads(proc.stdout)]
+        except (ValueError, KeyError) as exc:
+            raise RuntimeError(
+                f"probe batch in {ns} gave no result (exit {proc.returncode}): {proc.stderr.strip()}"
+            ) from exc
+
     # ------------------------------------------------------------------ teardown
 
     def close(self) -> None:

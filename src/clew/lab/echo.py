@@ -9,8 +9,9 @@ NATed. It prints ``ready`` once every socket is bound.
 [--src IP] [--sport P]`` makes N independent attempts (a new socket, so a new source port, each,
 unless ``--sport`` fixes it: a UDP flow that must keep its 5-tuple across attempts) and prints
 one JSON document (see :class:`ProbeResult`; each attempt names its own ``local`` address, so a
-test sees whether NAT kept the source port). Exit status 0 if every attempt got an answer, 1
-otherwise.
+test sees whether NAT kept the source port). ``python -m clew.lab.echo batch`` runs many
+probes, read as JSON lines from stdin, and prints one JSON list (see `batch`). ``probe`` exits 0
+if every attempt got an answer, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -157,9 +158,7 @@ def _recv_line(sock: socket.socket, deadline: float) -> bytes:
     return data
 
 
-def _exchange(
-    dst: str, port: int, proto: str, timeout: float, src: str | None, sport: int, local: list[str]
-) -> bytes:
+def _exchange(dst: str, port: int, proto: str, timeout: float, src: str | None, sport: int, local: list[str]) -> bytes:
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     deadline = time.monotonic() + timeout
     with socket.socket(_family(dst), kind) as sock:
@@ -208,6 +207,29 @@ def probe(
 ) -> ProbeResult:
     """``count`` independent attempts to ``dst:port`` over ``proto``."""
     return ProbeResult([probe_once(dst, port, proto, timeout, src, sport) for _ in range(count)])
+
+
+def batch(lines: Iterable[str], timeout: float) -> list[dict[str, Any]]:
+    """Many probes from one process (a test sending hundreds of packets from one namespace
+    would otherwise start a Python per packet): one JSON object per line, ``{"dst", "port",
+    "proto", "count", "src", "sport"}`` (all but dst and port optional); a `ProbeResult`
+    document per line, in order."""
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        job = json.loads(line)
+        result = probe(
+            str(job["dst"]),
+            int(job["port"]),
+            str(job.get("proto", "tcp")),
+            int(job.get("count", 1)),
+            float(job.get("timeout", timeout)),
+            job.get("src"),
+            int(job.get("sport", 0)),
+        )
+        out.append(result.to_json())
+    return out
 
 
 # ---------------------------------------------------------------------------- serve
@@ -298,6 +320,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1.0)
     p.add_argument("--src", default=None)
     p.add_argument("--sport", type=int, default=0, help="fixed source port (0: any)")
+    b = sub.add_parser("batch", help="probes read as JSON lines from stdin; one JSON list of results")
+    b.add_argument("--timeout", type=float, default=1.0)
     w = sub.add_parser("sweep", help="probe several IP:PORT targets from here; one JSON list")
     w.add_argument("--target", action="append", required=True, help="IP:PORT, repeatable")
     w.add_argument("--proto", choices=["tcp", "udp"], default="tcp")
@@ -310,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         serve(args.name, args.port, args.bind)
+        return 0
+    if args.command == "batch":
+        print(json.dumps(batch(sys.stdin, args.timeout)), flush=True)
         return 0
     if args.command == "sweep":
         results = []
