@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from functools import lru_cache
 
 from clew.model.proxy_config import DetectLocal, ProxyConfig
 from clew.proxy.nftables.layout import FAMILY, TABLE, Group, quote
@@ -133,6 +134,7 @@ def _local_cidr(config: ProxyConfig) -> str | None:
     return None
 
 
+@lru_cache(maxsize=64)
 def local_match(config: ProxyConfig, *, negate: bool) -> str | None:
     """The local-traffic detector (``ip saddr 10.244.0.0/16``, ``iifname != "cni0"``…), or None.
 
@@ -254,3 +256,19 @@ def fixed(config: ProxyConfig, groups: Iterable[Group]) -> tuple[str, ...]:
         out.extend(f"add rule {FAMILY} {TABLE} {chain} {body}" for body in bodies)
     out.extend(group_rules(used))
     return tuple(out)
+
+
+def regroup(old: Iterable[Group], new: Iterable[Group]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Commands that take the table from the groups ``old`` to ``new``, as (before, after): run
+    ``before`` ahead of the element changes (new maps, the changed role chains flushed and
+    refilled with one rule per group of ``new``) and ``after`` behind them (maps of groups that
+    went, no longer referenced). Both empty when the groups did not change."""
+    before_groups, after_groups = set(old), set(new)
+    added, removed = after_groups - before_groups, before_groups - after_groups
+    roles = sorted({g.role for g in added | removed}, key=ROLES.index)
+    before = [group_map_decl(g) for g in sorted(added, key=_group_order)]
+    for role in roles:
+        before.append(f"flush chain {FAMILY} {TABLE} {role_chain(role)}")
+        before.extend(group_rules(g for g in after_groups if g.role == role))
+    after = [f"delete map {FAMILY} {TABLE} {g.map_name}" for g in sorted(removed, key=_group_order)]
+    return tuple(before), tuple(after)
