@@ -33,7 +33,6 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -523,17 +522,16 @@ def test_client_ip_affinity_times_out(topo: Topology) -> None:
     with no connection, each chooses afresh (2/3 chance of another endpoint): none moving at
     all has probability 3^-12 ≈ 2e-6 with a working timeout, and is certain without one."""
 
-    def one(src: str, count: int) -> set[str]:
-        result = topo.probe("ext", STICKY_SHORT, 80, count=count, src=src)
-        assert result.all_ok, (src, result.summary)
-        return result.servers
+    def each_client(count: int) -> list[set[str]]:
+        jobs = [{"dst": STICKY_SHORT, "port": 80, "count": count, "src": src} for src in AFFINITY_CLIENTS]
+        results = topo.probe_batch("ext", jobs)
+        assert all(r.all_ok for r in results), [r.summary for r in results]
+        return [r.servers for r in results]
 
-    with ThreadPoolExecutor(6) as pool:
-        first = list(pool.map(lambda s: one(s, 4), AFFINITY_CLIENTS))
-        assert all(len(s) == 1 for s in first), first  # within the timeout: sticky
-        # Waiting out a kernel timer (the affinity entries' timeout), not synchronising.
-        time.sleep(SHORT_TIMEOUT_S + 1.0)
-        later = list(pool.map(lambda s: one(s, 1), AFFINITY_CLIENTS))
+    first = each_client(4)
+    assert all(len(s) == 1 for s in first), first  # within the timeout: sticky
+    time.sleep(SHORT_TIMEOUT_S + 1.0)  # waiting out a kernel timer (the affinity entries' timeout)
+    later = each_client(1)
     moved = sum(1 for a, b in zip(first, later, strict=True) if a != b)
     assert moved >= 1, (first, later)
 
