@@ -97,9 +97,10 @@ class Flow:
 
     @property
     def snat(self) -> bool:
-        """Source-NATed: another address, or the same one with another port (masquerading to
-        the client's own address, fully random, still changes the port)."""
-        return self.reply_dst != self.src or self.reply_dport != self.sport
+        """Source-NATed to another address. (A port alone is no sign: conntrack changes the
+        source port of a DNATed flow whose new tuple clashes with an existing one, masquerade or
+        not; so masquerading to the client's own address does not show here.)"""
+        return self.reply_dst != self.src
 
 
 _TUPLE = re.compile(r"src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)")

@@ -16,6 +16,7 @@ from topology import Topology
 PORT = 8080  # every echo server's port, so every endpoint's port
 NS = "clew"
 NODE_IP = {"node": "192.168.50.2", "node2": "192.168.50.3"}
+CNI0_IP = "10.244.1.1"  # node's address on its pod bridge
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def objects(services: Iterable[Svc], topo: Topology) -> list[dict[str, Any]]:
 
 def destinations(svc: Svc, kind: str) -> list[tuple[str, str, int]]:
     """(proto, dst, dport) of ``svc`` reached the way ``kind`` says: clusterip, nodeport (on
-    node), nodeport2 (on node2), localhost (127.0.0.1:NodePort), externalip, lb."""
+    node), nodeport2 (on node2), nodeport-cni0 (on node's cni0 address), localhost
+    (127.0.0.1:NodePort), externalip, lb."""
     out: list[tuple[str, str, int]] = []
     for proto, node_port in svc.ports:
         p = proto.lower()
@@ -94,6 +96,8 @@ def destinations(svc: Svc, kind: str) -> list[tuple[str, str, int]]:
             out.append((p, svc.cluster_ip, 80))
         elif kind in ("nodeport", "nodeport2") and node_port:
             out.append((p, NODE_IP["node" if kind == "nodeport" else "node2"], node_port))
+        elif kind == "nodeport-cni0" and node_port:
+            out.append((p, CNI0_IP, node_port))
         elif kind == "localhost" and node_port:
             out.append((p, "127.0.0.1", node_port))
         elif kind == "externalip":

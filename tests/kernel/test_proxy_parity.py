@@ -11,7 +11,8 @@ endpoints.
 
 At least 300 random packets (seed ``CLEW_PARITY_SEED``, count ``CLEW_PARITY_PACKETS``): a random
 Service port reached by a random way in (ClusterIP, NodePort on node or node2, externalIP,
-LoadBalancer IP) from a random source (a pod on node or node2, a process on node, the outside
+LoadBalancer IP, and NodePort on node's cni0 address, outside nodePortAddresses in the second
+configuration) from a random source (a pod on node or node2, a process on node, the outside
 client ``ext`` from either of its addresses). Each is sent once, for real, through both
 clusters. 127.0.0.1:NodePort is left out: localhost NodePorts are off in nftables mode by design
 (kube-proxy's too; ``test_proxy_modes.test_localhost_nodeport`` holds both expectations).
@@ -24,9 +25,10 @@ source-NATed, and the source address the endpoint saw. The endpoint is random, s
 compared as *sets* per packet kind (source, bound address, protocol, destination): a kind whose
 sets differ is sent again in both clusters (12, then 30 more times) until they agree; a
 difference that survives is reported. With ClientIP affinity the endpoint is random but fixed
-per client, so there only stickiness (one endpoint per client) and the rest of the outcome are
-compared. ICMP error rate limiting is off on the nodes (``icmp_ratelimit=0``), so a REJECT is
-never mistaken for a DROP.
+per client, so there stickiness (one endpoint per client), how it ended and the masquerade
+decision where it does not hang on the endpoint are compared (`Outcome.masquerade_seen`).
+ICMP error rate limiting is off on the nodes (``icmp_ratelimit=0``), so a REJECT is never
+mistaken for a DROP.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from proxy_modes import MODES, Flow, conntrack_entries, load, with_mode
@@ -87,6 +89,15 @@ SERVICES = (
         lb_ip="198.51.100.20",
         source_ranges=(f"{EXT_IP}/32",),
     ),
+    Svc(  # a range holding a node's address: the LB IP itself is an allowed source too (kube-proxy)
+        "fw-node",
+        "10.96.2.24",
+        (("TCP", 30088), ("UDP", 30088)),
+        ("b", "c"),
+        type="LoadBalancer",
+        lb_ip="198.51.100.40",
+        source_ranges=("192.168.50.2/32",),
+    ),
     Svc("sticky", "10.96.2.18", (("TCP", 30085),), ("a", "b", "c"), type="NodePort", affinity=True),
     Svc("sticky-udp", "10.96.2.19", (("UDP", 0),), ("b", "c", "d"), affinity=True),
     Svc(
@@ -105,22 +116,40 @@ SERVICES = (
 )
 AFFINITY = {s.name for s in SERVICES if s.affinity}
 SERVICE_PODS = {s.name: s.pods for s in SERVICES}
+NODE_POD_PREFIX = "10.244.1."  # node's pods
 
 
-def node_config(node: str, mode: str) -> ProxyConfig:
+# Two node configurations: kube-proxy's usual, and one that changes what else the renderers read
+# besides the Services — detector, nodePortAddresses, mark bit. Both masquerade fully random:
+# plain masquerade keeps a client's port, so two flows from one port through two Service IPs to
+# one endpoint reach it as the same 4-tuple, and the endpoint, still in TIME_WAIT from the first
+# (it closes first), may take the second SYN for an old duplicate (its sequence number comes from
+# another 4-tuple): a timeout by chance, in either mode. test_proxy_modes covers plain masquerade.
+CONFIGS = {
+    "cluster-cidr": {},
+    "bridge-npa-bit5": {
+        "detect_local": DetectLocal.BRIDGE_INTERFACE,
+        "bridge_interface": "cni0",
+        "nodeport_addresses": ("192.168.50.0/24",),
+        "masquerade_bit": 5,
+    },
+}
+
+
+def node_config(node: str, mode: str, variant: str = "cluster-cidr") -> ProxyConfig:
     base = ProxyConfig(
         node_name=node,
         node_ips=(NODE_IP[node],),
         detect_local=DetectLocal.CLUSTER_CIDR,
         cluster_cidrs=("10.244.0.0/16",),
     )
-    return with_mode(base, mode)
+    return with_mode(replace(base, **CONFIGS[variant]), mode)
 
 
 # ---------------------------------------------------------------------------- fixture
 
 
-def build(mode: str) -> Topology:
+def build(mode: str, variant: str = "cluster-cidr") -> Topology:
     t = Topology(unique_prefix("pt"), PODS)
     try:
         for pod in ECHO_PODS:
@@ -132,20 +161,20 @@ def build(mode: str) -> Topology:
             # a real node's default route: un-DNATed Service traffic is forwarded and meets the filter rules
             t.add_route(node, "default", via=EXT_IP)
             t.run(node, ["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"])  # every REJECT answered
-            load(t, node, objects(SERVICES, t), node_config(node, mode))
+            load(t, node, objects(SERVICES, t), node_config(node, mode, variant))
     except BaseException:
         t.close()
         raise
     return t
 
 
-@pytest.fixture(scope="module")
-def clusters() -> Iterator[dict[str, Topology]]:
+@pytest.fixture(params=list(CONFIGS))
+def clusters(request: pytest.FixtureRequest) -> Iterator[dict[str, Topology]]:
     pytest.importorskip("clew.proxy.nftables.render", reason="the nftables renderer is not merged")
     made: dict[str, Topology] = {}
     try:
         for mode in MODES:
-            made[mode] = build(mode)
+            made[mode] = build(mode, str(request.param))
         yield made
     finally:
         for t in made.values():
@@ -154,7 +183,7 @@ def clusters() -> Iterator[dict[str, Topology]]:
 
 # ---------------------------------------------------------------------------- drawing packets
 
-KINDS = ("clusterip", "nodeport", "nodeport2", "externalip", "lb")
+KINDS = ("clusterip", "nodeport", "nodeport2", "nodeport-cni0", "externalip", "lb")
 SOURCE_KINDS = ("pod@node", "pod@node2", "node", "ext")
 
 
@@ -206,10 +235,16 @@ class Outcome:
     snat: bool  # the DNATing node's entry is source-NATed too
     seen: str | None  # the source address the endpoint saw
 
-    def without_endpoint(self, hairpin_possible: bool) -> tuple[str, bool | None, bool | None]:
-        """For affinity Services: the outcome but the (random, sticky) endpoint, and but the
-        source NAT when the client is itself an endpoint (hairpin or not: the endpoint's choice)."""
-        return (self.result, self.tracked, None if hairpin_possible else self.snat)
+    def masquerade_seen(self, kind: Kind) -> bool | None:
+        """Whether the source was NATed, where that does not depend on which endpoint was
+        chosen: None when the client is itself an endpoint (hairpin or not is the endpoint's
+        choice) and for the node's own connections to an endpoint on another node (masqueraded
+        to the node's own address, if at all: no address changes either way)."""
+        if kind.source in SERVICE_PODS[kind.service]:
+            return None
+        if kind.source == "node" and not (self.endpoint or "").startswith(NODE_POD_PREFIX):
+            return None
+        return self.snat
 
     def text(self) -> str:
         parts = [self.result]
@@ -259,7 +294,7 @@ def outcome(kind: Kind, attempt: Attempt, flows: FlowIndex, pod_ips: dict[str, s
             # (a client port may come back in a later attempt and its entry replace this one's)
             mine = [f for f in nat if f.dnat == endpoint]
             tracked = True
-            snat = mine[0].snat if mine else (seen != ip)
+            snat = seen != ip if not mine else mine[0].snat
         elif nat:
             endpoint, snat = nat[0].dnat, nat[0].snat
     return Outcome(_result(attempt), endpoint, tracked, snat, seen)
@@ -310,11 +345,17 @@ def differences(
     for k in kinds:
         per_mode = {m: seen[m].outcomes(k, flows[m], pod_ips) for m in MODES}
         if k.service in AFFINITY:
-            hairpin = k.source in SERVICE_PODS[k.service]
-            sides = {m: sorted({o.without_endpoint(hairpin) for o in per_mode[m]}, key=str) for m in MODES}
+            # the endpoint is random but sticky: compare how it ended, and the masquerade
+            # decision where both clusters show it (see Outcome.masquerade_seen)
+            ends = {m: sorted({(o.result, o.tracked) for o in per_mode[m]}, key=str) for m in MODES}
+            masq = {m: {o.masquerade_seen(k) for o in per_mode[m]} - {None} for m in MODES}
             sticky = {m: len({o.endpoint for o in per_mode[m] if o.endpoint}) <= 1 for m in MODES}
-            if sides["iptables"] != sides["nftables"] or not all(sticky.values()):
-                out[k] = " | ".join(f"{m}: {sides[m]} sticky={sticky[m]}" for m in MODES)
+            if (
+                ends["iptables"] != ends["nftables"]
+                or (all(masq.values()) and masq["iptables"] != masq["nftables"])
+                or not all(sticky.values())
+            ):
+                out[k] = " | ".join(f"{m}: {ends[m]} masquerade {masq[m]} sticky={sticky[m]}" for m in MODES)
             continue
         sets = {m: sorted(set(per_mode[m])) for m in MODES}
         if sets["iptables"] != sets["nftables"]:
