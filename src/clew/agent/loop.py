@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from clew.agent.metrics import Observer
 from clew.model.objects import Snapshot
 from clew.proxy.runner import SyncRunner
-from clew.proxy.sync import ProxySyncer
+from clew.proxy.syncer import ServiceSyncer
 from clew.sources.files import write_atomic
 
 MAX_LISTED_REJECTIONS = 1000  # past this status.json only counts them (it is rewritten every sync)
@@ -63,7 +63,7 @@ class PodNetwork(Protocol):
 @dataclass
 class Agent:
     source: Source
-    proxy: ProxySyncer
+    proxy: ServiceSyncer
     runner: SyncRunner
     status_file: Path | None = None
     podnet: PodNetwork | None = None
