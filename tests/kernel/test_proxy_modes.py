@@ -699,9 +699,9 @@ def make_syncer(topo: Topology, mode: str, node: str) -> Any:
         from clew.proxy.sync import ProxySyncer
 
         return ProxySyncer(netns=topo.ns(node), config=config)
-    why = "the nftables sync engine (h3-nfts) is not merged"
-    nft_sync = pytest.importorskip("clew.proxy.nftables.sync", reason=why)
-    return nft_sync.NftSyncer(netns=topo.ns(node), config=config)
+    from clew.proxy.nftables.sync import NftSyncer
+
+    return NftSyncer(netns=topo.ns(node), config=config)
 
 
 def test_udp_conntrack_cleanup_when_an_endpoint_goes(topo: Topology, mode: str) -> None:
@@ -724,6 +724,8 @@ def test_udp_conntrack_cleanup_when_an_endpoint_goes(topo: Topology, mode: str) 
         again = topo.probe("cl", DNS, 80, proto="udp", sport=40100, count=3)
         assert again.summary.by_server == {stays: 3}, again.summary
     finally:
+        if hasattr(syncer, "close"):
+            syncer.close()
         load(topo, "node", objects(topo), node_config("node", mode))
 
 
