@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from poll import poll_until
@@ -149,6 +151,13 @@ STEPS: list[tuple[str, str]] = [
         "create an existing set",
         "create set ip clew no-endpoint-reject { type ipv4_addr . inet_proto . inet_service ; }",
     ),
+    ("an affinity set", "add set ip clew affinity-X { type ipv4_addr ; flags dynamic,timeout ; timeout 3h ; }"),
+    (
+        "re-declared with another timeout",
+        "add set ip clew affinity-X { type ipv4_addr ; flags timeout,dynamic ; timeout 100s ; }",
+    ),
+    ("re-declared with fewer flags", "add set ip clew affinity-X { type ipv4_addr ; flags timeout ; }"),
+    ("re-declared by typeof", "add set ip clew affinity-X { typeof ip saddr ; flags dynamic,timeout ; }"),
     ("create an existing chain", "create chain ip clew services"),
     ("create an existing table", "create table ip clew"),
     ("base chain: other priority", "add chain ip clew filter-input { type filter hook input priority 10 ; }"),
@@ -217,6 +226,38 @@ def apply(kernel: NftKernel, script: str) -> str | None:
     return None
 
 
+def our_workers() -> list[int]:
+    """Pids of nft workers this test process started (its children running nft_worker)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"clew.kernel.nft_worker" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left() -> Iterator[None]:
+    """Every test leaves no nft worker behind (closed, or stopped when its NodeNft was dropped)."""
+    yield
+    assert our_workers() == []
+
+
+def test_a_dropped_nodenft_stops_its_worker(ns: str) -> None:
+    kernel = NodeNft(ns)
+    assert our_workers() == [kernel.worker_pid]
+    del kernel  # no close(): the finalizer stops it
+    assert our_workers() == []
+
+
 @pytest.fixture
 def ns() -> Iterator[str]:
     name = unique_prefix("nk") + "-nft"
@@ -247,6 +288,52 @@ def test_the_fake_agrees_with_the_kernel_step_by_step(node: NodeNft) -> None:
         kernel_state = nft_json.state_of(node.list_json("ruleset"), "ip", "clew")
         assert fake.state() == kernel_state, f"{label}: states differ"
     assert [label for label, _ in STEPS if "refus" in label or "missing" in label]  # the sequence has refusals
+
+
+GOLDEN = sorted((Path(__file__).resolve().parents[1] / "golden" / "rendered").glob("*.nft"))
+
+
+def test_golden_renders_load_the_same_into_the_fake_and_the_kernel(ns: str) -> None:
+    """Every golden nftables-mode render (the renderer's real output) gives the same state."""
+    if not GOLDEN:
+        pytest.skip("no nftables golden renders yet (tests/golden/rendered/*.nft)")
+    differ = []
+    with NodeNft(ns) as kernel:
+        for path in GOLDEN:
+            text = path.read_text()
+            kernel.run("flush ruleset\n" + text)
+            fake = FakeNft()
+            fake.run(text)
+            if fake.state() != nft_json.state_of(kernel.list_json("ruleset"), "ip", "clew"):
+                differ.append(path.name)
+    assert differ == []
+
+
+def _shape(listing: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """What kinds of objects a listing holds, named (rules by chain), with elements as text."""
+    out = []
+    for item in listing["nftables"]:
+        ((kind, obj),) = item.items()
+        if kind == "metainfo":
+            continue
+        name = obj.get("name") or obj.get("chain", "")
+        extra = str(sorted(nft_json.elements_of(obj).items())) if kind in ("set", "map") else ""
+        out.append((kind, name, extra))
+    return sorted(out)
+
+
+def test_the_fakes_listings_have_the_kernels_shape(node: NodeNft) -> None:
+    fake = FakeNft()
+    for kernel in (node, fake):
+        kernel.run(LOAD)
+    for what in ("ruleset", "tables", "chains", "sets", "maps", "table ip clew", "chain ip clew services",
+                 "map ip clew dst-tcp-3", "set ip clew cluster-masq"):  # fmt: skip
+        assert _shape(fake.list_json(what)) == _shape(node.list_json(what)), what
+    for what in ("set ip clew dst-tcp-3", "table ip nope", "chain ip clew nope"):
+        with pytest.raises(KernelError, match="No such file or directory"):
+            node.list_json(what)
+        with pytest.raises(KernelError, match="No such file or directory"):
+            fake.list_json(what)
 
 
 def test_the_fake_would_see_a_difference(node: NodeNft) -> None:
@@ -334,6 +421,20 @@ def test_a_dead_worker_is_replaced(ns: str) -> None:
         os.kill(first, signal.SIGKILL)
         poll_until(lambda: _gone(first), 10.0, what="the killed worker is dead")
         assert kernel.has_table("ip", "clew")
+        assert kernel.worker_pid not in (None, first)
+
+
+def test_a_request_past_its_deadline_stops_the_worker(ns: str) -> None:
+    with NodeNft(ns, timeout=1e-6) as kernel:
+        first = kernel.worker_pid
+        elements = ", ".join(f"10.0.{i // 250}.{i % 250} : 10.1.0.1" for i in range(2000))
+        script = "add table ip clew\nadd map ip clew m { type ipv4_addr : ipv4_addr ; }\n"
+        script += f"add element ip clew m {{ {elements} }}"
+        with pytest.raises(KernelError, match=f"netns {ns}: the nft worker failed: no answer within"):
+            kernel.run(script)
+        assert our_workers() == []
+        kernel.timeout = 30.0
+        kernel.run("add table ip other")  # a new worker
         assert kernel.worker_pid not in (None, first)
 
 

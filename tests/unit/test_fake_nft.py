@@ -1,6 +1,6 @@
 """FakeNft: the stateful nftables fake the nftables-mode sync is tested against (its faithfulness
 to the kernel is proved in tests/kernel/test_nft_kernel.py; here: its parsing, its refusals,
-atomicity and the accessors), plus the pure helpers of the seam (nft JSON text, one-line errors)."""
+atomicity and the accessors), plus nft JSON as text (clew.kernel.nft_json)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from clew.fakes import nft_parse
 from clew.fakes.nft import FakeNft
 from clew.kernel import nft_json
 from clew.kernel.errors import KernelError
-from clew.kernel.nftables import NftKernel, has_table_in, one_line
+from clew.kernel.nftables import NftKernel, has_table_in
 
 BASE = """add table ip clew { comment "clew" ; }
 add chain ip clew nat-prerouting { type nat hook prerouting priority dstnat ; }
@@ -238,9 +238,13 @@ def test_a_full_resync_replaces_the_table(fake: FakeNft) -> None:
     assert "stale" not in fake.chains() and fake.elements("dst-tcp-2") == {}
 
 
-def test_redeclaring_keeps_the_first_comment_and_a_policy_changes(fake: FakeNft) -> None:
+def test_redeclaring_keeps_the_first_comment_and_takes_a_timeout_and_a_policy(fake: FakeNft) -> None:
     fake.run('add set ip clew cluster-masq { type ipv4_addr . inet_proto . inet_service ; comment "new" ; }')
     assert fake.sets()["cluster-masq"].comment == "masq"
+    fake.run("add set ip clew aff { type ipv4_addr ; flags dynamic,timeout ; timeout 3h ; }")
+    fake.run('add set ip clew aff { type ipv4_addr ; flags timeout,dynamic ; timeout 100s ; comment "x" ; }')
+    assert (fake.sets()["aff"].timeout, fake.sets()["aff"].comment) == ("100s", "")
+    refused(fake, "add set ip clew aff { type ipv4_addr ; flags timeout ; }")
     fake.run("add chain ip clew nat-prerouting { type nat hook prerouting priority -100 ; policy drop ; }")
     base = fake.base_chain("nat-prerouting")
     assert base is not None and base.policy == "drop"
@@ -272,7 +276,8 @@ def test_list_json_has_nfts_shape(fake: FakeNft) -> None:
     chain = fake.list_json("chain ip clew services")["nftables"]
     assert [next(iter(i)) for i in chain] == ["metainfo", "chain", "rule", "rule", "rule"]
     assert {next(iter(i)) for i in fake.list_json("chains")["nftables"][1:]} == {"chain"}
-    assert "elem" not in fake.list_json("sets")["nftables"][1]["set"]
+    assert [i["set"]["name"] for i in fake.list_json("sets")["nftables"][1:]] == ["cluster-masq", "allow"]
+    assert len(fake.list_json("maps")["nftables"][2]["map"]["elem"]) == 2  # as nft -j: sets and maps with elements
     state = nft_json.state_of(fake.list_json("ruleset"), "ip", "clew")
     assert state is not None and state.elements["dst-tcp-2"]["10.96.0.1 . 80 . 1"].value == "10.244.0.2 . 8080"
     with pytest.raises(KernelError, match="No such file"):
@@ -315,18 +320,3 @@ def test_nft_json_reads_what_the_kernel_writes() -> None:
     assert nft_json.text_of({"prefix": {"addr": "10.0.0.1", "len": 32}}) == "10.0.0.1"
     with pytest.raises(ValueError, match="unknown nft JSON"):
         nft_json.text_of({"mystery": 1})
-
-
-def test_one_line_errors() -> None:
-    err = (
-        "/proc/self/fd/4:3:22-28: Error: Could not process rule: File exists\n"
-        "add element ip t m { 10.0.0.1 : 10.0.0.3 }\n                     ^^^^^^^\n"
-        "/proc/self/fd/4:4:1-5: Error: Could not process rule: File exists\nadd x\n^^^^^\n"
-    )
-    assert one_line(err) == (
-        "Error: Could not process rule: File exists [line 3: add element ip t m { 10.0.0.1 : 10.0.0.3 }]"
-        " (+1 more errors)"
-    )
-    assert one_line("netlink: Error: set is not a map\n") == "Error: set is not a map"
-    assert one_line("Error: x\n" + "y" * 300 + "\n").endswith("y …]")
-    assert one_line("") == "(no message)"

@@ -23,13 +23,16 @@ timeouts, other families' specifics, the block form ``table ip t { … }`` (refu
 the kernel numbers them (the fake numbers per table, in order). `list_json` answers ``ruleset``,
 ``tables``, ``table F T``, ``chains``, ``sets``, ``maps``, ``chain F T C``, ``set F T S`` and
 ``map F T M`` in ``nft -j``'s shape; rules carry ``"expr": []`` and the body as text in
-``"clew_text"`` (nft's expression JSON is not reproduced).
+``"clew_text"`` (nft's expression JSON is not reproduced); sets and maps carry their elements
+(``list sets`` and ``list maps`` too, as nft does: reading them on a big table costs seconds); a
+``typeof`` declaration's ``type`` is the datatypes nft names for the expressions clew uses, and the
+expression text is in ``"clew_typeof"``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from clew.fakes import nft_parse as P
@@ -150,7 +153,8 @@ class FakeNft:
                 items += [self._table_json(t) for t in self._tables.values()]
             elif w in (["chains"], ["sets"], ["maps"]):
                 for table in self._tables.values():
-                    items += [i for i in self._table_items(table, elements=False) if f"{next(iter(i))}s" == w[0]]
+                    # nft -j list sets/maps carries the elements too (measured): costly on a big table
+                    items += [i for i in self._table_items(table, elements=True) if f"{next(iter(i))}s" == w[0]]
             elif len(w) == 3 and w[0] == "table":
                 items += self._table_items(self._table(w[1], w[2]), elements=True)
             elif len(w) == 4 and w[0] == "chain":
@@ -368,6 +372,14 @@ class FakeNft:
                 self._put(table.sets, cmd.name, new)
             elif cmd.verb == "create" or found.is_map != is_map or not found.spec.same_shape(spec):
                 raise Refused(_KERNEL + EEXIST)
+            elif (spec.timeout and spec.timeout != found.spec.timeout) or (
+                spec.other and spec.other != found.spec.other
+            ):
+                # re-declared with another timeout or size: the kernel takes them (not the comment)
+                updated = replace(
+                    found.spec, timeout=spec.timeout or found.spec.timeout, other=spec.other or found.spec.other
+                )
+                self._attr(found, "spec", updated)
             if spec.elements:
                 self._add_elements(table, table.sets[cmd.name], spec.elements, create=False)
             return

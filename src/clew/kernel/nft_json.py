@@ -58,6 +58,8 @@ def comment_of(expr: Any) -> str:
 
 def normal_component(text: str) -> str:
     """One key component as nft prints it: ``X/32`` → ``X``."""
+    if not text.endswith("/32"):
+        return text
     m = _PREFIX.match(text)
     return m.group(1) if m and m.group(2) == "32" else text
 

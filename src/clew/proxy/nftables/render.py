@@ -234,16 +234,14 @@ def render(policies: Iterable[PortPolicy], config: ProxyConfig) -> NftRendered:
     claimed: dict[str, str] = {}
     for p in policies:
         r = render_port(p, config)
-        if isinstance(r, PortNft):
-            clash = next(((d, claimed[d]) for d in destinations(p) if d in claimed), None)
-            if clash is not None:
-                r = Rejected(
-                    r.key, r.service_key, f"Service port {p.spn} ({p.proto}): {clash[0]} is already {clash[1]}'s"
-                )
+        mine = destinations(p)
+        if isinstance(r, PortNft) and (clash := next((d for d in mine if d in claimed), None)) is not None:
+            why = f"destination {clash} is already {claimed[clash]}'s (nft takes one value per map key)"
+            r = Rejected(r.key, r.service_key, f"Service port {p.spn} ({p.proto}): {why}")
         if isinstance(r, Rejected):
             rejected.append(r)
             continue
-        claimed.update(dict.fromkeys(destinations(p), p.spn))
+        claimed.update(dict.fromkeys(mine, p.spn))
         ports.append(r)
     groups = frozenset(g for port in ports for g in port.groups)
     return NftRendered(fixed(config, groups), groups, tuple(ports), tuple(rejected))
