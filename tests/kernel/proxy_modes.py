@@ -25,6 +25,10 @@ from topology import Topology
 
 from clew.model.from_kube import build_snapshot
 from clew.model.proxy_config import ProxyConfig
+from clew.proxy.iptables.apply import full_sync
+from clew.proxy.iptables.render import render as render_iptables
+from clew.proxy.nftables.render import render as render_nft
+from clew.proxy.nftables.render import script
 from clew.proxy.policy import PortPolicy, decide
 
 MODES = ("iptables", "nftables")
@@ -48,9 +52,7 @@ def policies_for(objects: Sequence[dict[str, Any]], config: ProxyConfig) -> list
 
 def nft_script(policies: Sequence[PortPolicy], config: ProxyConfig) -> str:
     """The nftables renderer's full script (it replaces clew's table, or creates it)."""
-    from clew.proxy.nftables.render import render, script
-
-    rendered = render(list(policies), config)
+    rendered = render_nft(list(policies), config)
     assert rendered.rejected == (), rendered.rejected
     return script(rendered)
 
@@ -59,10 +61,7 @@ def load(topo: Topology, node: str, objects: Sequence[dict[str, Any]], config: P
     """Render ``objects`` for ``node`` with ``config`` and load them in ``config.mode``."""
     policies = policies_for(objects, config)
     if config.mode == "iptables":
-        from clew.proxy.iptables.apply import full_sync
-        from clew.proxy.iptables.render import render
-
-        full_sync(topo.ns(node), render(policies, config))
+        full_sync(topo.ns(node), render_iptables(policies, config))
     else:
         topo.run(node, ["nft", "-f", "-"], input=nft_script(policies, config))
 

@@ -252,10 +252,7 @@ def node_config(node: str, mode: str) -> ProxyConfig:
 
 @pytest.fixture(scope="module", params=MODES)
 def mode(request: pytest.FixtureRequest) -> str:
-    name = str(request.param)
-    if name == "nftables":
-        pytest.importorskip("clew.proxy.nftables.render", reason="the nftables renderer (h3-nftr) is not merged")
-    return name
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")

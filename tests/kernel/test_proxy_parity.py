@@ -170,7 +170,6 @@ def build(mode: str, variant: str = "cluster-cidr") -> Topology:
 
 @pytest.fixture(params=list(CONFIGS))
 def clusters(request: pytest.FixtureRequest) -> Iterator[dict[str, Topology]]:
-    pytest.importorskip("clew.proxy.nftables.render", reason="the nftables renderer is not merged")
     made: dict[str, Topology] = {}
     try:
         for mode in MODES:
