@@ -360,7 +360,7 @@ def test_clusterip_from_the_node_via_cni0_route(topo: Topology) -> None:
 
 
 def test_clusterip_from_outside_is_masqueraded(topo: Topology) -> None:
-    result = topo.probe("ext", WEB, 80, count=20)
+    result = topo.probe("ext", WEB, 80, count=40)  # all three seen: fails by chance 3 * (2/3)^40 ≈ 2e-7
     assert result.all_ok and set(result.summary.by_server) == set(ENDPOINT_PODS), result.summary
     for attempt in result.attempts:  # not pod traffic (ClusterCIDR detection): masqueraded
         assert seen_ip(attempt) == (NODE_IP["node"] if attempt.server == "c" else CNI0["node"]), attempt
@@ -600,7 +600,7 @@ def test_masquerade_mark_bit(topo: Topology, mode: str) -> None:
         seen = counters.read()
     assert outside.summary.by_server == {"a": 3} and outside.seen_ips == {CNI0["node"]}, outside
     assert pod.summary.by_server == {"a": 3} and pod.seen_ips == {topo.pod_ip("cl")}, pod
-    assert seen == {"bit5": 3, "bit14": 0}, seen
+    assert seen["bit5"] >= 3 and seen["bit14"] == 0, seen  # ≥: a SYN retransmitted under load counts again
 
 
 @pytest.mark.parametrize("random_fully", [True, False], ids=["fully-random", "plain"])
