@@ -79,6 +79,8 @@ ZONAL = "10.96.0.23"  # zone hints: a, b for zone-a (node), c for zone-b (node2)
 NODE_HINTED = "10.96.0.24"  # node hints: a for node, c for node2
 STICKY_SHORT = "10.96.0.25"  # ClientIP affinity with a 2 s timeout, 3 endpoints
 DNS = "10.96.0.26"  # UDP, endpoints a and b: the conntrack cleanup test changes them
+HEALTH = "10.96.0.27"  # LoadBalancer 198.51.100.50, eTP Local, healthCheckNodePort 32000, endpoint b
+HC_PORT = 32000
 EXTERNAL_IP, LB_IP, FW_LB_IP, EMPTY_EXTERNAL_IP = "203.0.113.10", "198.51.100.10", "198.51.100.20", "203.0.113.20"
 SHORT_TIMEOUT_S = 2
 
@@ -231,6 +233,16 @@ def objects(topo: Topology, dns_pods: Sequence[str] = ("a", "b")) -> list[dict[s
         ),
         _service("node-hinted", NODE_HINTED, tcp),
         _slice("node-hinted", [_ep(e, "a", nodes=["node"]), _ep(e, "c", nodes=["node2"])], topo),
+        _service(
+            "health",
+            HEALTH,
+            [_port("tcp", "TCP", 30089)],
+            type="LoadBalancer",
+            externalTrafficPolicy="Local",
+            healthCheckNodePort=HC_PORT,
+            status=_lb_status("198.51.100.50"),
+        ),
+        _slice("health", ["b"], topo),
         _service("dns", DNS, [_port("udp", "UDP")]),
         _slice("dns", list(dns_pods), topo, ("UDP",)),
     ]
@@ -724,6 +736,33 @@ def test_udp_conntrack_cleanup_when_an_endpoint_goes(topo: Topology, mode: str) 
         if hasattr(syncer, "close"):
             syncer.close()
         load(topo, "node", objects(topo), node_config("node", mode))
+
+
+# ---------------------------------------------------------------------------- health-check NodePorts
+
+
+def test_health_check_node_port_through_a_host_firewall(topo: Topology, mode: str) -> None:
+    """A host firewall on node (iptables filter INPUT: established accepted, policy DROP) and the
+    health-check server of an eTP=Local LoadBalancer listening on its healthCheckNodePort (an echo
+    server here, as clew's agent serves it)."""
+    server = topo.start_echo("node", [HC_PORT], name="healthz")
+    established = ["INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
+    topo.iptables("node", ["-A", *established])
+    topo.iptables("node", ["-P", "INPUT", "DROP"])
+    try:
+        result = topo.probe("ext", NODE_IP["node"], HC_PORT, count=2, timeout=0.5)
+    finally:
+        topo.iptables("node", ["-P", "INPUT", "ACCEPT"])
+        topo.iptables("node", ["-D", *established])
+        server.terminate()
+        server.wait(timeout=5)
+    if mode == "iptables":
+        # KUBE-NODEPORTS in filter ACCEPTs the health-check port ahead of the firewall's policy
+        assert result.summary.by_server == {"healthz": 2}, result
+    else:
+        # By design: nftables mode has no such accept (nor has kube-proxy's nftables mode): an
+        # accept in clew's own table cannot override a drop in another table.
+        assert result.summary.errors == {"timeout": 2}, result
 
 
 # ---------------------------------------------------------------------------- reloading
