@@ -78,7 +78,8 @@ MIXED = "10.96.0.22"  # c ready, a serving+terminating: the terminating one is o
 ZONAL = "10.96.0.23"  # zone hints: a, b for zone-a (node), c for zone-b (node2)
 NODE_HINTED = "10.96.0.24"  # node hints: a for node, c for node2
 STICKY_SHORT = "10.96.0.25"  # ClientIP affinity with a 2 s timeout, 3 endpoints
-DNS = "10.96.0.26"  # UDP, endpoints a and b: the conntrack cleanup test changes them
+DNS = "10.96.0.26"  # UDP NodePort 30090, endpoints a and b: the conntrack cleanup test changes them
+DNS_NODE_PORT = 30090
 HEALTH = "10.96.0.27"  # LoadBalancer 198.51.100.50, eTP Local, healthCheckNodePort 32000, endpoint b
 HC_PORT = 32000
 EXTERNAL_IP, LB_IP, FW_LB_IP, EMPTY_EXTERNAL_IP = "203.0.113.10", "198.51.100.10", "198.51.100.20", "203.0.113.20"
@@ -243,7 +244,7 @@ def objects(topo: Topology, dns_pods: Sequence[str] = ("a", "b")) -> list[dict[s
             status=_lb_status("198.51.100.50"),
         ),
         _slice("health", ["b"], topo),
-        _service("dns", DNS, [_port("udp", "UDP")]),
+        _service("dns", DNS, [_port("udp", "UDP", DNS_NODE_PORT)], type="NodePort"),
         _slice("dns", list(dns_pods), topo, ("UDP",)),
     ]
 
@@ -713,24 +714,31 @@ def make_syncer(topo: Topology, mode: str, node: str) -> Any:
     return NftSyncer(netns=topo.ns(node), config=config)
 
 
-def test_udp_conntrack_cleanup_when_an_endpoint_goes(topo: Topology, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("client", "dst", "dport", "sport"),
+    [("cl", DNS, 80, 40100), ("ext", NODE_IP["node"], DNS_NODE_PORT, 40101)],
+    ids=["clusterIP", "nodePort"],
+)
+def test_udp_conntrack_cleanup_when_an_endpoint_goes(
+    topo: Topology, mode: str, client: str, dst: str, dport: int, sport: int
+) -> None:
     """A UDP client keeps its 5-tuple (a DNS resolver's socket); when its endpoint leaves the
-    Service, the sync engine deletes the flow, so the next datagram is DNATed afresh to a
-    remaining endpoint instead of following the stale mapping (the old pod still answers here,
-    so without the cleanup the client would keep reaching it)."""
+    Service, the sync engine deletes the flow (by Service IP, or by NodePort), so the next
+    datagram is DNATed afresh to a remaining endpoint instead of following the stale mapping (the
+    old pod still answers here, so without the cleanup the client would keep reaching it)."""
     syncer = make_syncer(topo, mode, "node")
     try:
         assert syncer.sync(build_snapshot(objects(topo))).ok
-        first = topo.probe("cl", DNS, 80, proto="udp", sport=40100)
+        first = topo.probe(client, dst, dport, proto="udp", sport=sport)
         assert first.all_ok, first.summary
         gone = first.attempts[0].server
         assert gone in ("a", "b")
         stays = "b" if gone == "a" else "a"
-        flows = conntrack_entries(topo, "node", ["-p", "udp", "--sport", "40100"])
+        flows = conntrack_entries(topo, "node", ["-p", "udp", "--sport", str(sport)])
         assert [f.dnat for f in flows] == [f"{topo.pod_ip(gone)}:{PORT}"], flows
         result = syncer.sync(build_snapshot(objects(topo, dns_pods=[stays])))
         assert result.ok and result.conntrack_deleted >= 1, result
-        again = topo.probe("cl", DNS, 80, proto="udp", sport=40100, count=3)
+        again = topo.probe(client, dst, dport, proto="udp", sport=sport, count=3)
         assert again.summary.by_server == {stays: 3}, again.summary
     finally:
         if hasattr(syncer, "close"):
