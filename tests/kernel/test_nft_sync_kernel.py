@@ -21,7 +21,7 @@ from clew.kernel.nftables import NodeNft
 from clew.model.from_kube import build_snapshot
 from clew.model.objects import Changes, EndpointSlice, Snapshot
 from clew.model.proxy_config import DetectLocal, ProxyConfig
-from clew.proxy.nftables import render
+from clew.proxy.nftables import apply, render
 from clew.proxy.nftables.sync import NftSyncer
 from clew.proxy.node_settings import node_config
 from clew.proxy.policy import decide
@@ -105,17 +105,38 @@ def reference(ref: NodeNft, snapshot: Snapshot) -> Any:
     return table(ref)
 
 
+class Racing:
+    """The node's kernel, with another program committing to its own table right before each of
+    our transactions (after the sync decided what to write): the window a concurrent writer has."""
+
+    def __init__(self, ours: NodeNft, theirs: NodeNft, written: list[str]) -> None:
+        self.ours, self.theirs, self.written = ours, theirs, written
+
+    def run(self, script: str) -> None:
+        self.written.append(f"10.3.{len(self.written)}.1")
+        self.theirs.run(f"add element ip other seen {{ {self.written[-1]} }}")
+        self.ours.run(script)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ours, name)
+
+
 def test_partial_syncs_leave_the_table_a_fresh_load_would_and_others_tables_alone(pair: tuple[str, str]) -> None:
     node_ns, ref_ns = pair
-    node, ref = NodeNft(node_ns), NodeNft(ref_ns)
+    node, ref, theirs = NodeNft(node_ns), NodeNft(ref_ns), NodeNft(node_ns)
     try:
         node.run(FOREIGN)
-        s = NftSyncer(node_ns, CONFIG)
+        foreign: list[str] = []
+        kernel = Racing(node, theirs, foreign)
+        # full_sync_period 0: every sync first runs the periodic check, which reads the whole table
+        # and must find it as the syncs left it (else the sync would be full)
+        s = NftSyncer(node_ns, CONFIG, kernel=kernel, generation=apply.generation_for(node_ns),
+                      rules=apply.rules_for(node_ns), delete_udp_flows=apply.conntrack_for(node_ns),
+                      full_sync_period=0.0, verify_elements=True)  # fmt: skip
         rng = random.Random(11)
         state: dict[int, dict[str, Any]] = {i: {"eps": [f"10.244.{i}.1"]} for i in range(8)}
         assert s.sync(snap(state)).full
         assert table(node) == reference(ref, snap(state))
-        foreign: list[str] = []
         shared = [f"10.244.0.{j}" for j in range(1, 5)]
         for step in range(40):
             i = rng.randrange(12)
@@ -139,8 +160,8 @@ def test_partial_syncs_leave_the_table_a_fresh_load_would_and_others_tables_alon
             other, other_rules = table(node, "other")
             assert set(other.elements["seen"]) == set(foreign) and len(other_rules["input"]) == 1
     finally:
-        node.close()
-        ref.close()
+        for k in (node, ref, theirs):
+            k.close()
 
 
 def test_a_failed_partial_sync_changes_nothing_and_the_next_full_one_repairs(pair: tuple[str, str]) -> None:

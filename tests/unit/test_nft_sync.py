@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from clew.fakes.nft import FakeNft
+from clew.kernel.errors import KernelError
 from clew.model.from_kube import build_snapshot
 from clew.model.objects import Changes, EndpointSlice, Snapshot
 from clew.model.proxy_config import ProxyConfig
@@ -89,14 +90,18 @@ def fresh(snapshot: Snapshot) -> Any:
     return table(k)
 
 
-def reference(snapshot: Snapshot) -> Any:
-    """What ``render.script(render.render(decide(...)))`` loads (the renderer alone)."""
+def reference(snapshot: Snapshot, rejected: tuple[tuple[str, str], ...] | None = None) -> Any:
+    """What ``render.script(render.render(decide(...)))`` loads (the renderer alone); with
+    ``rejected``, also checks that the sync rejected the same ports for the same reasons."""
     from clew.proxy.node_settings import node_config
     from clew.proxy.policy import decide
 
     config = node_config(CONFIG, snapshot)
+    rendered = render.render(decide(snapshot, config), config)
+    if rejected is not None:
+        assert sorted(rejected) == sorted((r.key, r.reason) for r in rendered.rejected)
     k = FakeNft()
-    k.run(render.script(render.render(decide(snapshot, config), config)))
+    k.run(render.script(rendered))
     return table(k)
 
 
@@ -244,7 +249,8 @@ def test_a_clashing_port_is_rejected_as_render_does_and_the_others_keep_their_el
     s.sync(snap(state))
     state[2] = {"eps": ["10.244.2.1"], "clash": True}  # s2 claims s0's externalIP:port
     r = s.sync(snap(state, {2}))
-    why = "Service port ns/s2:p (tcp): 192.168.99.1 . tcp . 80 is already ns/s0:p's"
+    why = "Service port ns/s2:p (tcp): destination 192.168.99.1 . tcp . 80 is already ns/s0:p's"
+    why += " (nft takes one value per map key)"
     assert r.ok and not r.full and r.service_ports == 2 and r.rejected == (("ns/s2:p/tcp", why),)
     assert "10.96.0.3 . 80 . 0" not in k.elements("dst-tcp-1")  # none of s2's elements
     assert table(k) == reference(snap(state))
@@ -318,6 +324,57 @@ def test_tamper_check_sees_a_fixed_rule_replaced() -> None:
     assert s.tampered() == []
 
 
+def test_the_default_periodic_check_reads_chains_and_rules_and_keeps_an_intact_table() -> None:
+    now = [10.0]
+    k = GenNft()
+    s = NftSyncer("fake", CONFIG, kernel=k, generation=lambda: k.gen, rules=lambda: rules_of(k),
+                  clock=lambda: now[0], full_sync_period=3600)  # fmt: skip
+    state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1"]}}
+    assert s.sync(snap(state)).full
+    reads: list[str] = []
+    real = k.list_json
+    k.list_json = lambda what="ruleset": reads.append(what) or real(what)  # type: ignore[method-assign]
+    now[0] += 3600
+    assert not s.sync(snap(state)).full and reads == ["chains"]  # read although the generation did not move
+    now[0] += 3600
+    k.list_json = lambda what="ruleset": (_ for _ in ()).throw(KernelError("fake", "nft", "busy"))  # type: ignore[method-assign]
+    assert not s.sync(snap(state)).full  # cannot read: put off to the next sync
+    k.list_json = lambda what="ruleset": reads.append(what) or real(what)  # type: ignore[method-assign]
+    assert not s.sync(snap(state)).full and reads == ["chains", "chains"]  # the next sync checks
+    k.run("flush chain ip clew nodeports")
+    now[0] += 1800
+    assert not s.sync(snap(state)).full  # not due yet (the per-second tamper check is the agent's)
+    now[0] += 1800
+    assert s.sync(snap(state)).full and table(k) == reference(snap(state))
+
+
+def test_the_periodic_check_replaces_the_table_only_when_it_differs() -> None:
+    now = [0.0]
+    k = GenNft()
+    s = NftSyncer("fake", CONFIG, kernel=k, generation=lambda: k.gen, clock=lambda: now[0], full_sync_period=3600,
+                  verify_elements=True)  # fmt: skip
+    state: dict[int, dict[str, Any]] = {1: {"eps": ["10.244.1.1", "10.244.1.2"], "affinity": True},
+                                        2: {"eps": ["10.244.2.1"], "node_port": True}}  # fmt: skip
+    now[0] = 10.0
+    assert s.sync(snap(state)).full
+    affinity = next(n for n in k.sets() if n.startswith("affinity-"))
+    k.run(f"add element ip clew {affinity} {{ 192.168.1.9 }}")  # a client remembered (dynamic in the kernel)
+    now[0] += 3600
+    r = s.sync(snap(state))
+    assert r.ok and not r.full and "192.168.1.9" in k.elements(affinity)  # intact: kept, nothing written
+    k.run("delete element ip clew hairpin { 10.244.2.1 . 10.244.2.1 }")  # someone deletes an element
+    now[0] += 1800
+    assert not s.sync(snap(state)).full  # not yet due
+    now[0] += 1800
+    assert s.sync(snap(state)).full and table(k) == reference(snap(state))
+    now[0] += 3600
+    real = k.list_json
+    k.list_json = lambda what="ruleset": (_ for _ in ()).throw(KernelError("fake", "nft", "busy"))  # type: ignore[method-assign]
+    assert not s.sync(snap(state)).full  # cannot read: put off
+    k.list_json = real  # type: ignore[method-assign]
+    assert not s.sync(snap(state)).full  # read now: intact
+
+
 def test_udp_flows_to_removed_endpoints_are_deleted() -> None:
     deleted: list[dict[str, Any]] = []
     k = GenNft()
@@ -348,5 +405,5 @@ def test_random_change_sequences_equal_a_fresh_full_load(hinted: bool) -> None:
                         "clash": rng.random() < 0.05}  # fmt: skip
         r = s.sync(snap(state, {i} if hinted else None))
         assert r.ok and (step == 0 or not r.full), r.error
-        if step % 50 == 0 or step > 980:
-            assert table(k) == reference(snap(state)), step
+        if step % 50 == 0 or step > 980 or r.rejected:
+            assert table(k) == reference(snap(state), r.rejected), step

@@ -85,6 +85,8 @@ class RuleDump:
             if e.errno == 2:  # ENOENT: no such table
                 return {}
             raise KernelError(self.namespace, f"nftables rules of {self.name}", str(e)) from None
+        except (struct.error, UnicodeDecodeError) as e:  # an answer this reader does not understand
+            raise KernelError(self.namespace, f"nftables rules of {self.name}", f"unreadable answer: {e}") from None
         finally:
             sock.close()
 

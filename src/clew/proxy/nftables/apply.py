@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from clew.kernel import conntrack
+from clew.kernel import conntrack, nft_json
 from clew.kernel.errors import KernelError
 from clew.kernel.namespace import Where
 from clew.kernel.nfgen import Generation
 from clew.kernel.nft_rules import RuleDump
 from clew.kernel.nftables import NftKernel, nft_kernel_for
 
-__all__ = ["KernelError", "NftKernel", "conntrack_for", "generation_for", "kernel_for", "rules_for"]
+__all__ = ["KernelError", "NftKernel", "conntrack_for", "generation_for", "kernel_for", "rules_for", "table_state"]
 
 
 def kernel_for(node: Where) -> NftKernel:
@@ -41,3 +41,9 @@ def conntrack_for(node: Where) -> Callable[..., int]:
 def rules_for(node: Where) -> Callable[[], dict[str, list[bytes]]]:
     """The rules of clew's table per chain, read over netlink (no set elements are read)."""
     return RuleDump(node, "ip", "clew")
+
+
+def table_state(kernel: NftKernel) -> nft_json.State | None:
+    """Everything comparable in clew's table (``nft -j list table ip clew``: seconds at 100k
+    Services — the periodic check's read, not a sync's); None when there is no such table."""
+    return nft_json.state_of(kernel.list_json("table ip clew"), "ip", "clew")

@@ -11,15 +11,23 @@ atomic transaction per sync, in time proportional to what changed.
   ports that use them; affinity Services' own chains and sets are written or deleted. One
   ``run()``: all or nothing.
 * **Full sync**: one transaction that replaces clew's table with the render (the renderer's
-  script: ``add table`` + ``delete table`` + everything): at the first sync, after any failure, when the
-  configuration (hence the fixed part) changes, when the table was tampered with, and every
-  ``full_sync_period`` (kube-proxy: 1 h). The first one also removes iptables mode's rules
-  (clew's and kube-proxy's KUBE-* chains and their jumps): the two modes must not both DNAT.
+  script: ``add table`` + ``delete table`` + everything): at the first sync, after any failure,
+  when the configuration (hence the fixed part) changes, when the table was tampered with. The
+  first one also removes iptables mode's rules (clew's and kube-proxy's KUBE-* chains and their
+  jumps): the two modes must not both DNAT.
+* **Periodic check** (every ``full_sync_period``, kube-proxy's 1 h full sync): the tamper check's
+  reads, whatever the generation says; the table is replaced only when they find a difference,
+  so affinity entries survive the hour. (``verify_elements`` also compares every element with
+  the mirror: seconds at 10k Services, more than a full sync — off by default.)
 * **Tamper check** (`tampered`, the agent calls it every second): the ruleset generation is
   read (one netlink round trip); only when someone else committed since the table was last
   found intact are the table's chains listed (``nft list chains``: no elements are read, ~5 ms
-  beside 200k elements where ``list chain`` costs 3 s) and compared with what the last sync
-  left: the table gone or a chain missing means a full sync.
+  beside 200k elements where ``list chain`` costs 3 s) and the table's rules dumped over
+  netlink (`clew.kernel.nft_rules`: no elements either): the table or a chain gone, or a fixed
+  chain's rules other than the render's number or our last commit's bytes, means a full sync.
+* **Destination clashes** (two ports claiming one ``ip . proto . port``): decided as `render`
+  does — the first port in render order keeps it — re-deciding only the ports connected to a
+  change (``claims.py``).
 * **Bad input**: a port the layout cannot express (`Rejected`) is left out, logged once while it
   stays, and reported in `SyncResult.rejected` (the agent counts it); every other port keeps its
   elements.
@@ -123,6 +131,7 @@ class NftSyncer:
     rules: Callable[[], dict[str, list[bytes]]] | None = None  # the table's rules per chain (tamper check)
     leave_iptables_mode: Callable[[], list[str]] | None = None
     renderer: NftRenderer | None = None
+    verify_elements: bool = False  # the periodic check also reads every element (seconds; see _verify)
     needs_full: bool = True
     rejected: dict[str, Rejected] = field(default_factory=dict)  # port key → why it is left out
     cleanup_failures: int = 0  # times removing the other mode's rules failed (…_nftables_cleanup_failures_total)
@@ -188,15 +197,19 @@ class NftSyncer:
         that fails is logged and tried again at the next check."""
         if self.needs_full or not self._fixed:
             return []
-        gen = self._gen()
-        if gen is not None and gen == self._verified_gen:
-            return []
         try:
-            listed = listed_chains(self._kernel.list_json("chains"))
-            dump = self.rules() if self.rules is not None and listed is not None else None
+            return self._read_diffs()
         except KernelError as e:
             log.warning("cannot read clew's nftables table, trying again later: %s", e)
             return []
+
+    def _read_diffs(self) -> list[Difference]:
+        """`tampered` without its guards; raises `KernelError` when the table cannot be read."""
+        gen = self._gen()
+        if gen is not None and gen == self._verified_gen:
+            return []
+        listed = listed_chains(self._kernel.list_json("chains"))
+        dump = self.rules() if self.rules is not None and listed is not None else None
         if listed is None:
             return [Difference(TABLE, "*", "table ip clew is gone")]
         want = chain_names(self._fixed) | {c.name for p in self._mirror.ports.values() for c in p.chains}
@@ -206,6 +219,60 @@ class NftSyncer:
         if not diffs:
             self._verified_gen = gen
         return diffs
+
+    def _check_now(self) -> bool | None:
+        """The periodic check by default: the tamper check's reads whatever the generation says
+        (chains listed, rules dumped over netlink: milliseconds, no element read)."""
+        self._verified_gen = None
+        try:
+            return not self._read_diffs()
+        except KernelError as e:
+            log.warning("periodic check put off: cannot read clew's table: %s", e)
+            return None
+
+    def _verify(self) -> bool | None:
+        """The thorough periodic check (``verify_elements``): does the whole table hold what the
+        syncs wrote — every chain, the number of rules in each, every element with its value and
+        comment (affinity sets' and the fixed part's own elements aside)? None when it cannot be
+        read (tried at the next sync). Costly: ``nft -j list table`` of 10k Services takes 3.7 s
+        and its parse 0.9 s (more than a full sync's 3.5 s; measured), so it is off by default;
+        the tests use it to prove that the mirror is what the kernel holds."""
+        from clew.proxy.nftables import apply
+
+        try:
+            state = apply.table_state(self._kernel)
+        except KernelError as e:
+            log.warning("periodic check put off: cannot read clew's table: %s", e)
+            return None
+        if state is None:
+            log.warning("periodic check: table ip clew is gone")
+            return False
+        fixed_now = self._fixed_for_now()
+        chains = {c.name: len(c.rules) for p in self._mirror.ports.values() for c in p.chains}
+        for line in fixed_now:
+            if line.startswith(f"add rule {_T} "):
+                name = line.split(" ", 5)[4]
+                chains[name] = chains.get(name, 0) + 1
+        chains.update((c, chains.get(c, 0)) for c in chain_names(fixed_now))
+        if state.rule_counts != chains:
+            odd = sorted(
+                c for c in chains.keys() | state.rule_counts.keys() if chains.get(c) != state.rule_counts.get(c)
+            )
+            log.warning("periodic check: chains differ from the syncs' (%s)", ", ".join(odd[:5]))
+            return False
+        skip = {line.split(" ", 5)[4] for line in fixed_now if line.startswith(f"add element {_T} ")}
+        skip |= {s.name for p in self._mirror.ports.values() for s in p.sets}
+        want: dict[str, dict[str, tuple[str | None, str]]] = {}
+        for (name, key), held in self._mirror.held.items():
+            want.setdefault(name, {})[key] = (held.value, held.comment)
+        for name in state.sets.keys() | want.keys():
+            if name in skip:
+                continue
+            got = {k: (x.value, x.comment) for k, x in state.elements.get(name, {}).items()}
+            if got != want.get(name, {}):
+                log.warning("periodic check: the elements of %s differ from the syncs'", name)
+                return False
+        return True
 
     def _rule_diffs(self, dump: dict[str, list[bytes]], listed: set[str]) -> list[Difference]:
         fixed_now = self._renderer.fixed(self.config, self._mirror.group_set)
@@ -239,7 +306,13 @@ class NftSyncer:
         if config != self.config:
             self.config, self.needs_full = config, True
             self._services.clear()
-        full = self.needs_full or start - self._last_full >= self.full_sync_period
+        if not self.needs_full and start - self._last_full >= self.full_sync_period:
+            intact = self._verify() if self.verify_elements else self._check_now()
+            if intact is True:
+                self._last_full = start
+            elif intact is False:
+                self.needs_full = True
+        full = self.needs_full
         touched = None if full else self._incremental(snapshot)
         if touched is None:
             self._decide_all(snapshot)
@@ -380,7 +453,9 @@ class NftSyncer:
             if k in lost:
                 d, holder = lost[k]
                 p = self._candidate_policies[k]
-                why = f"Service port {p.spn} ({p.proto}): {d} is already {self._candidate_policies[holder].spn}'s"
+                held = self._candidate_policies[holder].spn  # the words of `render.render`
+                why = f"destination {d} is already {held}'s (nft takes one value per map key)"
+                why = f"Service port {p.spn} ({p.proto}): {why}"
                 self._reject(Rejected(k, p.service_key, why))
             elif k in self._candidates and k in self.rejected:
                 del self.rejected[k]  # its clash is over
