@@ -379,6 +379,16 @@ def test_clusterip_from_outside_is_masqueraded(topo: Topology) -> None:
         assert seen_ip(attempt) == (NODE_IP["node"] if attempt.server == "c" else CNI0["node"]), attempt
 
 
+def test_unused_port_of_a_cluster_ip_is_not_rejected(topo: Topology) -> None:
+    # Neither mode rejects a port the Service does not have (iptables mode cannot; clew's
+    # nftables mode leaves out kube-proxy's nftables `cluster-ips-check` on purpose, to keep
+    # iptables mode's behaviour): the packet is routed on un-DNATed, here to ext, which drops it.
+    result = topo.probe("cl", WEB, 81, count=2, timeout=0.4)
+    assert result.summary.errors == {"timeout": 2}, result
+    flows = conntrack_entries(topo, "node", ["-d", WEB, "-p", "tcp", "--dport", "81"])
+    assert flows and all(f.dnat is None for f in flows), flows  # forwarded (tracked), never DNATed
+
+
 def test_udp_clusterip(topo: Topology) -> None:
     result = topo.probe("cl", WEB, 80, proto="udp", count=40)
     assert result.all_ok and set(result.summary.by_server) == set(ENDPOINT_PODS), result.summary
