@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
     "ip-neigh.json": (["ip", "-j", "neigh", "show"], True),
     "bridge-fdb.json": (["bridge", "-j", "fdb", "show"], False),
     "ipset.txt": (["ipset", "save"], False),
+    "nft-ruleset.json": (["nft", "-j", "list", "ruleset"], False),
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clew.iproute2.routes import parse_routes
+from clew.netfilter.nft_json import NftRuleset
 from clew.netfilter.rules import Ruleset
 from clew.trace.index import ChainIndex
 
@@ -84,6 +85,7 @@ class NodeView:
     name: str = ""
     warnings: list[str] = field(default_factory=list)
     indexes: dict[tuple[str, str], ChainIndex | None] = field(default_factory=dict, repr=False)
+    nft: NftRuleset | None = None  # ``nft -j list ruleset``: native tables walked with iptables'
 
     def local_ips(self) -> set[str]:
         return {a.ip for a in self.addresses}
@@ -217,11 +219,27 @@ def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, s
         warnings.append(f"a dump file has an unexpected shape ({e!r}); the view may be incomplete")
     view.ipsets = ipsets_from_save(files.get("ipset.txt", ""))
     warnings.extend(ruleset.warnings)
+    view.nft = _nft(files.get("nft-ruleset.json", ""), warnings)
     return view
 
 
+def _nft(text: str, warnings: list[str]) -> NftRuleset | None:
+    """The dump's ``nft -j list ruleset`` (None when absent or empty: iptables only)."""
+    from clew.netfilter.nft_json import NftError, parse
+
+    if not text.strip():
+        return None
+    try:
+        nft = parse(text, origin="nft-ruleset.json")
+    except NftError as e:
+        warnings.append(f"{e}; nftables tables ignored")
+        return None
+    warnings.extend(nft.warnings)
+    return nft if nft.tables else None
+
+
 DUMP_FILES = ("iptables-save.txt", "ip-addr.json", "ip-route.json", "ip-link.json", "ip-neigh.json",
-              "bridge-fdb.json", "ipset.txt")  # fmt: skip
+              "bridge-fdb.json", "ipset.txt", "nft-ruleset.json")  # fmt: skip
 
 
 def from_dump(folder: str | Path) -> NodeView:

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 from clew.netfilter.iptables_save import parse
+from clew.netfilter.nft_json import NftError
+from clew.netfilter.nft_json import parse as parse_nft
 from clew.trace.node_view import Address, NodeView, from_dump, from_netns
 
 
@@ -37,13 +39,25 @@ def from_ruleset(path: str | Path, local_ips: list[str]) -> NodeView:
     except OSError as e:
         raise SourceError(f"{path}: cannot read: {e.strerror}") from None
     kind = detect_format(text)
+    if kind == "nft-json":
+        return _from_nft_json(text, str(path), local_ips)
     if kind != "iptables":
-        raise SourceError(f"{path}: an {kind} ruleset; clew trace reads iptables-save rulesets for now")
+        raise SourceError(f"{path}: an nft text ruleset; give nft's JSON instead (nft -j list ruleset)")
     ruleset = parse(text, origin=str(path))
     view = NodeView(ruleset=ruleset, addresses=[Address("?", ip, 32) for ip in local_ips], name=str(path))
     view.warnings.extend(ruleset.warnings)
     if not ruleset.tables:
         raise SourceError(f"{path}: no iptables table in it (is it iptables-save output?)")
+    return view
+
+
+def _from_nft_json(text: str, origin: str, local_ips: list[str]) -> NodeView:
+    try:
+        nft = parse_nft(text, origin=origin)
+    except NftError as e:
+        raise SourceError(str(e)) from None
+    view = NodeView(addresses=[Address("?", ip, 32) for ip in local_ips], name=origin, nft=nft)
+    view.warnings.extend(nft.warnings)
     return view
 
 

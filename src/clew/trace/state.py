@@ -20,6 +20,7 @@ class State:
     dport: int
     ctstate: str = "NEW"
     mark: int = 0
+    ctmark: int = 0  # ct mark (nftables ct mark set / match)
     iif: str | None = None
     oif: str | None = None
     hook: str = ""

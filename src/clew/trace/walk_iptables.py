@@ -47,28 +47,41 @@ class Walker:
     def run_hook(self, hook: str, st: State) -> list[tuple[State, str]]:
         """Branches after the hook: ("ACCEPT", go on) or ("DROP"/"REJECT", ended here)."""
         st.hook = hook
+        if self.view.nft is not None:  # nftables tables too: every base chain, by priority
+            from clew.trace.walk_nft import run_stages
+
+            return run_stages(self, hook, st, HOOK_TABLES[hook])
         live = [st]
         done: list[tuple[State, str]] = []
         for table in HOOK_TABLES[hook]:
-            chain = self.view.ruleset.chain(table, hook)
-            if chain is None:
+            if self.view.ruleset.chain(table, hook) is None:
                 continue
             if table == "nat" and st.ctstate != "NEW":
                 continue
             nxt: list[State] = []
             for s in live:
-                for s2, result in self.walk(table, chain, s, 0, 0):
-                    if result in ("ACCEPT", "RETURN"):
-                        policy = chain.policy or "ACCEPT"
-                        if result == "RETURN" and policy != "ACCEPT":
-                            s2.hops.append(Hop(hook, table, hook, f"policy {policy}", policy))
-                            done.append((s2, policy))
-                            continue
-                        nxt.append(s2)
-                    else:
-                        done.append((s2, result))
+                for s2, result in self.table_pass(hook, table, s):
+                    (nxt.append(s2) if result == "ACCEPT" else done.append((s2, result)))
             live = nxt
         return [(s, "ACCEPT") for s in live] + done
+
+    def table_pass(self, hook: str, table: str, st: State) -> list[tuple[State, str]]:
+        """One table's built-in chain for ``hook``: ACCEPT (go on), or DROP/REJECT (ended)."""
+        chain = self.view.ruleset.chain(table, hook)
+        if chain is None:
+            return [(st, "ACCEPT")]
+        out: list[tuple[State, str]] = []
+        for s2, result in self.walk(table, chain, st, 0, 0):
+            if result in ("ACCEPT", "RETURN"):
+                policy = chain.policy or "ACCEPT"
+                if result == "RETURN" and policy != "ACCEPT":
+                    s2.hops.append(Hop(hook, table, hook, f"policy {policy}", policy))
+                    out.append((s2, policy))
+                    continue
+                out.append((s2, "ACCEPT"))
+            else:
+                out.append((s2, result))
+        return out
 
     def walk(self, table: str, chain: Chain, st: State, start: int, depth: int) -> list[tuple[State, str]]:
         """Rules of ``chain`` from ``start``; results ACCEPT/DROP/REJECT, or RETURN (fell off / RETURN)."""
