@@ -50,11 +50,33 @@ class NftChain:
     hook: str | None = None
     prio: int = 0
     policy: str = "accept"
-    rules: list[NftRule] = field(default_factory=list)
+    raw: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the rules' JSON, in order
+    _rules: list[NftRule] | None = field(default=None, repr=False)
 
     @property
     def is_base(self) -> bool:
         return self.hook is not None
+
+    @property
+    def rules(self) -> list[NftRule]:
+        """The chain's rules, made from their JSON on first use (a trace visits a few chains of
+        a 40k-chain table: making 80k rule records up front would double the parse)."""
+        if self._rules is None:
+            self._rules = [_rule(body, n) for n, body in enumerate(self.raw, 1)]
+        return self._rules
+
+
+def _rule(body: dict[str, Any], position: int) -> NftRule:
+    expr = body.get("expr", [])
+    return NftRule(
+        family=str(body["family"]),
+        table=str(body["table"]),
+        chain=str(body["chain"]),
+        handle=int(body.get("handle", 0)),
+        exprs=expr if isinstance(expr, list) else [],
+        comment=body.get("comment"),
+        position=position,
+    )
 
 
 @dataclass(slots=True)
@@ -100,6 +122,7 @@ class NftRuleset:
     warnings: list[str] = field(default_factory=list)
     version: str = ""
     cache: dict[int, Any] = field(default_factory=dict, repr=False)  # the tracer's anonymous-set atoms
+    _base: list[NftChain] | None = field(default=None, repr=False)
 
     def table(self, family: str, name: str) -> NftTable | None:
         return self.tables.get((family, name))
@@ -109,7 +132,11 @@ class NftRuleset:
         return t.chains.get(name) if t else None
 
     def base_chains(self) -> list[NftChain]:
-        return [c for t in self.tables.values() for c in t.chains.values() if c.is_base]
+        """Every base chain (computed once: a trace asks at every hook, and a 10k-Service
+        kube-proxy table has 40k regular chains)."""
+        if self._base is None:
+            self._base = [c for t in self.tables.values() for c in t.chains.values() if c.is_base]
+        return self._base
 
 
 def _types(value: Any) -> tuple[str, ...]:
@@ -155,15 +182,15 @@ def _chain(doc: dict[str, Any]) -> NftChain:
 
 def parse(text: str, origin: str = "nft") -> NftRuleset:
     """``nft -j list ruleset`` text → `NftRuleset` (raises `NftError` if it is not nft JSON)."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise NftError(f"{origin}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("nftables"), list):
-        raise NftError(f'{origin}: not nft -j output (no top-level "nftables" list)')
     enabled = gc.isenabled()
-    gc.disable()  # ~100k acyclic objects: the collector would only slow the parse down
+    gc.disable()  # ~1M acyclic objects (30 MB of JSON at 10k Services): the collector only slows it
     try:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise NftError(f"{origin}:{e.lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("nftables"), list):
+            raise NftError(f'{origin}: not nft -j output (no top-level "nftables" list)')
         return _objects(doc["nftables"], origin)
     finally:
         if enabled:
@@ -172,7 +199,7 @@ def parse(text: str, origin: str = "nft") -> NftRuleset:
 
 def _objects(items: list[Any], origin: str) -> NftRuleset:
     rs = NftRuleset()
-    pending: list[NftRule] = []
+    pending: list[dict[str, Any]] = []
     for n, item in enumerate(items, 1):
         if not isinstance(item, dict) or len(item) != 1:
             rs.warnings.append(f"{origin}: object {n} is not a one-key JSON object; skipped")
@@ -180,17 +207,7 @@ def _objects(items: list[Any], origin: str) -> NftRuleset:
         kind, body = next(iter(item.items()))
         try:
             if kind == "rule":
-                expr = body.get("expr", [])
-                pending.append(
-                    NftRule(
-                        family=str(body["family"]),
-                        table=str(body["table"]),
-                        chain=str(body["chain"]),
-                        handle=int(body.get("handle", 0)),
-                        exprs=expr if isinstance(expr, list) else [],
-                        comment=body.get("comment"),
-                    )
-                )
+                pending.append(body)
             elif kind == "table":
                 key = (str(body["family"]), str(body["name"]))
                 rs.tables.setdefault(key, NftTable(key[0], key[1], comment=body.get("comment")))
@@ -205,13 +222,17 @@ def _objects(items: list[Any], origin: str) -> NftRuleset:
             # flowtables, counters, quotas, ct helpers…: not on a packet's path through chains
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             rs.warnings.append(f"{origin}: {kind} object {n} has an unexpected shape ({e!r}); skipped")
-    for rule in pending:
-        chain = rs.chain(rule.family, rule.table, rule.chain)
-        if chain is None:
-            rs.warnings.append(f"{origin}: a rule of unknown chain {rule.family} {rule.table} {rule.chain}; skipped")
+    for body in pending:
+        try:
+            chain = rs.chain(body["family"], body["table"], body["chain"])
+        except (KeyError, TypeError) as e:
+            rs.warnings.append(f"{origin}: a rule has an unexpected shape ({e!r}); skipped")
             continue
-        chain.rules.append(rule)
-        rule.position = len(chain.rules)
+        if chain is None:
+            where = f"{body['family']} {body['table']} {body['chain']}"
+            rs.warnings.append(f"{origin}: a rule of unknown chain {where}; skipped")
+            continue
+        chain.raw.append(body)
     return rs
 
 

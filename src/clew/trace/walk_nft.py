@@ -92,6 +92,9 @@ def mirrored_tables(view: NodeView) -> set[tuple[str, str]]:
     nft = view.nft
     if nft is None:
         return set()
+    cached = nft.cache.get(0)
+    if cached is not None and cached[0] is view.ruleset:
+        return cached[1]  # type: ignore[no-any-return]
     out = set()
     for (family, name), table in nft.tables.items():
         if family != "ip" or name not in view.ruleset.tables:
@@ -99,6 +102,7 @@ def mirrored_tables(view: NodeView) -> set[tuple[str, str]]:
         base = [c for c in table.chains.values() if c.is_base]
         if base and all(c.name in IPT_CHAINS for c in base):
             out.add((family, name))
+    nft.cache[0] = (view.ruleset, out)
     return out
 
 
