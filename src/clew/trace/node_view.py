@@ -89,10 +89,11 @@ class NodeView:
         return {a.ip for a in self.addresses}
 
     def is_local(self, ip: str) -> bool:
-        """addrtype LOCAL: an address of the node, or inside a local-type route (127.0.0.0/8)."""
-        if ip in self.local_ips():
-            return True
+        """addrtype LOCAL: 127.0.0.0/8 (always, routes given or not), an address of the node, or
+        inside a local-type route."""
         addr = ipaddress.IPv4Address(ip)
+        if addr.is_loopback or ip in self.local_ips():
+            return True
         return any(r.type == "local" and addr in r.dst for r in self.routes)
 
     def addresses_of(self, dev: str) -> list[Address]:

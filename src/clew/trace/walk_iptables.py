@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from clew.netfilter.rules import Chain, Rule
 from clew.trace.index import build
-from clew.trace.matches import Warn, evaluate
+from clew.trace.matches import Warn, assume, evaluate
 from clew.trace.node_view import NodeView
 from clew.trace.packet import Hop
 from clew.trace.state import State
@@ -90,7 +90,7 @@ class Walker:
                 i = order[pos]
             pos += 1
             rule = rules[i]
-            branches = evaluate(rule, st, self.view, self.warn)
+            branches = evaluate(rule, st, self.view, self.warn, i)
             if len(branches) == 1:
                 if not branches[0][1]:
                     if rule.target is not None and "MARK-MASQ" in rule.target.name and st.masquerade_skipped is None:
@@ -177,13 +177,22 @@ class Walker:
             return name
         if name == "DNAT":
             to = rule.target.get("--to-destination")
-            ip, port = _split_hostport(to.value if to else "", st.dport)
+            if to is None or not _is_ipv4(_split_hostport(to.value, st.dport)[0]):
+                assume(st, self.warn, rule, f"DNAT without an address in --to-destination in {table}/{chain.name}"
+                       " (iptables-restore would refuse it; a mismatched iptables-save prints it): ignored, the"
+                       " destination is kept")  # fmt: skip
+                return None
+            ip, port = _split_hostport(to.value, st.dport)
             st.dst, st.dport, st.dnat = ip, port, f"{ip}:{port}"
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"DNAT to {ip}:{port}", rule.line))
             return "ACCEPT"
         if name == "SNAT":
             to = rule.target.get("--to-source")
-            ip, port = _split_hostport(to.value if to else "", st.sport)
+            if to is None or not _is_ipv4(_split_hostport(to.value, st.sport)[0]):
+                assume(st, self.warn, rule, f"SNAT without an address in --to-source in {table}/{chain.name}"
+                       " (iptables-restore would refuse it): ignored, the source is kept")  # fmt: skip
+                return None
+            ip, port = _split_hostport(to.value, st.sport)
             st.src, st.sport, st.snat = ip, port, ip
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"SNAT to {ip}", rule.line))
             return "ACCEPT"
@@ -212,9 +221,9 @@ class Walker:
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, "not tracked (ctstate UNTRACKED)", rule.line))
             return None
         if name in WARN_TARGETS:
-            self.warn(f"line {rule.line}: target {name} in {table}/{chain.name} not modelled: the trace goes on")
+            assume(st, self.warn, rule, f"target {name} in {table}/{chain.name} not modelled: the trace goes on")
             return None
-        self.warn(f"line {rule.line}: unknown target or missing chain {name!r} in {table}/{chain.name}: ignored")
+        assume(st, self.warn, rule, f"unknown target or missing chain {name!r} in {table}/{chain.name}: ignored")
         return None
 
     @staticmethod
@@ -233,6 +242,11 @@ class Walker:
         if m is not None and m.get("--set") is not None and rule.chain.startswith("KUBE-SEP-"):
             name = m.get("--name")
             st.affinity_sets = (*st.affinity_sets, name.value if name else "DEFAULT")
+
+
+def _is_ipv4(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 def _split_hostport(text: str, default_port: int) -> tuple[str, int]:
