@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
     "ip-neigh.json": (["ip", "-j", "neigh", "show"], True),
     "bridge-fdb.json": (["bridge", "-j", "fdb", "show"], False),
     "ipset.txt": (["ipset", "save"], False),
+    "ip-rule.json": (["ip", "-j", "rule", "show"], False),  # policy routing: the trace follows the default rules
 }
 
 

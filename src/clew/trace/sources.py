@@ -48,7 +48,8 @@ def from_ruleset(path: str | Path, local_ips: list[str]) -> NodeView:
 
 
 def load_view(ruleset: str | None, local_ips: list[str], netns: str | None, dump: str | None) -> NodeView:
-    """Exactly one of ``ruleset``, ``netns`` and ``dump``.
+    """At most one of ``ruleset``, ``netns`` and ``dump``; none: the namespace this process runs in
+    (the node itself, read-only).
 
     The view is frozen out of the garbage collector's sight (`gc.freeze`): a 10k-Service ruleset
     is millions of long-lived objects, and one full collection of them costs more than a trace.
@@ -60,8 +61,8 @@ def load_view(ruleset: str | None, local_ips: list[str], netns: str | None, dump
 
 def _load(ruleset: str | None, local_ips: list[str], netns: str | None, dump: str | None) -> NodeView:
     given = [x for x in (ruleset, netns, dump) if x]
-    if len(given) != 1:
-        raise SourceError("give exactly one of --ruleset FILE, --netns NAME, --from-dump DIR")
+    if len(given) > 1:
+        raise SourceError("give at most one of --ruleset FILE, --netns NAME, --from-dump DIR (none: this node)")
     if ruleset:
         return from_ruleset(ruleset, local_ips)
     if dump:
@@ -73,9 +74,9 @@ def _load(ruleset: str | None, local_ips: list[str], netns: str | None, dump: st
             raise SourceError(f"{dump}: a file in it is not UTF-8 text ({e.reason}); is it from clew dump?") from None
         except OSError as e:
             raise SourceError(f"{e.filename or dump}: cannot read: {e.strerror}") from None
-    assert netns is not None
     if os.geteuid() != 0:
-        raise SourceError("--netns reads a network namespace: run as root (or use --from-dump)")
+        what = "--netns reads a network namespace" if netns else "reading this node's rules and routes"
+        raise SourceError(f"{what}: run as root (or use --ruleset FILE or --from-dump DIR)")
     try:
         return from_netns(netns)
     except FileNotFoundError as e:
