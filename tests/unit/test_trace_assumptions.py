@@ -134,12 +134,20 @@ def test_rpfilter_without_routes_is_an_assumption() -> None:
 
 
 def test_dnat_with_an_empty_destination_is_a_warning_naming_its_line_not_a_traceback() -> None:
-    rules = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j DNAT --to-destination :8080\nCOMMIT\n"
+    rules = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j DNAT\nCOMMIT\n"
     r = trace(rules_only(rules, ("192.0.2.10",)), Packet("203.0.113.9", "192.0.2.10", iif="eth0"))
     (o,) = r.outcomes
     assert o.verdict == "ACCEPT" and o.dnat is None
-    assert any(w.startswith("line 3: DNAT without an address") for w in r.warnings), r.warnings
+    assert any(w.startswith("line 3: DNAT without a usable --to-destination") for w in r.warnings), r.warnings
     assert any(a.line == 3 for a in o.assumptions)
+
+
+def test_dnat_to_a_port_only_keeps_the_address() -> None:
+    """``--to-destination :8080`` (iptables-restore takes it; Docker's DNS rules use the SNAT form)."""
+    rules = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j DNAT --to-destination :8080\nCOMMIT\n"
+    r = trace(rules_only(rules, ("192.0.2.10",)), Packet("203.0.113.9", "192.0.2.10", iif="eth0"))
+    (o,) = r.outcomes
+    assert o.dnat == "192.0.2.10:8080" and o.certain
 
 
 def test_outcomes_of_equal_probability_come_in_rule_order() -> None:

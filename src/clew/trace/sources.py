@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from pathlib import Path
 
 from clew.netfilter.iptables_save import parse
@@ -31,12 +32,33 @@ def detect_format(text: str) -> str:
     return "iptables"
 
 
+_LISTINGS = (
+    (re.compile(r"^Chain \S+ \((policy \w+|\d+ references)"), "iptables -L output"),
+    (re.compile(r"^(pkts|num)\s+bytes\s+target|^target\s+prot\s+opt"), "iptables -L output"),
+    (re.compile(r"^-P (INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) "), "iptables -S output (no *table lines)"),
+)
+
+
+def _listing(text: str) -> str | None:
+    """What a text that is a listing rather than a ruleset is (``iptables -nvL``, ``iptables -S``)."""
+    for line in text.splitlines()[:50]:
+        for pattern, what in _LISTINGS:
+            if pattern.match(line.strip()):
+                return what
+    return None
+
+
 def from_ruleset(path: str | Path, local_ips: list[str]) -> NodeView:
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise SourceError(f"{path}: cannot read: {e.strerror}") from None
     kind = detect_format(text)
+    listing = _listing(text)
+    if listing:
+        raise SourceError(
+            f"{path}: {listing}, not a ruleset: give the output of iptables-save (or nft -j list ruleset)"
+        )
     if kind != "iptables":
         raise SourceError(f"{path}: an {kind} ruleset; clew trace reads iptables-save rulesets for now")
     ruleset = parse(text, origin=str(path))

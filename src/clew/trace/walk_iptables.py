@@ -175,27 +175,8 @@ class Walker:
             ):
                 st.masquerade_skipped = rule.text  # returned before this chain could masquerade
             return name
-        if name == "DNAT":
-            to = rule.target.get("--to-destination")
-            if to is None or not _is_ipv4(_split_hostport(to.value, st.dport)[0]):
-                assume(st, self.warn, rule, f"DNAT without an address in --to-destination in {table}/{chain.name}"
-                       " (iptables-restore would refuse it; a mismatched iptables-save prints it): ignored, the"
-                       " destination is kept")  # fmt: skip
-                return None
-            ip, port = _split_hostport(to.value, st.dport)
-            st.dst, st.dport, st.dnat = ip, port, f"{ip}:{port}"
-            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"DNAT to {ip}:{port}", rule.line))
-            return "ACCEPT"
-        if name == "SNAT":
-            to = rule.target.get("--to-source")
-            if to is None or not _is_ipv4(_split_hostport(to.value, st.sport)[0]):
-                assume(st, self.warn, rule, f"SNAT without an address in --to-source in {table}/{chain.name}"
-                       " (iptables-restore would refuse it): ignored, the source is kept")  # fmt: skip
-                return None
-            ip, port = _split_hostport(to.value, st.sport)
-            st.src, st.sport, st.snat = ip, port, ip
-            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"SNAT to {ip}", rule.line))
-            return "ACCEPT"
+        if name in ("DNAT", "SNAT"):
+            return self._nat(table, chain, rule, st, name)
         if name == "MASQUERADE":
             st.masquerade = True
             st.masquerade_reason = st.mark_reason or rule.text
@@ -225,6 +206,31 @@ class Walker:
             return None
         assume(st, self.warn, rule, f"unknown target or missing chain {name!r} in {table}/{chain.name}: ignored")
         return None
+
+    def _nat(self, table: str, chain: Chain, rule: Rule, st: State, name: str) -> str | None:
+        """DNAT/SNAT. ``--to-destination :8080`` changes only the port (Docker's embedded DNS rules
+        do that); an empty or unreadable address is what iptables-restore refuses — a warning naming
+        the line, and the packet goes on unchanged."""
+        assert rule.target is not None
+        flag = "--to-destination" if name == "DNAT" else "--to-source"
+        to = rule.target.get(flag)
+        text = to.value if to else ""
+        port_of = st.dport if name == "DNAT" else st.sport
+        host, port = _split_hostport(text, port_of)
+        if not text or (host and not _is_ipv4(host)) or (not host and port == port_of and ":" not in text):
+            assume(st, self.warn, rule, f"{name} without a usable {flag} ({text!r}) in {table}/{chain.name}"
+                   f" (iptables-restore would refuse it; a mismatched iptables-save prints it): ignored, the"
+                   f" {'destination' if name == 'DNAT' else 'source'} is kept")  # fmt: skip
+            return None
+        if name == "DNAT":
+            ip = host or st.dst
+            st.dst, st.dport, st.dnat = ip, port, f"{ip}:{port}"
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"DNAT to {ip}:{port}", rule.line))
+        else:
+            ip = host or st.src
+            st.src, st.sport, st.snat = ip, port, ip
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"SNAT to {ip}:{port}", rule.line))
+        return "ACCEPT"
 
     @staticmethod
     def _note_service(rule: Rule, st: State) -> None:
