@@ -11,6 +11,7 @@ A locally generated packet without a route fails in connect() before netfilter s
 
 from __future__ import annotations
 
+from clew.trace import ipvs
 from clew.trace.matches import Warn
 from clew.trace.node_view import NodeView
 from clew.trace.packet import Assumption, Egress, Hop, Outcome, Packet, TraceResult
@@ -91,7 +92,9 @@ def trace(view: NodeView, packet: Packet, *, recent: frozenset[str] = frozenset(
     if packet.ctstate != "NEW":
         warn("packet of an existing connection: nat tables skipped; conntrack's stored mapping is not known here")
     parse_warnings = [w for w in view.ruleset.warnings if w not in view.warnings]
-    return TraceResult(packet, how, outcomes, [*view.warnings, *parse_warnings, *warn.items])
+    warnings = [*view.warnings, *parse_warnings, *warn.items]
+    ipvs.annotate(view, packet, outcomes, warnings)
+    return TraceResult(packet, how, outcomes, warnings)
 
 
 def _returning_clients(view: NodeView, packet: Packet, outcomes: list[Outcome]) -> None:

@@ -242,9 +242,39 @@ def _set(m: Match, st: State, view: NodeView, rule: Rule, warn: Warn, index: int
         if members is None:
             assume(st, warn, rule, f"ipset {name} in chain {rule.chain} cannot be read: assumed not to match", index)
             return False
-        ip = st.src if flags[0] == "src" else st.dst
-        ok = any(ip == member or ("/" in member and _in_cidr(ip, member)) for member in members)
+        ok = any(member_matches(member, flags, st) for member in members)
         if not _neg(ok, opt):
+            return False
+    return True
+
+
+def member_matches(member: str, flags: list[str], st: State) -> bool:
+    """One ``ipset save`` member against the packet, dimension by dimension: ``10.96.0.10,tcp:53``
+    with ``dst,dst`` (hash:ip,port), ``30080`` or ``30000-30100`` (bitmap:port), ``10.0.0.0/8``
+    (hash:net), ``10.244.1.5,tcp:8080,10.244.1.5`` with ``dst,dst,src`` (hash:ip,port,ip)."""
+    for part, flag in zip(member.split(","), flags, strict=False):
+        part = part.split(" ")[0]
+        ip = st.src if flag == "src" else st.dst
+        port = st.sport if flag == "src" else st.dport
+        if ":" in part or part.isdigit() or (part.replace("-", "").isdigit() and "-" in part):
+            proto, _, ports = part.rpartition(":")
+            if proto and proto != st.proto:
+                return False
+            lo, _, hi = ports.partition("-")
+            if not lo.isdigit() or not (int(lo) <= port <= int(hi if hi.isdigit() else lo)):
+                return False
+        elif "/" in part:
+            if not _in_cidr(ip, part):
+                return False
+        elif "-" in part and part.count(".") == 6:  # an IP range a.b.c.d-e.f.g.h
+            first, _, last = part.partition("-")
+            try:
+                a = ipaddress.IPv4Address(ip)
+                if not ipaddress.IPv4Address(first) <= a <= ipaddress.IPv4Address(last):
+                    return False
+            except ValueError:
+                return False
+        elif part != ip:
             return False
     return True
 
