@@ -9,7 +9,7 @@ import typer
 
 from clew.cli.errors import UserError
 from clew.cli.jsonout import print_json
-from clew.cli.netns_arg import netns_name
+from clew.cli.netns_arg import netns_ref
 from clew.cli.stdin import stdin_path
 from clew.trace.explain import explain_service, format_explanation
 from clew.trace.sources import SourceError, load_view
@@ -22,7 +22,13 @@ _QUERY = re.compile(r"^[a-z0-9.-]+/[a-z0-9.-]+(:[a-z0-9-]*)?$")
 def explain_service_command(
     name: Annotated[str, typer.Argument(help="NS/NAME or NS/NAME:PORT")],
     ruleset: Annotated[str | None, typer.Option("--ruleset", help="iptables-save output; - reads stdin.")] = None,
-    netns: Annotated[str | None, typer.Option("--netns", help="A live network namespace (root).")] = None,
+    netns: Annotated[
+        str | None,
+        typer.Option(
+            "--netns",
+            help="A live network namespace: a name, /run/netns/NAME or /proc/PID/ns/net (root); default: this node.",
+        ),
+    ] = None,
     from_dump: Annotated[str | None, typer.Option("--from-dump", help="A folder written by clew dump.")] = None,
     objects: Annotated[
         str | None, typer.Option("--objects", help="Manifests, to say why endpoints are unused.")
@@ -31,6 +37,8 @@ def explain_service_command(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
 ) -> None:
     """A Service's rule tree on a node, with the share of connections each endpoint gets and why.
+
+    The port is named (NS/NAME:http) or numbered (NS/NAME:80). Exit 1 when no rule names the Service.
 
     \b
     Examples:
@@ -41,7 +49,7 @@ def explain_service_command(
         raise UserError(f"{name!r} is not NS/NAME or NS/NAME:PORT")
     ruleset = stdin_path("--ruleset", ruleset)
     try:
-        view = load_view(ruleset, [], netns_name(netns) if netns else None, from_dump)
+        view = load_view(ruleset, [], netns_ref(netns) if netns else None, from_dump)
     except SourceError as e:
         raise UserError(str(e)) from None
     policies = None
@@ -56,3 +64,5 @@ def explain_service_command(
         print_json(result.to_json(), "trace", "ServiceExplanation", indent=2)
     else:
         print(format_explanation(result), end="")
+    if not result.ports:
+        raise typer.Exit(1)  # not found: the text said so; a script can tell by the exit code

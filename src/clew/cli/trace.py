@@ -9,7 +9,7 @@ import typer
 
 from clew.cli.errors import UserError
 from clew.cli.jsonout import print_json
-from clew.cli.netns_arg import netns_name
+from clew.cli.netns_arg import netns_ref
 from clew.cli.stdin import stdin_path
 from clew.trace.engine import trace
 from clew.trace.packet import Packet
@@ -31,11 +31,21 @@ def trace_command(
     sport: Annotated[int, typer.Option("--sport", min=1, max=65535, help="Source port.")] = 40000,
     proto: Annotated[str, typer.Option("--proto", help="tcp, udp or sctp.")] = "tcp",
     iif: Annotated[str | None, typer.Option("--iif", help="Interface it arrives on (default: inferred).")] = None,
+    oif: Annotated[
+        str | None, typer.Option("--oif", help="Interface it leaves by, when routes are not given (--ruleset).")
+    ] = None,
     ruleset: Annotated[
         str | None, typer.Option("--ruleset", help="iptables-save output to trace; - reads stdin.")
     ] = None,
     local_ip: Annotated[list[str] | None, typer.Option("--local-ip", help="A node address (with --ruleset).")] = None,
-    netns: Annotated[str | None, typer.Option("--netns", help="Trace a live network namespace (root).")] = None,
+    netns: Annotated[
+        str | None,
+        typer.Option(
+            "--netns",
+            help="A live network namespace: a name, /run/netns/NAME or /proc/PID/ns/net (root). Without "
+            "--netns, --ruleset and --from-dump: the namespace clew runs in (this node), read-only.",
+        ),
+    ] = None,
     from_dump: Annotated[str | None, typer.Option("--from-dump", help="A folder written by clew dump.")] = None,
     established: Annotated[bool, typer.Option("--established", help="A packet of an existing connection.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of the story.")] = False,
@@ -50,12 +60,13 @@ def trace_command(
         dport=dport,
         sport=sport,
         iif=iif,
+        oif=oif,
         ctstate="ESTABLISHED" if established else "NEW",
     )
     locals_ = [_ipv4(ip, "--local-ip") for ip in (local_ip or [])]
     ruleset = stdin_path("--ruleset", ruleset)
     try:
-        view = load_view(ruleset, locals_, netns_name(netns) if netns else None, from_dump)
+        view = load_view(ruleset, locals_, netns_ref(netns) if netns else None, from_dump)
     except SourceError as e:
         raise UserError(str(e)) from None
     result = trace(view, packet)

@@ -20,7 +20,8 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
     "ip-neigh.json": (["ip", "-j", "neigh", "show"], True),
     "bridge-fdb.json": (["bridge", "-j", "fdb", "show"], False),
     "ipset.txt": (["ipset", "save"], False),
-    "nft-ruleset.json": (["nft", "-j", "list", "ruleset"], False),
+    "ip-rule.json": (["ip", "-j", "rule", "show"], False),  # policy routing: the trace follows the default rules
+    "nft-ruleset.json": (["nft", "-j", "list", "ruleset"], False),  # native nftables tables (and iptables-nft's)
 }
 
 

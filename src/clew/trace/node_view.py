@@ -91,10 +91,11 @@ class NodeView:
         return {a.ip for a in self.addresses}
 
     def is_local(self, ip: str) -> bool:
-        """addrtype LOCAL: an address of the node, or inside a local-type route (127.0.0.0/8)."""
-        if ip in self.local_ips():
-            return True
+        """addrtype LOCAL: 127.0.0.0/8 (always, routes given or not), an address of the node, or
+        inside a local-type route."""
         addr = ipaddress.IPv4Address(ip)
+        if addr.is_loopback or ip in self.local_ips():
+            return True
         return any(r.type == "local" and addr in r.dst for r in self.routes)
 
     def addresses_of(self, dev: str) -> list[Address]:
@@ -218,6 +219,9 @@ def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, s
     except (KeyError, TypeError, ValueError) as e:
         warnings.append(f"a dump file has an unexpected shape ({e!r}); the view may be incomplete")
     view.ipsets = ipsets_from_save(files.get("ipset.txt", ""))
+    rules_warning = policy_rules_warning(_json(files, "ip-rule.json", warnings))
+    if rules_warning:
+        warnings.append(rules_warning)
     warnings.extend(ruleset.warnings)
     view.nft = _nft(files.get("nft-ruleset.json", ""), warnings)
     return view
@@ -239,7 +243,28 @@ def _nft(text: str, warnings: list[str]) -> NftRuleset | None:
 
 
 DUMP_FILES = ("iptables-save.txt", "ip-addr.json", "ip-route.json", "ip-link.json", "ip-neigh.json",
-              "bridge-fdb.json", "ipset.txt", "nft-ruleset.json")  # fmt: skip
+              "bridge-fdb.json", "ipset.txt", "ip-rule.json", "nft-ruleset.json")  # fmt: skip
+DEFAULT_RULE_TABLES = {"local", "main", "default"}
+
+
+def policy_rules_warning(doc: list[dict[str, Any]]) -> str | None:
+    """``ip -j rule`` beyond the default three (local, main, default): the trace's route lookup
+    follows only those, so say it."""
+    extra = [
+        r
+        for r in doc
+        if str(r.get("table", "")) not in DEFAULT_RULE_TABLES or r.get("fwmark") or r.get("src", "all") != "all"
+    ]
+    if not extra:
+        return None
+    shown = "; ".join(
+        f"{r.get('priority', '?')}: " + " ".join(f"{k} {r[k]}" for k in ("src", "fwmark", "iif", "table") if k in r)
+        for r in extra[:4]
+    )
+    return (
+        f"ip rule: {len(extra)} policy routing rule(s) beyond local/main/default ({shown}): the trace looks up "
+        "local, main and default only"
+    )
 
 
 def from_dump(folder: str | Path) -> NodeView:
@@ -259,11 +284,17 @@ def from_dump(folder: str | Path) -> NodeView:
     return from_files(files, name=str(meta.get("netns", root.name)), node_names=meta.get("node_names") or {})
 
 
-def from_netns(netns: str, *, node_names: dict[str, str] | None = None) -> NodeView:
-    """A NodeView read live from a network namespace (read-only; needs root)."""
-    from clew.kernel import netns as kernel_netns
+def from_netns(netns: str | None, *, node_names: dict[str, str] | None = None) -> NodeView:
+    """A NodeView read live from a network namespace (read-only; needs root): a name, a namespace
+    file's path (``/proc/PID/ns/net``), or None for the namespace this process runs in."""
+    from clew.kernel.namespace import Namespace
     from clew.kernel.snapshot import capture
 
-    if not kernel_netns.exists(netns):
+    where = Namespace.of(netns)
+    try:
+        there = where.exists()
+    except ValueError:
+        there = False
+    if not there:
         raise FileNotFoundError(f"network namespace {netns!r} does not exist")
-    return from_files(capture(netns), name=netns, node_names=node_names)
+    return from_files(capture(where), name=netns or "this namespace", node_names=node_names)

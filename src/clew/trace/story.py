@@ -55,8 +55,16 @@ def _headline(o: Outcome) -> str:
     return f"{service}: {word.get(o.verdict, o.verdict)}"
 
 
+def _if(o: Outcome) -> str:
+    """The headline's qualifier: an outcome resting on assumptions is never a plain statement."""
+    if o.certain:
+        return ""
+    n = len(o.assumptions)
+    return f" — only if {'the assumption' if n == 1 else f'the {n} assumptions'} below hold{'s' if n == 1 else ''}"
+
+
 def _outcome(o: Outcome, n: int, total: int) -> list[str]:
-    lines = [f"Outcome {n} of {total}, {_pct(o.probability)}: {_headline(o)}"]
+    lines = [f"Outcome {n} of {total}, {_pct(o.probability)}: {_headline(o)}{_if(o)}"]
     for h in o.hops:
         if h.quiet and o.verdict == "ACCEPT":
             continue
@@ -79,4 +87,6 @@ def _outcome(o: Outcome, n: int, total: int) -> list[str]:
         lines.append(f"  why: {o.reason}")
     for note in o.notes:
         lines.append(f"  note: {note}")
+    for a in o.assumptions:
+        lines.append(f"  assumed: {a.location}: {a.what}")
     return lines

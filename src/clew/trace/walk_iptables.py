@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from clew.netfilter.rules import Chain, Rule
 from clew.trace.index import build
-from clew.trace.matches import Warn, evaluate
+from clew.trace.matches import Warn, assume, evaluate
 from clew.trace.node_view import NodeView
 from clew.trace.packet import Hop
 from clew.trace.state import State
@@ -103,7 +103,7 @@ class Walker:
                 i = order[pos]
             pos += 1
             rule = rules[i]
-            branches = evaluate(rule, st, self.view, self.warn)
+            branches = evaluate(rule, st, self.view, self.warn, i)
             if len(branches) == 1:
                 if not branches[0][1]:
                     if rule.target is not None and "MARK-MASQ" in rule.target.name and st.masquerade_skipped is None:
@@ -188,18 +188,8 @@ class Walker:
             ):
                 st.masquerade_skipped = rule.text  # returned before this chain could masquerade
             return name
-        if name == "DNAT":
-            to = rule.target.get("--to-destination")
-            ip, port = _split_hostport(to.value if to else "", st.dport)
-            st.dst, st.dport, st.dnat = ip, port, f"{ip}:{port}"
-            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"DNAT to {ip}:{port}", rule.line))
-            return "ACCEPT"
-        if name == "SNAT":
-            to = rule.target.get("--to-source")
-            ip, port = _split_hostport(to.value if to else "", st.sport)
-            st.src, st.sport, st.snat = ip, port, ip
-            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"SNAT to {ip}", rule.line))
-            return "ACCEPT"
+        if name in ("DNAT", "SNAT"):
+            return self._nat(table, chain, rule, st, name)
         if name == "MASQUERADE":
             st.masquerade = True
             st.masquerade_reason = st.mark_reason or rule.text
@@ -225,10 +215,35 @@ class Walker:
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, "not tracked (ctstate UNTRACKED)", rule.line))
             return None
         if name in WARN_TARGETS:
-            self.warn(f"line {rule.line}: target {name} in {table}/{chain.name} not modelled: the trace goes on")
+            assume(st, self.warn, rule, f"target {name} in {table}/{chain.name} not modelled: the trace goes on")
             return None
-        self.warn(f"line {rule.line}: unknown target or missing chain {name!r} in {table}/{chain.name}: ignored")
+        assume(st, self.warn, rule, f"unknown target or missing chain {name!r} in {table}/{chain.name}: ignored")
         return None
+
+    def _nat(self, table: str, chain: Chain, rule: Rule, st: State, name: str) -> str | None:
+        """DNAT/SNAT. ``--to-destination :8080`` changes only the port (Docker's embedded DNS rules
+        do that); an empty or unreadable address is what iptables-restore refuses — a warning naming
+        the line, and the packet goes on unchanged."""
+        assert rule.target is not None
+        flag = "--to-destination" if name == "DNAT" else "--to-source"
+        to = rule.target.get(flag)
+        text = to.value if to else ""
+        port_of = st.dport if name == "DNAT" else st.sport
+        host, port = _split_hostport(text, port_of)
+        if not text or (host and not _is_ipv4(host)) or (not host and port == port_of and ":" not in text):
+            assume(st, self.warn, rule, f"{name} without a usable {flag} ({text!r}) in {table}/{chain.name}"
+                   f" (iptables-restore would refuse it; a mismatched iptables-save prints it): ignored, the"
+                   f" {'destination' if name == 'DNAT' else 'source'} is kept")  # fmt: skip
+            return None
+        if name == "DNAT":
+            ip = host or st.dst
+            st.dst, st.dport, st.dnat = ip, port, f"{ip}:{port}"
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"DNAT to {ip}:{port}", rule.line))
+        else:
+            ip = host or st.src
+            st.src, st.sport, st.snat = ip, port, ip
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"SNAT to {ip}:{port}", rule.line))
+        return "ACCEPT"
 
     @staticmethod
     def _note_service(rule: Rule, st: State) -> None:
@@ -246,6 +261,11 @@ class Walker:
         if m is not None and m.get("--set") is not None and rule.chain.startswith("KUBE-SEP-"):
             name = m.get("--name")
             st.affinity_sets = (*st.affinity_sets, name.value if name else "DEFAULT")
+
+
+def _is_ipv4(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 def _split_hostport(text: str, default_port: int) -> tuple[str, int]:

@@ -1,0 +1,161 @@
+"""Honest answers: what the tracer could not know is recorded per outcome, never assumed silently.
+
+Each outcome carries ``assumptions`` (location + what was assumed); an outcome resting on one is
+never told as a plain certainty. Routing facts the tracer does know (127.0.0.0/8 is local, the
+reverse path for ``-m rpfilter``) are decided, not assumed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from clew.netfilter.iptables_save import parse
+from clew.trace.engine import trace
+from clew.trace.node_view import Address, Link, NodeView, Route
+from clew.trace.packet import Assumption, Packet
+from clew.trace.story import format_trace
+
+NET = ipaddress.IPv4Network
+
+
+def rules_only(rules: str, local: tuple[str, ...] = ()) -> NodeView:
+    rs = parse(rules, origin="r.txt")
+    return NodeView(ruleset=rs, addresses=[Address("?", ip, 32) for ip in local], warnings=list(rs.warnings))
+
+
+def routed(rules: str) -> NodeView:
+    """eth0 192.168.50.2/24 (default via .1), eth1 10.0.0.2/24."""
+    return NodeView(
+        ruleset=parse(rules),
+        addresses=[Address("lo", "127.0.0.1", 8), Address("eth0", "192.168.50.2", 24), Address("eth1", "10.0.0.2", 24)],
+        routes=[
+            Route(NET("192.168.50.2/32"), type="local", dev="eth0", table="local"),
+            Route(NET("10.0.0.2/32"), type="local", dev="eth1", table="local"),
+            Route(NET("0.0.0.0/0"), dev="eth0", gateway="192.168.50.1"),
+            Route(NET("192.168.50.0/24"), dev="eth0", prefsrc="192.168.50.2"),
+            Route(NET("10.0.0.0/24"), dev="eth1", prefsrc="10.0.0.2"),
+        ],
+        links={"lo": Link("lo", "loopback"), "eth0": Link("eth0", ""), "eth1": Link("eth1", "")},
+    )
+
+
+SET = """*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -m set --match-set blocklist src -j DROP
+COMMIT
+"""
+
+
+def test_an_unreadable_ipset_is_an_assumption_of_the_outcome_with_its_location() -> None:
+    r = trace(rules_only(SET, ("192.0.2.10",)), Packet("203.0.113.9", "192.0.2.10", iif="eth0"))
+    (o,) = r.outcomes
+    assert o.verdict == "ACCEPT" and not o.certain
+    assert o.assumptions == [
+        Assumption("ipset blocklist in chain INPUT cannot be read: assumed not to match", "filter", "INPUT", 0, 3)
+    ]
+    doc = r.to_json()["outcomes"][0]
+    assert doc["certain"] is False
+    assert doc["assumptions"][0]["location"] == "filter/INPUT rule 1, line 3"
+    assert doc["assumptions"][0]["what"].startswith("ipset blocklist")
+    story = format_trace(r)
+    assert "delivered — only if the assumption below holds" in story
+    assert "assumed: filter/INPUT rule 1, line 3: ipset blocklist" in story
+
+
+def test_a_certain_outcome_says_nothing_about_assumptions() -> None:
+    r = trace(routed("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"), Packet("192.168.50.9", "192.168.50.2"))
+    (o,) = r.outcomes
+    assert o.certain and r.to_json()["outcomes"][0]["assumptions"] == []
+    assert "only if" not in format_trace(r) and "assumed:" not in format_trace(r)
+
+
+OUT = """*filter
+:FORWARD DROP [0:0]
+-A FORWARD -o eth1 -j ACCEPT
+COMMIT
+"""
+
+
+def test_output_interface_without_routes_is_an_assumption_not_a_silent_no() -> None:
+    (o,) = trace(rules_only(OUT), Packet("203.0.113.9", "10.1.2.3", iif="eth0")).outcomes
+    assert o.verdict == "DROP"
+    assert any("-o eth1" in a.what and "output interface is unknown" in a.what for a in o.assumptions)
+
+
+def test_oif_says_where_it_leaves_when_routes_are_not_given() -> None:
+    (o,) = trace(rules_only(OUT), Packet("203.0.113.9", "10.1.2.3", iif="eth0", oif="eth1")).outcomes
+    assert o.verdict == "ACCEPT"
+    assert not any("-o eth1" in a.what for a in o.assumptions)
+
+
+def test_loopback_is_always_local_even_without_addresses() -> None:
+    rules = "*filter\n:INPUT DROP [0:0]\n-A INPUT -m addrtype --dst-type LOCAL -j ACCEPT\nCOMMIT\n"
+    r = trace(rules_only(rules), Packet("127.0.0.1", "127.0.0.5", iif="lo"))
+    (o,) = r.outcomes
+    assert o.verdict == "ACCEPT" and o.egress is not None and o.egress.kind == "local"
+    assert o.certain, o.assumptions
+
+
+def test_addrtype_local_without_the_nodes_addresses_is_an_assumption() -> None:
+    rules = (
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A FORWARD -m addrtype --dst-type LOCAL -j DROP\nCOMMIT\n"
+    )
+    (o,) = trace(rules_only(rules), Packet("203.0.113.9", "192.0.2.10", iif="eth0")).outcomes
+    assert o.verdict == "ACCEPT"
+    assert any("LOCAL" in a.what and "192.0.2.10 assumed not local" in a.what for a in o.assumptions)
+
+
+RPF = """*raw
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -m rpfilter --invert -j DROP
+COMMIT
+"""
+
+
+def test_rpfilter_is_evaluated_from_the_routes() -> None:
+    # 10.0.0.9 is reached on eth1: arriving on eth1 passes, arriving on eth0 is spoofed → dropped
+    good = trace(routed(RPF), Packet("10.0.0.9", "192.168.50.2", iif="eth1")).outcomes
+    bad = trace(routed(RPF), Packet("10.0.0.9", "192.168.50.2", iif="eth0")).outcomes
+    assert [o.verdict for o in good] == ["ACCEPT"] and good[0].certain
+    assert [o.verdict for o in bad] == ["DROP"] and bad[0].certain
+    assert "rpfilter" in bad[0].hops[-1].rule
+
+
+def test_rpfilter_loose_accepts_any_route_back() -> None:
+    rules = RPF.replace("--invert", "--loose --invert")
+    (o,) = trace(routed(rules), Packet("10.0.0.9", "192.168.50.2", iif="eth0")).outcomes
+    assert o.verdict == "ACCEPT"
+
+
+def test_rpfilter_without_routes_is_an_assumption() -> None:
+    (o,) = trace(rules_only(RPF, ("192.0.2.10",)), Packet("10.0.0.9", "192.0.2.10", iif="eth0")).outcomes
+    assert o.verdict == "ACCEPT"
+    assert any("rpfilter" in a.what and "routes not given" in a.what for a in o.assumptions)
+
+
+def test_dnat_with_an_empty_destination_is_a_warning_naming_its_line_not_a_traceback() -> None:
+    rules = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j DNAT\nCOMMIT\n"
+    r = trace(rules_only(rules, ("192.0.2.10",)), Packet("203.0.113.9", "192.0.2.10", iif="eth0"))
+    (o,) = r.outcomes
+    assert o.verdict == "ACCEPT" and o.dnat is None
+    assert any(w.startswith("line 3: DNAT without a usable --to-destination") for w in r.warnings), r.warnings
+    assert any(a.line == 3 for a in o.assumptions)
+
+
+def test_dnat_to_a_port_only_keeps_the_address() -> None:
+    """``--to-destination :8080`` (iptables-restore takes it; Docker's DNS rules use the SNAT form)."""
+    rules = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j DNAT --to-destination :8080\nCOMMIT\n"
+    r = trace(rules_only(rules, ("192.0.2.10",)), Packet("203.0.113.9", "192.0.2.10", iif="eth0"))
+    (o,) = r.outcomes
+    assert o.dnat == "192.0.2.10:8080" and o.certain
+
+
+def test_outcomes_of_equal_probability_come_in_rule_order() -> None:
+    rules = """*nat
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -m statistic --mode random --probability 0.5 -j DNAT --to-destination 10.0.0.9:80
+-A PREROUTING -j DNAT --to-destination 10.0.0.3:80
+COMMIT
+"""
+    r = trace(routed(rules), Packet("192.168.50.9", "192.168.50.2", iif="eth0"))
+    assert [o.dnat for o in r.outcomes] == ["10.0.0.9:80", "10.0.0.3:80"]
