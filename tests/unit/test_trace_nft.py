@@ -395,3 +395,46 @@ def test_odd_objects_are_warnings_not_crashes(tmp_path: Path) -> None:
     f.write_text('{"nftables": [{"table": ')
     with pytest.raises(SourceError, match="not valid JSON"):
         from_ruleset(f, [])
+
+
+# ---------------------------------------------------------------------------- clew explain service
+
+
+def test_explain_kube_proxy_layout_tree_shares_and_masquerade() -> None:
+    from clew.trace.explain_nft import explain_service_nft
+
+    nft = kube_proxy().nft
+    assert nft is not None
+    (p,) = explain_service_nft(nft, "ns4/svc4").ports
+    assert {f["kind"] for f in p.frontends} == {"cluster IP", "external IP / LB IP"}
+    (chain,) = p.chains
+    assert [(b.endpoint, b.share) for b in chain.branches] == [("10.180.0.4:80", 0.5), ("10.180.0.5:80", 0.5)]
+    assert chain.masquerade == ["ip daddr 172.30.0.44 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"]
+    (svc5,) = explain_service_nft(nft, "ns5/svc5:p80").ports
+    assert svc5.chains[0].affinity_seconds == 10800
+    assert any(f["chain"] == "firewall-ips" for f in svc5.filters)
+    assert any("203.0.113.0/25 drop" in line for line in svc5.external)
+    (svc2,) = explain_service_nft(nft, "ns2/svc2").ports
+    assert {(f["chain"], f["verdict"]) for f in svc2.filters} == {("no-endpoint-services", "DROP"),
+                                                                  ("no-endpoint-nodeports", "DROP")}  # fmt: skip
+
+
+def test_explain_clew_layout_tree_shares_and_masquerade() -> None:
+    from clew.trace.explain_nft import explain_service_nft
+
+    golden = Path(__file__).parents[1] / "golden" / "rendered" / "upstream-overall_iptables_rules_nfacct.nft.json"
+    nft = parse(golden.read_text())
+    (p,) = explain_service_nft(nft, "ns4/svc4:p80").ports
+    assert {f["address"] for f in p.frontends} == {"172.30.0.44:80/tcp", "192.168.99.33:80/tcp"}
+    for chain in p.chains:
+        assert [(b.endpoint, b.share) for b in chain.branches] == [("10.180.0.4:80", 0.5), ("10.180.0.5:80", 0.5)]
+    assert {m for c in p.chains for m in c.masquerade} == {
+        "@cluster-masq: masqueraded unless the source is a pod (ClusterIP)",
+        "@external-masq: always masqueraded (externalIP/LB IP, eTP=Cluster)",
+    }
+    (svc2,) = explain_service_nft(nft, "ns2/svc2").ports
+    assert {(f["chain"], f["verdict"]) for f in svc2.filters} == {
+        ("no-endpoint-external-drop", "DROP"),
+        ("no-endpoint-nodeports-drop", "DROP"),
+    }
+    assert not explain_service_nft(nft, "ns9/none").ports

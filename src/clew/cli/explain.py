@@ -11,7 +11,8 @@ from clew.cli.errors import UserError
 from clew.cli.jsonout import print_json
 from clew.cli.netns_arg import netns_ref
 from clew.cli.stdin import stdin_path
-from clew.trace.explain import explain_service, format_explanation
+from clew.trace.explain import explain_service, format_explanation, merge_explanations
+from clew.trace.explain_nft import explain_service_nft
 from clew.trace.sources import SourceError, load_view
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
@@ -60,6 +61,8 @@ def explain_service_command(
         snapshot = load_snapshot(stdin_path("--objects", objects))
         policies = decide(snapshot, make_config(snapshot, node_name=node_name))
     result = explain_service(view.ruleset, name, policies)
+    if view.nft is not None:  # kube-proxy's or clew's nftables layout: both views, one answer
+        result = merge_explanations(result, explain_service_nft(view.nft, name))
     if as_json:
         print_json(result.to_json(), "trace", "ServiceExplanation", indent=2)
     else:

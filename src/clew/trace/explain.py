@@ -258,6 +258,23 @@ def endpoint_reasons(p: PortPolicy) -> list[dict[str, Any]]:
     return out
 
 
+def merge_explanations(a: Explanation, b: Explanation) -> Explanation:
+    """iptables' and nftables' answers for one query: the ports found in either (a port both
+    name gets both halves); "not found" only if neither found it."""
+    ports = {p.spn: p for p in a.ports}
+    for p in b.ports:
+        have = ports.get(p.spn)
+        if have is None:
+            ports[p.spn] = p
+            continue
+        have.frontends += p.frontends
+        have.filters += p.filters
+        have.external += p.external
+        have.chains += p.chains
+    warnings = [*a.warnings, *b.warnings] if not ports else []
+    return Explanation(a.query, sorted(ports.values(), key=lambda x: x.spn), warnings)
+
+
 def format_explanation(ex: Explanation) -> str:
     lines: list[str] = []
     for p in ex.ports:
