@@ -438,3 +438,19 @@ def test_explain_clew_layout_tree_shares_and_masquerade() -> None:
         ("no-endpoint-nodeports-drop", "DROP"),
     }
     assert not explain_service_nft(nft, "ns9/none").ports
+
+
+def test_ct_state_and_status_flags() -> None:
+    """clew's "block incoming localnet connections" rule: flags with a mask and a set."""
+    ct = {"ct": {"key": "status"}}
+    rule_exprs = [
+        match(DADDR, {"prefix": {"addr": "10.1.0.0", "len": 16}}),
+        match({"ct": {"key": "state"}}, {"set": ["established", "related"]}, "!="),
+        match({"&": [ct, "dnat"]}, 0),
+        {"drop": None},
+    ]
+    v = view_of(doc(table(), chain("fw", "forward"), rule("fw", *rule_exprs)))
+    result = forwarded(v)
+    assert [o.verdict for o in result.outcomes] == ["DROP"] and not result.warnings, format_trace(result)
+    later = trace(v, Packet("10.0.0.5", "10.1.0.9", dport=80, iif="eth0", ctstate="ESTABLISHED"))
+    assert [o.verdict for o in later.outcomes] == ["ACCEPT"]

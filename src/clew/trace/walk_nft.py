@@ -360,6 +360,8 @@ class NftWalker:
             }
             return cmp[op]
         negate = op == "!="
+        if kind == "flags" and right in (0, "0"):  # "ct status & dnat == 0": no such flag
+            return lambda v: (isinstance(v, frozenset) and not v) != negate
         if isinstance(right, str) and right.startswith("@"):
             named = self._set(rule, right[1:])
             if named is None:
@@ -436,6 +438,8 @@ class NftWalker:
             return _product(parts)
         if key in ("&", "|", "^", "<<", ">>"):
             a = self.value(v[0], st, rule)
+            if isinstance(a, frozenset) and key == "&":  # ct status & dnat: the flags in common
+                return a & frozenset(v[1] if isinstance(v[1], list) else [v[1]])
             b = v[1] if isinstance(v[1], int) else self.value(v[1], st, rule)
             if a is ABSENT or a is UNKNOWN or not isinstance(b, int):
                 return a if a is ABSENT or a is UNKNOWN else UNKNOWN
