@@ -14,7 +14,7 @@ from clew.cli.stdin import stdin_path
 from clew.trace.engine import trace
 from clew.trace.packet import Packet
 from clew.trace.sources import SourceError, load_view
-from clew.trace.story import format_trace
+from clew.trace.story import format_short, format_trace
 
 
 def _ipv4(value: str, flag: str) -> str:
@@ -49,6 +49,9 @@ def trace_command(
     from_dump: Annotated[str | None, typer.Option("--from-dump", help="A folder written by clew dump.")] = None,
     established: Annotated[bool, typer.Option("--established", help="A packet of an existing connection.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of the story.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Every hop of every outcome (default: one line per outcome).")
+    ] = False,
 ) -> None:
     """Follow a packet through a node's real rules and routes; every outcome with its probability."""
     if proto not in ("tcp", "udp", "sctp"):
@@ -73,4 +76,4 @@ def trace_command(
     if as_json:
         print_json(result.to_json(), "trace", "Trace", indent=2)
     else:
-        print(format_trace(result), end="")
+        print(format_trace(result) if verbose else format_short(result), end="")
