@@ -475,7 +475,9 @@ def test_truncated_dump_through_from_ruleset_prefixes_the_path() -> None:
 
 
 def clew(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clew", "trace", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "clew", "trace", "-v", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_traces_a_foreign_ruleset() -> None:

@@ -244,7 +244,7 @@ def test_iptables_nft_tables_walked_once(lab: Lab) -> None:
     result = trace(lab.view, Packet(EXT_IP, lab.topo.pod_ip("b"), dport=PORT))
     (o,) = result.outcomes
     assert o.verdict == "DROP" and o.hops[-1].table == "filter", format_trace(result)
-    assert not any("compat" in n for n in o.notes)
+    assert o.certain
 
 
 def test_tracer_agrees_with_the_kernel_on_a_mixed_ruleset(lab: Lab) -> None:

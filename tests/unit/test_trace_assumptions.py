@@ -159,3 +159,43 @@ COMMIT
 """
     r = trace(routed(rules), Packet("192.168.50.9", "192.168.50.2", iif="eth0"))
     assert [o.dnat for o in r.outcomes] == ["10.0.0.9:80", "10.0.0.3:80"]
+
+
+def test_masquerade_reason_is_the_masquerade_rule_when_no_mark_decided_it() -> None:
+    """A packet marked earlier (KUBE-MARK-MASQ) but masqueraded by Docker's ``-s … ! -o docker0``
+    rule: the reason is Docker's rule, not the mark."""
+    rules = """*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:MARKIT - [0:0]
+-A PREROUTING -j MARKIT
+-A MARKIT -j MARK --or-mark 0x4000
+-A POSTROUTING -s 10.0.0.0/24 ! -o docker0 -j MASQUERADE
+-A POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE
+COMMIT
+"""
+    (o,) = trace(routed(rules), Packet("10.0.0.9", "192.168.50.9", iif="eth1")).outcomes
+    assert o.masquerade and o.masquerade_reason == "-A POSTROUTING -s 10.0.0.0/24 ! -o docker0 -j MASQUERADE"
+    (o2,) = trace(routed(rules), Packet("10.0.1.9", "192.168.50.9", iif="eth1")).outcomes
+    assert o2.masquerade and o2.masquerade_reason == "-A PREROUTING -j MARKIT"
+
+
+def test_short_form_is_one_line_per_outcome_in_order_and_marks_assumptions() -> None:
+    from clew.trace.story import format_short
+
+    rules = """*nat
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -m statistic --mode random --probability 0.25 -j DNAT --to-destination 10.0.0.9:80
+-A PREROUTING -j DNAT --to-destination 10.0.0.3:80
+COMMIT
+*filter
+:FORWARD ACCEPT [0:0]
+-A FORWARD -m set --match-set blocked dst -j DROP
+COMMIT
+"""
+    r = trace(routed(rules), Packet("192.168.50.9", "192.168.50.2", iif="eth0"))
+    lines = format_short(r).splitlines()
+    assert len(lines) == 2 + len(r.outcomes) == 4
+    assert lines[1].lstrip().startswith("75.0%  IF 1 assumption holds: no Service → 10.0.0.3:80: delivered")
+    assert lines[2].lstrip().startswith("25.0%  IF 1 assumption holds: no Service → 10.0.0.9:80: delivered")
+    assert all(len(line) <= 100 for line in lines)

@@ -329,9 +329,11 @@ def test_limits_and_unknown_expressions_are_assumptions() -> None:
     result = forwarded(v)
     (o,) = result.outcomes
     assert o.verdict == "DROP"
-    said = " ".join(o.notes)
-    assert "assumed: ip t fw rule 1" in said and "not limiting" in said
-    assert "ip t fw rule 2" in said and "meta skuid" in said
+    said = [(a.location, a.what) for a in o.assumptions if a.table]  # (and "routes": not given here)
+    assert said[0][0] == "ip t/fw rule 1" and "not limiting" in said[0][1]
+    assert said[1][0] == "ip t/fw rule 2" and "meta skuid" in said[1][1]
+    assert not o.certain
+    assert "only if the 3 assumptions below hold" in format_trace(result)  # never a plain certainty
     assert any("meta skuid" in w for w in result.warnings)
 
 
@@ -354,7 +356,7 @@ def test_iptables_nft_tables_are_walked_once_through_iptables() -> None:
     v = NodeView(ruleset=ipt, nft=parse(mirror))
     result = forwarded(v)
     assert [o.verdict for o in result.outcomes] == ["ACCEPT"]
-    assert not any("compat" in n for o in result.outcomes for n in o.notes)  # the xt copy was not walked
+    assert not any("compat" in a.what for o in result.outcomes for a in o.assumptions)  # xt copy not walked
     assert [o.verdict for o in forwarded(v, 81).outcomes] == ["DROP"]
 
 

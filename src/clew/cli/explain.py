@@ -36,6 +36,9 @@ def explain_service_command(
     ] = None,
     node_name: Annotated[str | None, typer.Option("--node-name", help="The node, with --objects.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+    html_file: Annotated[
+        str | None, typer.Option("--html", help="Also write a self-contained page drawing the tree to FILE.")
+    ] = None,
 ) -> None:
     """A Service's rule tree on a node, with the share of connections each endpoint gets and why.
 
@@ -63,6 +66,11 @@ def explain_service_command(
     result = explain_service(view.ruleset, name, policies)
     if view.nft is not None:  # kube-proxy's or clew's nftables layout: both views, one answer
         result = merge_explanations(result, explain_service_nft(view.nft, name))
+    if html_file:
+        from clew.cli.trace import write_page
+        from clew.trace.html import explain_page
+
+        write_page(html_file, explain_page(result, format_explanation(result)))
     if as_json:
         print_json(result.to_json(), "trace", "ServiceExplanation", indent=2)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +15,14 @@ from clew.cli.stdin import stdin_path
 from clew.trace.engine import trace
 from clew.trace.packet import Packet
 from clew.trace.sources import SourceError, load_view
-from clew.trace.story import format_trace
+from clew.trace.story import format_short, format_trace
+
+
+def write_page(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"--html {path}: cannot write: {e.strerror}") from None
 
 
 def _ipv4(value: str, flag: str) -> str:
@@ -49,6 +57,12 @@ def trace_command(
     from_dump: Annotated[str | None, typer.Option("--from-dump", help="A folder written by clew dump.")] = None,
     established: Annotated[bool, typer.Option("--established", help="A packet of an existing connection.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of the story.")] = False,
+    html_file: Annotated[
+        str | None, typer.Option("--html", help="Also write a self-contained page drawing the path to FILE.")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Every hop of every outcome (default: one line per outcome).")
+    ] = False,
 ) -> None:
     """Follow a packet through a node's real rules and routes; every outcome with its probability."""
     if proto not in ("tcp", "udp", "sctp"):
@@ -70,7 +84,11 @@ def trace_command(
     except SourceError as e:
         raise UserError(str(e)) from None
     result = trace(view, packet)
+    if html_file:
+        from clew.trace.html import trace_page
+
+        write_page(html_file, trace_page(result, format_trace(result)))
     if as_json:
         print_json(result.to_json(), "trace", "Trace", indent=2)
     else:
-        print(format_trace(result), end="")
+        print(format_trace(result) if verbose else format_short(result), end="")

@@ -192,7 +192,7 @@ class Walker:
             return self._nat(table, chain, rule, st, name)
         if name == "MASQUERADE":
             st.masquerade = True
-            st.masquerade_reason = st.mark_reason or rule.text
+            st.masquerade_reason = st.mark_reason if st.mark_reason and self._on_mark(chain, rule, st) else rule.text
             src = self.masquerade_src or "the outgoing interface's address (routes not given)"
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"MASQUERADE to {src}", rule.line))
             st.src = self.masquerade_src or "?"
@@ -219,6 +219,18 @@ class Walker:
             return None
         assume(st, self.warn, rule, f"unknown target or missing chain {name!r} in {table}/{chain.name}: ignored")
         return None
+
+    def _on_mark(self, chain: Chain, rule: Rule, st: State) -> bool:
+        """Whether this MASQUERADE was reached because of the mark: it, an earlier rule of its chain
+        (kube-proxy's ``-m mark ! --mark 0x4000/0x4000 -j RETURN``), or a rule that jumped here tests it."""
+        if rule.match("mark") is not None or any("-m mark" in text for text in st.callers):
+            return True
+        for r in chain.rules:
+            if r is rule:
+                break
+            if r.match("mark") is not None:
+                return True
+        return False
 
     def _nat(self, table: str, chain: Chain, rule: Rule, st: State, name: str) -> str | None:
         """DNAT/SNAT. ``--to-destination :8080`` changes only the port (Docker's embedded DNS rules

@@ -39,7 +39,7 @@ from clew.trace.nft_values import (
     type_kind,
 )
 from clew.trace.node_view import NodeView
-from clew.trace.packet import Hop
+from clew.trace.packet import Assumption, Hop
 from clew.trace.routes import lookup
 from clew.trace.state import State
 
@@ -79,12 +79,11 @@ class Stage:
     members: tuple[tuple[int, str, NftChain | None], ...] = ()  # nat: (prio, ipt table or "", chain)
 
 
-def assume(st: State, warn: Warn, where: str, what: str) -> None:
-    """Record that this branch's outcome rests on an assumption (and warn once)."""
-    text = f"{where}: {what}"
-    if f"assumed: {text}" not in st.notes:
-        st.notes.append(f"assumed: {text}")
-    warn(text)
+def assume(st: State, warn: Warn, rule: NftRule, what: str) -> None:
+    """Decide what the tracer cannot know: warn once (naming the rule) and record the
+    assumption on this branch (`Assumption`: its outcome is then never told as certain)."""
+    warn(f"{rule.where}: {what}")
+    st.assume(Assumption(what, f"{rule.family} {rule.table}", rule.chain, rule.position - 1))
 
 
 def mirrored_tables(view: NodeView) -> set[tuple[str, str]]:
@@ -280,7 +279,7 @@ class NftWalker:
 
     def _statement(self, rule: NftRule, stmt: Any, st: State) -> list[Result]:
         if not isinstance(stmt, dict) or len(stmt) != 1:
-            assume(st, self.warn, rule.where, f"statement {stmt!r} not understood: passed over")
+            assume(st, self.warn, rule, f"statement {stmt!r} not understood: passed over")
             return [(st, "GO", None)]
         key, v = next(iter(stmt.items()))
         if key == "match":
@@ -289,7 +288,7 @@ class NftWalker:
             return [(st, "GO", None)]
         if key in ("limit", "quota"):
             over = isinstance(v, dict) and bool(v.get("inv"))
-            assume(st, self.warn, rule.where, f"{statement(stmt)}: assumed not limiting (a first packet)")
+            assume(st, self.warn, rule, f"{statement(stmt)}: assumed not limiting (a first packet)")
             return [(st, "NOMATCH" if over else "GO", None)]
         if key in ("accept", "drop", "return", "continue"):
             verdict = {"accept": "ACCEPT", "drop": "DROP", "return": "RETURN", "continue": "NEXT"}[key]
@@ -321,9 +320,9 @@ class NftWalker:
         if key == "xt":
             what = f"{v.get('type', '?')} {v.get('name', '?')}" if isinstance(v, dict) else "?"
             said = f"iptables-nft compat {what} (no details in nft's JSON): assumed to match"
-            assume(st, self.warn, rule.where, said)
+            assume(st, self.warn, rule, said)
             return [(st, "GO", None)]
-        assume(st, self.warn, rule.where, f"statement {statement(stmt)!r} not modelled: passed over")
+        assume(st, self.warn, rule, f"statement {statement(stmt)!r} not modelled: passed over")
         return [(st, "GO", None)]
 
     # ------------------------------------------------------------------ matches
@@ -333,7 +332,7 @@ class NftWalker:
         if left is ABSENT:
             return [(st, "NOMATCH", None)]
         if left is UNKNOWN:
-            assume(st, self.warn, rule.where, f"{statement({'match': m})!r} cannot be decided here: assumed to match")
+            assume(st, self.warn, rule, f"{statement({'match': m})!r} cannot be decided here: assumed to match")
             return [(st, "GO", None)]
         test = self._tester(rule, m, st)
         p = sum(q for q, val in left if test(val)) if isinstance(left, Dist) else (1.0 if test(left) else 0.0)
@@ -580,7 +579,7 @@ class NftWalker:
             return [(st, "NOMATCH", None)]
         data = v.get("data")
         if key is UNKNOWN:
-            assume(st, self.warn, rule.where, "the vmap's key cannot be decided here: no element assumed to match")
+            assume(st, self.warn, rule, "the vmap's key cannot be decided here: no element assumed to match")
             return [(st, "NOMATCH", None)]
         if isinstance(data, str) and data.startswith("@"):
             named = self._set(rule, data[1:])
@@ -623,7 +622,7 @@ class NftWalker:
                 if key != "continue":
                     self._hop(rule, st, f"vmap → {key}{chance}")
                 return (st, {"accept": "ACCEPT", "drop": "DROP", "return": "RETURN", "continue": "NEXT"}[key], None)
-        assume(st, self.warn, rule.where, f"vmap verdict {verdict!r} not understood: passed over")
+        assume(st, self.warn, rule, f"vmap verdict {verdict!r} not understood: passed over")
         return (st, "NEXT", None)
 
     def _nat(self, rule: NftRule, key: str, v: dict[str, Any], st: State) -> list[Result]:
@@ -646,7 +645,7 @@ class NftWalker:
                 out.append((s, "NOMATCH", None))
                 continue
             if t is UNKNOWN or t is None:
-                assume(s, self.warn, rule.where, f"{key} target cannot be decided here: address kept")
+                assume(s, self.warn, rule, f"{key} target cannot be decided here: address kept")
                 out.append((s, "ACCEPT", None))
                 continue
             comment = None
@@ -687,7 +686,7 @@ class NftWalker:
             return [(st, "GO", None)]
         new = self.value(v.get("value"), st, rule)
         if not isinstance(new, int):
-            assume(st, self.warn, rule.where, f"{statement({'mangle': v})!r}: value unknown, mark kept")
+            assume(st, self.warn, rule, f"{statement({'mangle': v})!r}: value unknown, mark kept")
             return [(st, "GO", None)]
         if which == "meta":
             before = st.mark
