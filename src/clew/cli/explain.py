@@ -22,7 +22,9 @@ _QUERY = re.compile(r"^[a-z0-9.-]+/[a-z0-9.-]+(:[a-z0-9-]*)?$")
 @app.command("service")
 def explain_service_command(
     name: Annotated[str, typer.Argument(help="NS/NAME or NS/NAME:PORT")],
-    ruleset: Annotated[str | None, typer.Option("--ruleset", help="iptables-save output; - reads stdin.")] = None,
+    ruleset: Annotated[
+        str | None, typer.Option("--ruleset", help="iptables-save output or nft -j list ruleset JSON; - reads stdin.")
+    ] = None,
     netns: Annotated[
         str | None,
         typer.Option(

@@ -43,7 +43,7 @@ def trace_command(
         str | None, typer.Option("--oif", help="Interface it leaves by, when routes are not given (--ruleset).")
     ] = None,
     ruleset: Annotated[
-        str | None, typer.Option("--ruleset", help="iptables-save output to trace; - reads stdin.")
+        str | None, typer.Option("--ruleset", help="iptables-save output or nft -j list ruleset JSON; - reads stdin.")
     ] = None,
     local_ip: Annotated[list[str] | None, typer.Option("--local-ip", help="A node address (with --ruleset).")] = None,
     netns: Annotated[
