@@ -456,3 +456,24 @@ def test_ct_state_and_status_flags() -> None:
     assert [o.verdict for o in result.outcomes] == ["DROP"] and not result.warnings, format_trace(result)
     later = trace(v, Packet("10.0.0.5", "10.1.0.9", dport=80, iif="eth0", ctstate="ESTABLISHED"))
     assert [o.verdict for o in later.outcomes] == ["ACCEPT"]
+
+
+def test_fib_reverse_path_filter_from_the_routes() -> None:
+    """``fib saddr . iif oif missing drop`` (rpfilter in nft): decided from the routes when given,
+    an assumption when not."""
+    import ipaddress
+
+    from clew.trace.node_view import Route
+
+    rpf = match({"fib": {"result": "oif", "flags": ["saddr", "iif"]}}, False)
+    text = doc(table(), chain("pre", "prerouting", -300), rule("pre", rpf, {"drop": None}))
+    v = view_of(text)
+    v.routes = [
+        Route(ipaddress.IPv4Network("10.0.0.0/8"), dev="eth1"),
+        Route(ipaddress.IPv4Network("0.0.0.0/0"), dev="eth0", gateway="192.168.0.1"),
+    ]
+    assert [o.verdict for o in trace(v, Packet("10.0.0.5", "8.8.8.8", iif="eth1")).outcomes] == ["ACCEPT"]
+    spoofed = trace(v, Packet("10.0.0.5", "8.8.8.8", iif="eth0")).outcomes
+    assert [o.verdict for o in spoofed] == ["DROP"]  # the way back to 10.0.0.5 is eth1, not eth0
+    unknown = trace(view_of(text), Packet("10.0.0.5", "8.8.8.8", iif="eth0")).outcomes
+    assert any("fib" in a.what for o in unknown for a in o.assumptions)

@@ -359,6 +359,9 @@ class NftWalker:
             }
             return cmp[op]
         negate = op == "!="
+        left = m.get("left")
+        if isinstance(left, dict) and "fib" in left and right in (False, 0, "missing"):  # fib … oif missing
+            return lambda v: (v == "") != negate
         if kind == "flags" and right in (0, "0"):  # "ct status & dnat == 0": no such flag
             return lambda v: (isinstance(v, frozenset) and not v) != negate
         if isinstance(right, str) and right.startswith("@"):
@@ -539,7 +542,10 @@ class NftWalker:
             if not self.view.routes:
                 return UNKNOWN
             route = lookup(self.view, addr)
-            return (route.dev or "") if route is not None else ""
+            dev = (route.dev or "") if route is not None and route.type not in ("blackhole", "unreachable") else ""
+            if "iif" in flags:  # the lookup is bound to the input interface: reverse path filtering
+                return dev if dev == (st.iif or "") else ""
+            return dev
         return UNKNOWN
 
     def _map_value(self, v: dict[str, Any], st: State, rule: NftRule) -> Any:
