@@ -2,8 +2,9 @@
 
 For each ``tests/golden/rendered/*.nft``: ``nft -c -f`` accepts it, ``nft -f`` loads it into a
 throwaway namespace (replacing the previous scenario's table: the script's own ``add table`` +
-``delete table`` prefix), ``nft list table ip clew`` prints it, and what nft prints is itself
-accepted again (``nft -c -f``) — so nothing in the layout only half-works in nft 1.0.6.
+``delete table`` prefix; the listing holds exactly the script's chains), ``nft list table ip
+clew`` prints it, and what nft prints is itself accepted again (``nft -c -f``) — so nothing in
+the layout only half-works in nft 1.0.6.
 Packets through these rules are tests/kernel/test_proxy_*.py's business.
 """
 
@@ -51,6 +52,9 @@ def test_golden_checks_loads_and_reads_back(ns: str, golden: Path) -> None:
     listed = netns.run(ns, ["nft", "list", "table", "ip", "clew"], check=False)
     assert listed.returncode == 0, listed.stderr
     assert "chain services" in listed.stdout and "chain masquerading" in listed.stdout
+    chains = sum(line.startswith("add chain ") for line in text.splitlines())
+    listed_chains = sum(line.strip().startswith("chain ") for line in listed.stdout.splitlines())
+    assert listed_chains == chains, "the table holds chains the script did not add (not replaced?)"
     again = netns.run(ns, ["nft", "-c", "-f", "-"], input=listed.stdout, check=False)
     assert again.returncode == 0, f"nft cannot read back its own listing of {golden.name}:\n{again.stderr}"
     tables = netns.run(ns, ["nft", "list", "tables"]).stdout.split("\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from functools import lru_cache
 
 from clew.model.proxy_config import DetectLocal, ProxyConfig
 from clew.proxy.nftables.layout import FAMILY, TABLE, Group, quote
@@ -133,6 +134,7 @@ def _local_cidr(config: ProxyConfig) -> str | None:
     return None
 
 
+@lru_cache(maxsize=64)
 def local_match(config: ProxyConfig, *, negate: bool) -> str | None:
     """The local-traffic detector (``ip saddr 10.244.0.0/16``, ``iifname != "cni0"``…), or None.
 

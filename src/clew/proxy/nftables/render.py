@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 
 from clew.model.proxy_config import ProxyConfig
@@ -98,18 +99,34 @@ def _lb_only(p: PortPolicy) -> list[str]:
     return [ip for ip in dict.fromkeys(p.load_balancer_ips) if ip != p.cluster_ip and ip not in p.external_ips]
 
 
-def _dnat(role: str, p: PortPolicy, key: str, endpoints: tuple[Endpoint, ...], c: str) -> Iterator[Element]:
-    """Slot i of ``key`` → the i-th endpoint, in the group map of (role, proto, len)."""
-    name = Group(role, p.proto, len(endpoints)).map_name
-    for i, e in enumerate(endpoints):
-        yield Element(name, f"{key} . {i}", f"{e.ip} . {e.port}", c)
+@dataclass(frozen=True, slots=True)
+class _Port:
+    """What every element of one port repeats, computed once (render runs 100k times per sync)."""
+
+    p: PortPolicy
+    proto: str
+    comment: str
+    external_ips: tuple[str, ...]  # externalIPs then LB IPs, each once, without the ClusterIP
+
+    def dest(self, ip: str) -> str:
+        return f"{ip} . {self.proto} . {self.p.port}"
+
+    def element(self, name: str, key: str, value: str | None = None) -> Element:
+        return Element(name, key, value, self.comment)
+
+    def dnat(self, role: str, key: str, endpoints: tuple[Endpoint, ...]) -> Iterator[Element]:
+        """Slot i of ``key`` → the i-th endpoint, in the group map of (role, proto, len)."""
+        name = f"{role}-{self.proto}-{len(endpoints)}"
+        for i, e in enumerate(endpoints):
+            yield Element(name, f"{key} . {i}", f"{e.ip} . {e.port}", self.comment)
 
 
-def _firewall(p: PortPolicy, config: ProxyConfig, c: str) -> Iterator[Element]:
+def _firewall(x: _Port, config: ProxyConfig) -> Iterator[Element]:
     """LB IP . proto . port . allowed source: the ranges, plus every LB IP when a range holds a
     node IP (iptables mode's ``-s <lb ip> -j KUBE-EXT``), collapsed so no two intervals overlap
     (nft refuses overlapping intervals)."""
-    nets = [ipaddress.IPv4Network(c_, strict=False) for c_ in p.source_ranges]
+    p = x.p
+    nets = [ipaddress.IPv4Network(cidr, strict=False) for cidr in p.source_ranges]
     node = [ipaddress.ip_address(ip) for ip in config.node_ips]
     lbs = _lb_only(p)
     allowed = list(nets)
@@ -117,84 +134,86 @@ def _firewall(p: PortPolicy, config: ProxyConfig, c: str) -> Iterator[Element]:
         allowed += [ipaddress.IPv4Network(ip) for ip in lbs]
     sources = [str(n) if n.prefixlen < 32 else str(n.network_address) for n in ipaddress.collapse_addresses(allowed)]
     for ip in lbs:
-        yield Element(fx.FIREWALL_IPS, f"{ip} . {p.proto} . {p.port}", None, c)
+        yield x.element(fx.FIREWALL_IPS, x.dest(ip))
         for src in sources:
-            yield Element(fx.FIREWALL_ALLOW, f"{ip} . {p.proto} . {p.port} . {src}", None, c)
+            yield x.element(fx.FIREWALL_ALLOW, f"{x.dest(ip)} . {src}")
 
 
-def _verdicts(p: PortPolicy, c: str) -> Iterator[Element]:
+def _verdicts(x: _Port) -> Iterator[Element]:
     """REJECT when no endpoint anywhere, DROP for a Local policy without a local endpoint."""
+    p = x.p
     ivd, evd = p.internal_verdict, p.external_verdict
     if ivd is not None:
-        name = fx.NO_ENDPOINT_REJECT if ivd is FilterVerdict.REJECT else fx.NO_ENDPOINT_DROP
-        yield Element(name, f"{p.cluster_ip} . {p.proto} . {p.port}", None, c)
+        yield x.element(
+            fx.NO_ENDPOINT_REJECT if ivd is FilterVerdict.REJECT else fx.NO_ENDPOINT_DROP, x.dest(p.cluster_ip)
+        )
     if evd is not None:
         reject = evd is FilterVerdict.REJECT
         name = fx.NO_ENDPOINT_EXTERNAL_REJECT if reject else fx.NO_ENDPOINT_EXTERNAL_DROP
-        for ip in _external_ips(p):
-            yield Element(name, f"{ip} . {p.proto} . {p.port}", None, c)
+        for ip in x.external_ips:
+            yield x.element(name, x.dest(ip))
         if p.node_port:
             name = fx.NO_ENDPOINT_NODEPORTS_REJECT if reject else fx.NO_ENDPOINT_NODEPORTS_DROP
-            yield Element(name, f"{p.proto} . {p.node_port}", None, c)
+            yield x.element(name, f"{x.proto} . {p.node_port}")
 
 
-def _shared(p: PortPolicy, config: ProxyConfig, c: str) -> Iterator[Element]:
+def _shared(x: _Port, config: ProxyConfig) -> Iterator[Element]:
     """The nat elements of a port without chains of its own (see README.md for each set)."""
-    proto, port = p.proto, p.port
+    p = x.p
     internal = p.local_endpoints if p.internal_policy_local else p.cluster_endpoints
     if p.has_internal_endpoints and internal:
-        key = f"{p.cluster_ip} . {proto} . {port}"
         if config.masquerade_all or fx.local_match(config, negate=True) is not None:
-            yield Element(fx.CLUSTER_MASQ, key, None, c)
-        yield from _dnat("dst", p, f"{p.cluster_ip} . {port}", internal, c)
+            yield x.element(fx.CLUSTER_MASQ, x.dest(p.cluster_ip))
+        yield from x.dnat("dst", f"{p.cluster_ip} . {p.port}", internal)
     if not p.uses_external_chain:
         return
     local = p.external_policy_local
     external = p.local_endpoints if local else p.cluster_endpoints
-    for ip in _external_ips(p):
-        key = f"{ip} . {proto} . {port}"
-        yield Element(fx.EXTERNAL_LOCAL if local else fx.EXTERNAL_MASQ, key, None, c)
+    use_external = p.has_external_endpoints and bool(external)
+    for ip in x.external_ips:
+        yield x.element(fx.EXTERNAL_LOCAL if local else fx.EXTERNAL_MASQ, x.dest(ip))
         if local and p.cluster_endpoints:
-            yield from _dnat("dst-sc", p, f"{ip} . {port}", p.cluster_endpoints, c)
-        if p.has_external_endpoints and external:
-            yield from _dnat("dst", p, f"{ip} . {port}", external, c)
+            yield from x.dnat("dst-sc", f"{ip} . {p.port}", p.cluster_endpoints)
+        if use_external:
+            yield from x.dnat("dst", f"{ip} . {p.port}", external)
     if p.node_port:
-        yield Element(fx.NODEPORT_LOCAL if local else fx.NODEPORT_MASQ, f"{proto} . {p.node_port}", None, c)
+        yield x.element(fx.NODEPORT_LOCAL if local else fx.NODEPORT_MASQ, f"{x.proto} . {p.node_port}")
         if local and p.cluster_endpoints:
-            yield from _dnat("np-sc", p, str(p.node_port), p.cluster_endpoints, c)
-        if p.has_external_endpoints and external:
-            yield from _dnat("np", p, str(p.node_port), external, c)
+            yield from x.dnat("np-sc", str(p.node_port), p.cluster_endpoints)
+        if use_external:
+            yield from x.dnat("np", str(p.node_port), external)
 
 
-def _own(p: PortPolicy, c: str) -> Iterator[Element]:
+def _own(x: _Port) -> Iterator[Element]:
     """Verdict-map elements leading to the chains of a ClientIP-affine port."""
+    p = x.p
     svc, svl, ext = port_chain_names(p)
     if p.has_internal_endpoints:
-        chain = svl if p.internal_policy_local else svc
-        yield Element(fx.SERVICE_IPS, f"{p.cluster_ip} . {p.proto} . {p.port}", f"jump {chain}", c)
+        yield x.element(fx.SERVICE_IPS, x.dest(p.cluster_ip), f"jump {svl if p.internal_policy_local else svc}")
     if p.uses_external_chain:
-        for ip in _external_ips(p):
-            yield Element(fx.SERVICE_IPS, f"{ip} . {p.proto} . {p.port}", f"jump {ext}", c)
+        for ip in x.external_ips:
+            yield x.element(fx.SERVICE_IPS, x.dest(ip), f"jump {ext}")
         if p.node_port:
-            yield Element(fx.SERVICE_NODEPORTS, f"{p.proto} . {p.node_port}", f"jump {ext}", c)
+            yield x.element(fx.SERVICE_NODEPORTS, f"{x.proto} . {p.node_port}", f"jump {ext}")
 
 
 def render_port(p: PortPolicy, config: ProxyConfig) -> PortNft | Rejected:
     """Everything one Service port contributes, or why it cannot be expressed."""
-    key = f"{p.spn}/{p.proto}"
+    proto, spn = p.protocol.lowercase, p.spn
+    key = f"{spn}/{proto}"
     if (problem := _problem(p)) is not None:
-        return Rejected(key, p.service_key, f"Service port {p.spn} ({p.proto}): {problem}")
-    c = element_comment(p.spn)
+        return Rejected(key, p.service_key, f"Service port {spn} ({proto}): {problem}")
+    x = _Port(p, proto, element_comment(spn), tuple(_external_ips(p)))
     affine = p.affinity_timeout is not None and p.has_endpoints
-    elements = list(_own(p, c) if affine else _shared(p, config, c))
+    elements = list(_own(x) if affine else _shared(x, config))
     if p.uses_firewall_chain:
-        elements += _firewall(p, config, c)
-    elements += _verdicts(p, c)
+        elements += _firewall(x, config)
+    elements += _verdicts(x)
     # iptables mode marks `-s <endpoint>` in every KUBE-SEP chain: the same endpoints here.
-    elements += (Element(fx.HAIRPIN, f"{ip} . {ip}", None, c) for ip in dict.fromkeys(e.ip for e in p.all_reachable))
-    groups = frozenset(g for e in elements if (g := group_of(e.set)) is not None)
+    elements += (x.element(fx.HAIRPIN, f"{ip} . {ip}") for ip in dict.fromkeys(e.ip for e in p.all_reachable))
+    groups = frozenset(g for name in {e.set for e in elements} if (g := group_of(name)) is not None)
     chains, sets = affinity_port(p, config) if affine else ((), ())
-    return PortNft(key, p.service_key, p.spn, tuple(dict.fromkeys(elements)), groups, chains, sets)
+    return PortNft(key, p.service_key, spn, tuple(dict.fromkeys(elements)), groups, chains, sets)
 
 
 @lru_cache(maxsize=1024)
@@ -215,16 +234,14 @@ def render(policies: Iterable[PortPolicy], config: ProxyConfig) -> NftRendered:
     claimed: dict[str, str] = {}
     for p in policies:
         r = render_port(p, config)
-        if isinstance(r, PortNft):
-            clash = next(((d, claimed[d]) for d in destinations(p) if d in claimed), None)
-            if clash is not None:
-                r = Rejected(
-                    r.key, r.service_key, f"Service port {p.spn} ({p.proto}): {clash[0]} is already {clash[1]}'s"
-                )
+        mine = destinations(p)
+        if isinstance(r, PortNft) and (clash := next((d for d in mine if d in claimed), None)) is not None:
+            why = f"destination {clash} is already {claimed[clash]}'s (nft takes one value per map key)"
+            r = Rejected(r.key, r.service_key, f"Service port {p.spn} ({p.proto}): {why}")
         if isinstance(r, Rejected):
             rejected.append(r)
             continue
-        claimed.update(dict.fromkeys(destinations(p), p.spn))
+        claimed.update(dict.fromkeys(mine, p.spn))
         ports.append(r)
     groups = frozenset(g for port in ports for g in port.groups)
     return NftRendered(fixed(config, groups), groups, tuple(ports), tuple(rejected))
