@@ -1,11 +1,13 @@
 """``clew bench trace --mode nftables``: parse a 10k-Service ``nft -j list ruleset`` and trace.
 
 Targets (issue 9): parse + first trace ≤ 1 s; another trace on the parsed view ≤ 20 ms. The
-ruleset has kube-proxy's nftables layout (the one that grows with the Services: per Service a
-``service-…`` chain with a ``numgen random mod 3 vmap`` and three ``endpoint-…`` chains, and
-the ``service-ips`` verdict map), written as the JSON nft 1.0.6 prints for it — the shapes of
-tests/unit/data/nft/kube_proxy_overall.json — and parsed from text exactly as
-``clew trace --ruleset rules.json`` does.
+ruleset has kube-proxy's nftables layout (``--layout kube-proxy``, the one that grows with the
+Services: per Service a ``service-…`` chain with a ``numgen random mod 3 vmap`` and three
+``endpoint-…`` chains, and the ``service-ips`` verdict map), written as the JSON nft 1.0.6 prints
+for it — the shapes of tests/unit/data/nft/kube_proxy_overall.json — or clew's own
+(``--layout clew``: the renderer's script for the same Services loaded into a throwaway
+namespace and listed by ``nft -j list ruleset``; needs root and nft). Either is parsed from text
+exactly as ``clew trace --ruleset rules.json`` does.
 """
 
 from __future__ import annotations
@@ -123,9 +125,41 @@ def ruleset(services: int) -> dict[str, Any]:
     return {"nftables": [*objs, *chains, *rules]}
 
 
-def run(services: int = 10000, traces: int = 50) -> NftTraceBench:
-    doc = ruleset(services)
-    text = json.dumps(doc, separators=(",", ":"))
+def clew_ruleset(services: int) -> str:
+    """clew's nftables render of the bench Services, as nft lists it back (JSON text)."""
+    import os
+
+    from clew.bench.synthetic import objects
+    from clew.kernel import netns
+    from clew.model.from_kube import build_snapshot
+    from clew.model.proxy_config import DetectLocal, ProxyConfig
+    from clew.proxy.nftables.render import render, script
+    from clew.proxy.policy import decide
+
+    config = ProxyConfig(
+        node_name="node-0",
+        node_ips=("192.168.50.2",),
+        detect_local=DetectLocal.CLUSTER_CIDR,
+        cluster_cidrs=("10.244.0.0/16",),
+        mode="nftables",
+    )
+    text = script(render(decide(build_snapshot(objects(services)), config), config))
+    name = f"clew-bench-nft-{os.getpid()}"
+    netns.create(name)
+    try:
+        netns.run(name, ["nft", "-f", "-"], input=text, timeout=600)
+        return netns.run(name, ["nft", "-j", "list", "ruleset"], timeout=600).stdout
+    finally:
+        netns.delete(name)
+
+
+def run(services: int = 10000, traces: int = 50, layout: str = "kube-proxy") -> NftTraceBench:
+    if layout == "clew":
+        text = clew_ruleset(services)
+        doc = json.loads(text)
+    else:
+        doc = ruleset(services)
+        text = json.dumps(doc, separators=(",", ":"))
     chains = sum(1 for o in doc["nftables"] if "chain" in o)
     rules = sum(1 for o in doc["nftables"] if "rule" in o)
     del doc

@@ -60,6 +60,9 @@ def bench_trace(
     mode: Annotated[
         str, typer.Option("--mode", help="iptables (iptables-save text) or nftables (nft -j JSON).")
     ] = "iptables",
+    layout: Annotated[
+        str, typer.Option("--layout", help="With --mode nftables: kube-proxy (default) or clew (needs root).")
+    ] = "kube-proxy",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Parse an N-Service ruleset and trace packets (targets: ≤ 1 s, then ≤ 20 ms a trace).
@@ -67,12 +70,16 @@ def bench_trace(
     \b
     Example:
       clew bench trace --services 10000 --traces 50
-      clew bench trace --mode nftables --services 10000
+      clew bench trace --mode nftables --services 10000 [--layout clew]
     """
     if mode not in ("iptables", "nftables"):
         raise UserError(f"--mode {mode!r}: choose iptables or nftables")
+    if layout not in ("kube-proxy", "clew"):
+        raise UserError(f"--layout {layout!r}: choose kube-proxy or clew")
     if mode == "nftables":
-        _bench_trace_nft(services, traces, as_json)
+        if layout == "clew" and os.geteuid() != 0:
+            raise UserError("--layout clew loads the render into a throwaway network namespace: run it as root")
+        _bench_trace_nft(services, traces, layout, as_json)
         return
     from clew.bench.trace import run
 
@@ -94,17 +101,17 @@ def bench_trace(
     )
 
 
-def _bench_trace_nft(services: int, traces: int, as_json: bool) -> None:
+def _bench_trace_nft(services: int, traces: int, layout: str, as_json: bool) -> None:
     from clew.bench.trace_nft import run
 
     with progress(f"bench trace --mode nftables: {services} Services") as step:
-        step(f"parse nft JSON, then {traces + 1} traces")
-        result = run(services, traces)
+        step(f"{layout} layout as nft JSON, parse it, then {traces + 1} traces")
+        result = run(services, traces, layout)
     if as_json:
         print_json(result.to_json(), "bench", "NftTraceBench")
         return
     print(
-        f"clew bench trace --mode nftables: {result.services} Services (kube-proxy's nftables layout), "
+        f"clew bench trace --mode nftables: {result.services} Services ({layout}'s nftables layout), "
         f"{result.chains} chains, {result.rules} rules, {result.json_mb} MB of nft -j JSON"
     )
     print(f"  parse                      {result.parse_s:8.3f} s")
