@@ -7,6 +7,9 @@ The two-node topology of `topology.py`; ``node`` holds a mixed ruleset, as a mod
   chain publishing pod ``a``'s TCP 8080, pod traffic accepted out, MASQUERADE of pod traffic;
 * a native table ``ip fw`` with a forward-hook chain of its own, ``policy drop``: established
   traffic, pod traffic, TCP 8080 to ``a`` and UDP to node2's pods accepted;
+* a native ``inet extra`` table between them by priority: a prerouting chain at -200 marking ext's
+  UDP, a forward chain at 5 dropping a concatenated set member (``c . a . tcp``) and marked packets
+  for ``d`` (so marks cross tables, and the order of three forward chains matters);
 * a kube-proxy-style nftables table (``ip kube-proxy``: nat chains, a ``service-ips`` verdict map,
   ``numgen random mod 3 vmap`` over endpoint chains, mark-and-masquerade) for Service
   10.96.0.10:80 (TCP and UDP) with endpoints ``a``, ``b`` (node) and ``d`` (node2).
@@ -85,6 +88,20 @@ NATIVE = """table ip fw {
 }
 """
 
+EXTRA = """table inet extra {
+  set blocked { type ipv4_addr . ipv4_addr . inet_proto; elements = { {c} . {a} . tcp } }
+  chain pre {
+    type filter hook prerouting priority -200; policy accept;
+    ip saddr 192.168.50.100 udp dport { 80, 8080 } meta mark set 0x10
+  }
+  chain through {
+    type filter hook forward priority 5; policy accept;
+    ip saddr . ip daddr . meta l4proto @blocked drop
+    meta mark & 0x10 == 0x10 ip daddr {d} drop
+  }
+}
+"""
+
 KUBE_PROXY = """table ip kube-proxy {
   map service-ips {
     type ipv4_addr . inet_proto . inet_service : verdict
@@ -125,21 +142,22 @@ class Lab:
     view: NodeView
 
 
-def _rules(topo: Topology) -> tuple[str, str, str]:
-    ips = {p: topo.pod_ip(p) for p in ("a", "b", "d")}
-    endpoints = "".join(ENDPOINT.replace("{h}", p.upper() * 8).replace("{ip}", ip) for p, ip in ips.items())
-    kube = KUBE_PROXY.replace("{endpoints}", endpoints)
+def _rules(topo: Topology) -> tuple[str, str, str, str]:
+    ips = {p: topo.pod_ip(p) for p in ("a", "b", "c", "d")}
+    endpoints = "".join(ENDPOINT.replace("{h}", p.upper() * 8).replace("{ip}", ips[p]) for p in ("a", "b", "d"))
+    kube, extra = KUBE_PROXY.replace("{endpoints}", endpoints), EXTRA
     for p, ip in ips.items():
-        kube = kube.replace("{" + p + "}", ip)
-    return DOCKER.replace("{a}", ips["a"]), NATIVE.replace("{a}", ips["a"]), kube
+        kube, extra = kube.replace("{" + p + "}", ip), extra.replace("{" + p + "}", ip)
+    return DOCKER.replace("{a}", ips["a"]), NATIVE.replace("{a}", ips["a"]), extra, kube
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     with Topology(unique_prefix("tn"), PODS) as topo:
-        docker, native, kube = _rules(topo)
+        docker, native, extra, kube = _rules(topo)
         topo.load_rules("node", docker)
         netns.run(topo.ns("node"), ["nft", "-f", "-"], input=native)
+        netns.run(topo.ns("node"), ["nft", "-f", "-"], input=extra)
         netns.run(topo.ns("node"), ["nft", "-f", "-"], input=kube)
         topo.add_route("ext", "10.96.0.0/12", via=NODE_IP)
         topo.add_route("ext", "10.244.0.0/16", via=NODE_IP)
@@ -235,8 +253,10 @@ def test_forward_policy_drop_of_a_native_table_is_not_delivered(lab: Lab) -> Non
     (o,) = result.outcomes
     assert (o.hops[-1].table, o.hops[-1].chain, o.hops[-1].rule) == ("ip fw", "forward", "policy drop")
     assert lab.topo.probe("ext", d, PORT, timeout=PROBE_TIMEOUT_S).attempts[0].error == "timeout"
-    udp = trace(lab.view, Packet(EXT_IP, d, proto="udp", dport=PORT))
-    assert [o.verdict for o in udp.outcomes] == ["ACCEPT"], format_trace(udp)
+    udp = trace(lab.view, Packet(EXT_IP, d, proto="udp", dport=PORT))  # marked at -200 by inet extra
+    assert [(o.verdict, o.hops[-1].table) for o in udp.outcomes] == [("DROP", "inet extra")], format_trace(udp)
+    c_to_d = trace(lab.view, Packet(lab.topo.pod_ip("c"), d, proto="udp", dport=PORT, iif="eth0"))
+    assert [o.verdict for o in c_to_d.outcomes] == ["ACCEPT"], format_trace(c_to_d)  # fw lets UDP to node2 pods
 
 
 def test_iptables_nft_tables_walked_once(lab: Lab) -> None:
