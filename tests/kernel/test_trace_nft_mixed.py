@@ -25,12 +25,16 @@ NAT, a known limit covered by test_trace_agreement).
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from topology import EXT_IP, Topology, unique_prefix
@@ -287,3 +291,31 @@ def test_tracer_agrees_with_the_kernel_on_a_mixed_ruleset(lab: Lab) -> None:
     verdicts = Counter(o.verdict for outs in preds for o in outs)
     assert verdicts["DROP"] and verdicts["ACCEPT"], verdicts
     assert any(o.masquerade for outs in preds for o in outs)
+
+
+def _clew(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("clew")
+    argv = [str(exe)] if exe.is_file() else [sys.executable, "-m", "clew"]
+    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_dump_carries_nft_and_cli_traces_and_explains_it(lab: Lab, tmp_path: Path) -> None:
+    """``clew dump`` keeps ``nft -j list ruleset``; ``clew trace --from-dump`` and ``--netns`` see the
+    native drop chain; ``clew explain service`` reads kube-proxy's nftables layout live."""
+    ns, d = lab.topo.ns("node"), lab.topo.pod_ip("d")
+    dump = _clew("dump", "--netns", ns, "--sample", "0", str(tmp_path / "dump"))
+    assert dump.returncode == 0, dump.stderr
+    assert (tmp_path / "dump" / "nft-ruleset.json").is_file()
+    args = ["--src", EXT_IP, "--dst", d, "--dport", str(PORT), "--json"]
+    for source in (["--from-dump", str(tmp_path / "dump")], ["--netns", ns]):
+        out = _clew("trace", *source, *args)
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert [o["verdict"] for o in doc["outcomes"]] == ["DROP"], out.stdout
+    explained = _clew("explain", "service", "default/web", "--netns", ns, "--json")
+    assert explained.returncode == 0, explained.stderr
+    (port,) = json.loads(explained.stdout)["ports"]
+    (chain,) = port["chains"]
+    assert sorted((b["endpoint"], round(b["share"], 4)) for b in chain["branches"]) == sorted(
+        (f"{lab.topo.pod_ip(p)}:{PORT}", 0.3333) for p in ("a", "b", "d")
+    )
