@@ -74,7 +74,7 @@ def test_trace_reads_a_namespace_by_its_proc_path(namespace: str) -> None:
     try:
         path = f"/proc/{holder.pid}/ns/net"  # ip netns exec execs sleep: the pid is sleep's
         proc = subprocess.run(
-            [sys.executable, "-m", "clew", "trace", "--netns", path, "--src", "192.0.2.50", "--dst", "192.0.2.10",
+            [sys.executable, "-m", "clew", "trace", "-v", "--netns", path, "--src", "192.0.2.50", "--dst", "192.0.2.10",
              "--dport", "22"],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
@@ -117,3 +117,26 @@ def test_ruleset_from_stdin(namespace: str) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "dropped" in proc.stdout
+
+
+def test_verify_refuses_the_namespace_it_runs_in(namespace: str) -> None:
+    proc = inside(namespace, "trace", "--src", "192.0.2.50", "--dst", "192.0.2.10", "--verify")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--netns" in proc.stderr, proc.stderr
+    own = inside(namespace, "trace", "--netns", "/proc/self/ns/net", "--src", "192.0.2.50", "--dst", "192.0.2.10",
+                 "--verify")  # fmt: skip
+    assert own.returncode == 2 and "refuses" in own.stderr, own.stderr
+
+
+def test_verify_prints_the_kernels_path_beside_the_prediction_and_removes_what_it_added(namespace: str) -> None:
+    links = netns.run(namespace, ["ip", "-o", "link"]).stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "clew", "trace", "--netns", namespace, "--src", "192.0.2.50", "--dst", "192.0.2.10",
+         "--dport", "22", "--verify"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Verified by the kernel (nftables trace)" in proc.stdout
+    assert "filter/INPUT drop" in proc.stdout and "agree: the kernel took the path of outcome 1" in proc.stdout
+    assert netns.run(namespace, ["ip", "-o", "link"]).stdout == links
+    assert "clew_verify" not in netns.run(namespace, ["nft", "list", "tables"]).stdout
+    assert netns.list_names("clew-verify-") == []

@@ -11,6 +11,8 @@ A locally generated packet without a route fails in connect() before netfilter s
 
 from __future__ import annotations
 
+import ipaddress
+
 from clew.trace import ipvs
 from clew.trace.matches import Warn
 from clew.trace.node_view import NodeView
@@ -23,6 +25,19 @@ NO_ROUTES = Assumption(
     "routes not given: the destination is taken as forwarded unless it is one of the node's addresses",
     origin="routes",
 )
+
+
+MARTIAN = "127.0.0.0/8 arriving from outside is a martian destination: dropped by routing"
+ROUTE_LOCALNET = Assumption(
+    "net.ipv4.conf.*.route_localnet is 0 (the default; the trace does not read sysctls): a loopback destination "
+    "arriving on another interface is dropped",
+    origin="sysctl",
+)
+
+
+def _martian(st: State) -> bool:
+    """A packet from outside for 127.0.0.0/8 (after any DNAT): routing drops it (route_localnet 0)."""
+    return st.iif not in (None, "lo") and ipaddress.IPv4Address(st.dst).is_loopback
 
 
 def _oif(st: State, route_dev: str | None, unknown: bool) -> str | None:
@@ -133,6 +148,11 @@ def _arriving(walker: Walker, st: State, finals: list[Outcome]) -> None:
     for s, verdict in walker.run_hook("PREROUTING", st):
         if verdict != "ACCEPT":
             finals.append(_ended(s, verdict))
+            continue
+        if _martian(s):
+            s.assume(ROUTE_LOCALNET)
+            s.hops.append(Hop("routing", "", "", f"route lookup for {s.dst}", MARTIAN))
+            finals.append(_final(s, "DROP", None, f"routing: {MARTIAN}"))
             continue
         route = lookup(walker.view, s.dst)
         egress = classify(walker.view, s.dst, route)
