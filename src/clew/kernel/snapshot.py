@@ -11,6 +11,7 @@ from clew.kernel import netns as _netns
 from clew.kernel.errors import CommandFailed
 from clew.kernel.namespace import Where
 
+SYSCTLS = r"^net\.ipv4\.(ip_forward|conf\..*\.(rp_filter|route_localnet|forwarding))$"
 # file name in a dump → argv run inside the namespace; optional ones may fail (tool missing).
 COMMANDS: dict[str, tuple[list[str], bool]] = {
     "iptables-save.txt": (["iptables-save"], True),
@@ -21,6 +22,8 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
     "bridge-fdb.json": (["bridge", "-j", "fdb", "show"], False),
     "ipset.txt": (["ipset", "save"], False),
     "ip-rule.json": (["ip", "-j", "rule", "show"], False),  # policy routing: the trace follows the default rules
+    # what routing decides by besides routes (forwarding, reverse-path filter, loopback from outside)
+    "sysctl.txt": (["sysctl", "-a", "-e", "-r", SYSCTLS], False),
 }
 
 

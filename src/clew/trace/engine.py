@@ -11,9 +11,7 @@ A locally generated packet without a route fails in connect() before netfilter s
 
 from __future__ import annotations
 
-import ipaddress
-
-from clew.trace import ipvs
+from clew.trace import gates, ipvs
 from clew.trace.matches import Warn
 from clew.trace.node_view import NodeView
 from clew.trace.packet import Assumption, Egress, Hop, Outcome, Packet, TraceResult
@@ -27,17 +25,17 @@ NO_ROUTES = Assumption(
 )
 
 
-MARTIAN = "127.0.0.0/8 arriving from outside is a martian destination: dropped by routing"
-ROUTE_LOCALNET = Assumption(
-    "net.ipv4.conf.*.route_localnet is 0 (the default; the trace does not read sysctls): a loopback destination "
-    "arriving on another interface is dropped",
-    origin="sysctl",
-)
-
-
-def _martian(st: State) -> bool:
-    """A packet from outside for 127.0.0.0/8 (after any DNAT): routing drops it (route_localnet 0)."""
-    return st.iif not in (None, "lo") and ipaddress.IPv4Address(st.dst).is_loopback
+def _gated(view: NodeView, st: State, finals: list[Outcome], checks: tuple[gates.Check, ...]) -> bool:
+    """Run routing's sysctl gates (`gates`); a drop ends the branch (True)."""
+    for check in checks:
+        drop, assumption = check(view, st)
+        if assumption is not None:
+            st.assume(assumption)
+        if drop is not None:
+            st.hops.append(Hop("routing", "", "", f"route lookup for {st.dst}", drop))
+            finals.append(_final(st, "DROP", None, f"routing: {drop}"))
+            return True
+    return False
 
 
 def _oif(st: State, route_dev: str | None, unknown: bool) -> str | None:
@@ -149,13 +147,12 @@ def _arriving(walker: Walker, st: State, finals: list[Outcome]) -> None:
         if verdict != "ACCEPT":
             finals.append(_ended(s, verdict))
             continue
-        if _martian(s):
-            s.assume(ROUTE_LOCALNET)
-            s.hops.append(Hop("routing", "", "", f"route lookup for {s.dst}", MARTIAN))
-            finals.append(_final(s, "DROP", None, f"routing: {MARTIAN}"))
+        if _gated(walker.view, s, finals, (gates.loopback_from_outside, gates.reverse_path)):
             continue
         route = lookup(walker.view, s.dst)
         egress = classify(walker.view, s.dst, route)
+        if egress.kind != "local" and _gated(walker.view, s, finals, (gates.forwarding,)):
+            continue
         if egress.kind == "local":
             _deliver(walker, s, finals, egress)
             continue

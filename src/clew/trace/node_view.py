@@ -82,6 +82,7 @@ class NodeView:
     ipsets: dict[str, list[str]] = field(default_factory=dict)
     node_names: dict[str, str] = field(default_factory=dict)
     name: str = ""
+    sysctls: dict[str, str] | None = None  # net.ipv4 keys routing decides by (None: not read)
     warnings: list[str] = field(default_factory=list)
     indexes: dict[tuple[str, str], ChainIndex | None] = field(default_factory=dict, repr=False)
 
@@ -95,6 +96,23 @@ class NodeView:
         if addr.is_loopback or ip in self.local_ips():
             return True
         return any(r.type == "local" and addr in r.dst for r in self.routes)
+
+    def sysctl(self, key: str, dev: str | None = None) -> int | None:
+        """``net.ipv4.conf.<dev|all>.<key>`` (or ``net.ipv4.<key>``) as a number; None when not read.
+        For rp_filter and route_localnet the kernel uses the larger of ``all`` and the device's."""
+        if self.sysctls is None:
+            return None
+        if key == "ip_forward":
+            value = self.sysctls.get("net.ipv4.ip_forward")
+            return int(value) if value is not None and value.isdigit() else None
+        values = [self.sysctls.get(f"net.ipv4.conf.{d}.{key}") for d in ("all", dev) if d]
+        numbers = [int(v) for v in values if v is not None and v.isdigit()]
+        if not numbers:
+            return None
+        if key == "forwarding":  # the input device's own setting decides
+            own = self.sysctls.get(f"net.ipv4.conf.{dev}.forwarding")
+            return int(own) if own is not None and own.isdigit() else numbers[0]
+        return max(numbers)
 
     def addresses_of(self, dev: str) -> list[Address]:
         return [a for a in self.addresses if a.dev == dev]
@@ -169,6 +187,16 @@ def fdb_from_json(doc: list[dict[str, Any]]) -> list[FdbEntry]:
     return [FdbEntry(e["mac"], e.get("ifname", e.get("dev", "")), e.get("dst")) for e in doc if "mac" in e]
 
 
+def sysctls_from_text(text: str) -> dict[str, str]:
+    """``sysctl -a`` lines ``key = value``."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
 def ipsets_from_save(text: str) -> dict[str, list[str]]:
     """``ipset save`` → members of each set."""
     sets: dict[str, list[str]] = {}
@@ -217,6 +245,8 @@ def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, s
     except (KeyError, TypeError, ValueError) as e:
         warnings.append(f"a dump file has an unexpected shape ({e!r}); the view may be incomplete")
     view.ipsets = ipsets_from_save(files.get("ipset.txt", ""))
+    if files.get("sysctl.txt", "").strip():
+        view.sysctls = sysctls_from_text(files["sysctl.txt"])
     rules_warning = policy_rules_warning(_json(files, "ip-rule.json", warnings))
     if rules_warning:
         warnings.append(rules_warning)
@@ -225,7 +255,7 @@ def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, s
 
 
 DUMP_FILES = ("iptables-save.txt", "ip-addr.json", "ip-route.json", "ip-link.json", "ip-neigh.json",
-              "bridge-fdb.json", "ipset.txt", "ip-rule.json")  # fmt: skip
+              "bridge-fdb.json", "ipset.txt", "ip-rule.json", "sysctl.txt")  # fmt: skip
 DEFAULT_RULE_TABLES = {"local", "main", "default"}
 
 
