@@ -24,6 +24,9 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
     "ip-rule.json": (["ip", "-j", "rule", "show"], False),  # policy routing: the trace follows the default rules
     # what routing decides by besides routes (forwarding, reverse-path filter, loopback from outside)
     "sysctl.txt": (["sysctl", "-a", "-e", "-r", SYSCTLS], False),
+    # both backends, when both are installed: a node may hold rules in each (both are walked)
+    "iptables-legacy-save.txt": (["iptables-legacy-save"], False),
+    "iptables-nft-save.txt": (["iptables-nft-save"], False),
 }
 
 

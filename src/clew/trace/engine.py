@@ -107,6 +107,14 @@ def trace(view: NodeView, packet: Packet, *, recent: frozenset[str] = frozenset(
     parse_warnings = [w for w in view.ruleset.warnings if w not in view.warnings]
     warnings = [*view.warnings, *parse_warnings, *warn.items]
     ipvs.annotate(view, packet, outcomes, warnings)
+    if view.other_backend is not None:
+        order = Assumption(
+            f"both iptables backends hold rules: at each priority the main backend's table is taken to run before "
+            f"{view.other_backend_name}'s (the kernel runs them in the order they were registered)",
+            origin=view.other_backend_name,
+        )
+        for o in outcomes:
+            o.add_assumptions([order])
     return TraceResult(packet, how, outcomes, warnings)
 
 

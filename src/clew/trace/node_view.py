@@ -83,6 +83,8 @@ class NodeView:
     node_names: dict[str, str] = field(default_factory=dict)
     name: str = ""
     sysctls: dict[str, str] | None = None  # net.ipv4 keys routing decides by (None: not read)
+    other_backend: Ruleset | None = None  # iptables-legacy's rules when both backends hold rules
+    other_backend_name: str = ""
     warnings: list[str] = field(default_factory=list)
     indexes: dict[tuple[str, str], ChainIndex | None] = field(default_factory=dict, repr=False)
 
@@ -187,6 +189,33 @@ def fdb_from_json(doc: list[dict[str, Any]]) -> list[FdbEntry]:
     return [FdbEntry(e["mac"], e.get("ifname", e.get("dev", "")), e.get("dst")) for e in doc if "mac" in e]
 
 
+LEGACY_FILE, NFT_SAVE_FILE = "iptables-legacy-save.txt", "iptables-nft-save.txt"
+
+
+def has_rules(text: str) -> bool:
+    """Whether iptables-save text holds a rule or a policy other than ACCEPT (an empty table is none)."""
+    return any(line.startswith("-A ") or (line.startswith(":") and " DROP " in line) for line in text.splitlines())
+
+
+def _other_backend(view: NodeView, files: dict[str, str]) -> None:
+    """When both iptables backends hold rules, both are walked: ``iptables-save.txt`` is the main one
+    (whichever ``iptables`` is), the other backend's save is kept in ``other_backend``."""
+    from clew.netfilter.iptables_save import parse
+
+    main = files.get("iptables-save.txt", "")
+    legacy, nft = files.get(LEGACY_FILE, ""), files.get(NFT_SAVE_FILE, "")
+    if not (has_rules(legacy) and has_rules(nft)):
+        return
+    main_is_legacy = "(nf_tables)" not in main.split("\n", 1)[0]  # legacy says "(legacy)" or nothing
+    name, text = ("iptables-nft", nft) if main_is_legacy else ("iptables-legacy", legacy)
+    view.other_backend = parse(text, origin=name)
+    view.other_backend_name = name
+    view.warnings.append(
+        f"both iptables backends hold rules: {name}'s tables are walked too, after the same table of the other "
+        "(at equal priority the kernel runs them in the order they were registered)"
+    )
+
+
 def sysctls_from_text(text: str) -> dict[str, str]:
     """``sysctl -a`` lines ``key = value``."""
     out = {}
@@ -245,6 +274,7 @@ def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, s
     except (KeyError, TypeError, ValueError) as e:
         warnings.append(f"a dump file has an unexpected shape ({e!r}); the view may be incomplete")
     view.ipsets = ipsets_from_save(files.get("ipset.txt", ""))
+    _other_backend(view, files)
     if files.get("sysctl.txt", "").strip():
         view.sysctls = sysctls_from_text(files["sysctl.txt"])
     rules_warning = policy_rules_warning(_json(files, "ip-rule.json", warnings))
@@ -255,7 +285,7 @@ def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, s
 
 
 DUMP_FILES = ("iptables-save.txt", "ip-addr.json", "ip-route.json", "ip-link.json", "ip-neigh.json",
-              "bridge-fdb.json", "ipset.txt", "ip-rule.json", "sysctl.txt")  # fmt: skip
+              "bridge-fdb.json", "ipset.txt", "ip-rule.json", "sysctl.txt", LEGACY_FILE, NFT_SAVE_FILE)  # fmt: skip
 DEFAULT_RULE_TABLES = {"local", "main", "default"}
 
 

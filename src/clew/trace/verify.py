@@ -60,7 +60,7 @@ def _step_of(table: str, chain: str, action: str) -> str | None:
 def predicted_steps(o: Outcome) -> list[Step]:
     out: list[Step] = []
     for h in o.hops:
-        if h.hook == "routing":
+        if h.hook == "routing" or h.table.startswith("legacy "):  # nftables tracing cannot see legacy xtables
             continue
         if h.rule.startswith("policy "):
             verdict = h.rule.split()[1].lower()

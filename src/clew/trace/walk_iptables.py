@@ -12,7 +12,7 @@ import bisect
 import re
 from dataclasses import dataclass, replace
 
-from clew.netfilter.rules import Chain, Rule
+from clew.netfilter.rules import Chain, Rule, Ruleset
 from clew.trace.index import build
 from clew.trace.matches import Warn, assume, evaluate
 from clew.trace.node_view import NodeView
@@ -38,23 +38,39 @@ _SERVICE_COMMENT = re.compile(
 )
 
 
+LEGACY = "legacy "  # the label of the other backend's tables ("legacy filter"), when both hold rules
+
+
 @dataclass(slots=True)
 class Walker:
     view: NodeView
     warn: Warn
     masquerade_src: str | None = None  # set by the engine before POSTROUTING
+    rs: Ruleset | None = None  # the ruleset being walked (the other backend's, for LEGACY tables)
+
+    def _tables(self, hook: str) -> list[tuple[str, Ruleset]]:
+        """(label, ruleset) of each table on ``hook`` in priority order; when both iptables backends
+        hold rules, the other backend's table after the same table of the main one (their order at
+        equal priority is the order they were registered in: an assumption, recorded by the engine)."""
+        out: list[tuple[str, Ruleset]] = []
+        for table in HOOK_TABLES[hook]:
+            out.append((table, self.view.ruleset))
+            if self.view.other_backend is not None:
+                out.append((LEGACY + table, self.view.other_backend))
+        return out
 
     def run_hook(self, hook: str, st: State) -> list[tuple[State, str]]:
         """Branches after the hook: ("ACCEPT", go on) or ("DROP"/"REJECT", ended here)."""
         st.hook = hook
         live = [st]
         done: list[tuple[State, str]] = []
-        for table in HOOK_TABLES[hook]:
-            chain = self.view.ruleset.chain(table, hook)
+        for table, rs in self._tables(hook):
+            chain = rs.chain(table.removeprefix(LEGACY), hook)
             if chain is None:
                 continue
-            if table == "nat" and st.ctstate != "NEW":
+            if table.endswith("nat") and st.ctstate != "NEW":
                 continue
+            self.rs = rs
             nxt: list[State] = []
             for s in live:
                 for s2, result in self.walk(table, chain, s, 0, 0):
@@ -137,7 +153,7 @@ class Walker:
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"matched, no target{chance}", rule.line))
             return [st]
         name = target.name
-        sub = self.view.ruleset.chain(table, name)
+        sub = (self.rs or self.view.ruleset).chain(table.removeprefix(LEGACY), name)
         if sub is not None:
             verb = "goto" if target.goto else "jump"
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"{verb} {name}{chance}", rule.line))
