@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from foreign_net import Net, Peer, kernel_result
 
+from clew.kernel import netns
 from clew.netfilter.iptables_save import parse
 from clew.trace.engine import trace
 from clew.trace.node_view import ipsets_from_save
@@ -253,3 +254,30 @@ def test_real_packets_end_as_the_live_trace_predicts(net: Net, request: pytest.F
         if seen != c.expect or seen not in said:
             problems.append(f"{c}: kernel {seen!r}, trace {sorted(said)}\n{format_trace(result)}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(NO_KERNEL or shutil.which("nft") is None, reason="needs root, nft, ip, ipset, iptables-restore")
+@pytest.mark.parametrize("net", FIXTURES, ids=lambda f: f.name, indirect=True)
+def test_verify_the_kernels_nftables_trace_agrees_with_the_prediction(net: Net, request: pytest.FixtureRequest) -> None:
+    """``clew trace --verify``'s two halves on every case: the packet is sent again with nftables
+    tracing (from the node, or from a throwaway namespace on a new veth: predicted for that
+    interface), and the kernel's decisive steps equal one outcome's. Nothing is left behind."""
+    from clew.kernel.nft_trace import send_traced
+    from clew.trace.verify import compare, format_comparison
+
+    f: Fixture = request.node.callspec.params["net"]
+    view = net.view()
+    before = net.run("node", "ip", "-o", "link")
+    problems = []
+    for c in f.cases:
+        local = c.who == "node"
+        sent = send_traced(net.node, src=c.src, dst=c.dst, proto=c.proto, dport=c.dport, local=local)
+        result = trace(view, packet(c, iif=sent.iif))
+        comparison = compare(result, sent.lines)
+        if not comparison.agree or not sent.lines:
+            problems.append(f"{c}:\n{format_trace(result)}{format_comparison(comparison, sent.via, sent.sender)}")
+    assert not problems, "\n".join(problems)
+    assert "clew_verify" not in net.run("node", "nft", "list", "tables")
+    assert net.run("node", "ip", "-o", "link") == before
+    assert not [n for n in netns.list_names("clew-verify-")]

@@ -74,7 +74,7 @@ def test_trace_reads_a_namespace_by_its_proc_path(namespace: str) -> None:
     try:
         path = f"/proc/{holder.pid}/ns/net"  # ip netns exec execs sleep: the pid is sleep's
         proc = subprocess.run(
-            [sys.executable, "-m", "clew", "trace", "--netns", path, "--src", "192.0.2.50", "--dst", "192.0.2.10",
+            [sys.executable, "-m", "clew", "trace", "-v", "--netns", path, "--src", "192.0.2.50", "--dst", "192.0.2.10",
              "--dport", "22"],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
@@ -117,3 +117,60 @@ def test_ruleset_from_stdin(namespace: str) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "dropped" in proc.stdout
+
+
+def test_verify_refuses_the_namespace_it_runs_in(namespace: str) -> None:
+    proc = inside(namespace, "trace", "--src", "192.0.2.50", "--dst", "192.0.2.10", "--verify")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--netns" in proc.stderr, proc.stderr
+    own = inside(namespace, "trace", "--netns", "/proc/self/ns/net", "--src", "192.0.2.50", "--dst", "192.0.2.10",
+                 "--verify")  # fmt: skip
+    assert own.returncode == 2 and "refuses" in own.stderr, own.stderr
+
+
+def test_verify_prints_the_kernels_path_beside_the_prediction_and_removes_what_it_added(namespace: str) -> None:
+    links = netns.run(namespace, ["ip", "-o", "link"]).stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "clew", "trace", "--netns", namespace, "--src", "192.0.2.50", "--dst", "192.0.2.10",
+         "--dport", "22", "--verify"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Verified by the kernel (nftables trace)" in proc.stdout
+    assert "filter/INPUT drop" in proc.stdout and "agree: the kernel took the path of outcome 1" in proc.stdout
+    assert netns.run(namespace, ["ip", "-o", "link"]).stdout == links
+    assert "clew_verify" not in netns.run(namespace, ["nft", "list", "tables"]).stdout
+    assert netns.list_names("clew-verify-") == []
+
+
+def test_both_iptables_backends_are_walked_when_both_hold_rules(namespace: str) -> None:
+    """iptables-nft accepts port 80 (the fixture's rules are nft), iptables-legacy drops it: the
+    kernel runs both, so the packet is dropped, and the trace says so, naming the legacy rule."""
+    netns.run(namespace, ["iptables-nft", "-I", "INPUT", "-p", "tcp", "--dport", "80", "-j", "ACCEPT"])
+    netns.run(namespace, ["iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "80", "-j", "DROP"])
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c",
+         "import socket,sys; s=socket.socket(); s.bind(('0.0.0.0',80)); s.listen(); print('ready', flush=True); "
+         "s.accept()"],
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None and server.stdout.readline() == b"ready\n"
+        probe = subprocess.run(
+            ["ip", "netns", "exec", namespace, sys.executable, "-m", "clew.lab.echo", "probe", "--dst", "192.0.2.10",
+             "--port", "80", "--timeout", "0.5"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert json.loads(probe.stdout)["attempts"][0]["error"] == "timeout"  # dropped by legacy's rule
+        proc = inside(namespace, "trace", "--src", "192.0.2.10", "--dst", "192.0.2.10", "--dport", "80", "--json")
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        (o,) = doc["outcomes"]
+        assert o["verdict"] == "DROP" and o["hops"][-1]["table"] == "legacy filter"
+        assert any("both iptables backends hold rules" in w for w in doc["warnings"])
+        assert any("iptables-legacy" in a["what"] for a in o["assumptions"])
+    finally:
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+        netns.run(namespace, ["iptables-legacy", "-F"])

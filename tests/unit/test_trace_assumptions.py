@@ -36,6 +36,7 @@ def routed(rules: str) -> NodeView:
             Route(NET("10.0.0.0/24"), dev="eth1", prefsrc="10.0.0.2"),
         ],
         links={"lo": Link("lo", "loopback"), "eth0": Link("eth0", ""), "eth1": Link("eth1", "")},
+        sysctls={"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0"},
     )
 
 
@@ -199,3 +200,40 @@ COMMIT
     assert lines[1].lstrip().startswith("75.0%  IF 1 assumption holds: no Service → 10.0.0.3:80: delivered")
     assert lines[2].lstrip().startswith("25.0%  IF 1 assumption holds: no Service → 10.0.0.9:80: delivered")
     assert all(len(line) <= 100 for line in lines)
+
+
+def gated(rules: str = "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n", **sysctls: str) -> NodeView:
+    view = routed(rules)
+    view.sysctls = {k.replace("__", "."): v for k, v in sysctls.items()}
+    return view
+
+
+def test_ip_forward_off_drops_a_forwarded_packet_and_unread_it_is_an_assumption() -> None:
+    packet = Packet("192.168.50.9", "10.0.0.7", iif="eth0")
+    (o,) = trace(gated(net__ipv4__ip_forward="0"), packet).outcomes
+    assert o.verdict == "DROP" and "forwarding is off on eth0" in o.reason and o.certain
+    (o2,) = trace(gated(), packet).outcomes  # sysctls read, but not this one
+    assert o2.verdict == "ACCEPT" and any("ip_forward" in a.what for a in o2.assumptions)
+
+
+def test_kernel_rp_filter_strict_drops_a_source_whose_way_back_is_another_interface() -> None:
+    spoofed = Packet("10.0.0.9", "192.168.50.2", iif="eth0")  # 10.0.0.0/24 is on eth1
+    (o,) = trace(gated(net__ipv4__conf__all__rp_filter="1"), spoofed).outcomes
+    assert o.verdict == "DROP" and "rp_filter=1" in o.reason
+    (o2,) = trace(gated(net__ipv4__conf__all__rp_filter="2"), spoofed).outcomes
+    assert o2.verdict == "ACCEPT"  # loose: any way back will do
+    (o3,) = trace(gated(), spoofed).outcomes
+    assert o3.verdict == "ACCEPT" and any("rp_filter" in a.what for a in o3.assumptions)
+    (o4,) = trace(gated(), Packet("10.0.0.9", "192.168.50.2", iif="eth1")).outcomes
+    assert o4.certain  # its way back is eth1: rp_filter cannot matter, nothing assumed
+
+
+def test_loopback_destination_from_outside_is_martian_unless_route_localnet() -> None:
+    rules = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j DNAT --to-destination 127.0.0.1:8080\nCOMMIT\n"
+    packet = Packet("192.168.50.9", "192.168.50.2", iif="eth0")
+    (o,) = trace(gated(rules, net__ipv4__conf__all__route_localnet="0"), packet).outcomes
+    assert o.verdict == "DROP" and "martian" in o.reason and o.certain
+    (o2,) = trace(gated(rules, net__ipv4__conf__eth0__route_localnet="1"), packet).outcomes
+    assert o2.verdict == "ACCEPT" and o2.dnat == "127.0.0.1:8080"
+    (o3,) = trace(gated(rules), packet).outcomes
+    assert o3.verdict == "DROP" and any("route_localnet" in a.what for a in o3.assumptions)

@@ -11,6 +11,7 @@ from clew.kernel import netns as _netns
 from clew.kernel.errors import CommandFailed
 from clew.kernel.namespace import Where
 
+SYSCTLS = r"^net\.ipv4\.(ip_forward|conf\..*\.(rp_filter|route_localnet|forwarding))$"
 # file name in a dump → argv run inside the namespace; optional ones may fail (tool missing).
 COMMANDS: dict[str, tuple[list[str], bool]] = {
     "iptables-save.txt": (["iptables-save"], True),
@@ -22,6 +23,11 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
     "ipset.txt": (["ipset", "save"], False),
     "ip-rule.json": (["ip", "-j", "rule", "show"], False),  # policy routing: the trace follows the default rules
     "nft-ruleset.json": (["nft", "-j", "list", "ruleset"], False),  # native nftables tables (and iptables-nft's)
+    # what routing decides by besides routes (forwarding, reverse-path filter, loopback from outside)
+    "sysctl.txt": (["sysctl", "-a", "-e", "-r", SYSCTLS], False),
+    # both backends, when both are installed: a node may hold rules in each (both are walked)
+    "iptables-legacy-save.txt": (["iptables-legacy-save"], False),
+    "iptables-nft-save.txt": (["iptables-nft-save"], False),
 }
 
 

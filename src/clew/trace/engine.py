@@ -11,7 +11,7 @@ A locally generated packet without a route fails in connect() before netfilter s
 
 from __future__ import annotations
 
-from clew.trace import ipvs
+from clew.trace import gates, ipvs
 from clew.trace.matches import Warn
 from clew.trace.node_view import NodeView
 from clew.trace.packet import Assumption, Egress, Hop, Outcome, Packet, TraceResult
@@ -23,6 +23,19 @@ NO_ROUTES = Assumption(
     "routes not given: the destination is taken as forwarded unless it is one of the node's addresses",
     origin="routes",
 )
+
+
+def _gated(view: NodeView, st: State, finals: list[Outcome], checks: tuple[gates.Check, ...]) -> bool:
+    """Run routing's sysctl gates (`gates`); a drop ends the branch (True)."""
+    for check in checks:
+        drop, assumption = check(view, st)
+        if assumption is not None:
+            st.assume(assumption)
+        if drop is not None:
+            st.hops.append(Hop("routing", "", "", f"route lookup for {st.dst}", drop))
+            finals.append(_final(st, "DROP", None, f"routing: {drop}"))
+            return True
+    return False
 
 
 def _oif(st: State, route_dev: str | None, unknown: bool) -> str | None:
@@ -94,6 +107,14 @@ def trace(view: NodeView, packet: Packet, *, recent: frozenset[str] = frozenset(
     parse_warnings = [w for w in view.ruleset.warnings if w not in view.warnings]
     warnings = [*view.warnings, *parse_warnings, *warn.items]
     ipvs.annotate(view, packet, outcomes, warnings)
+    if view.other_backend is not None:
+        order = Assumption(
+            f"both iptables backends hold rules: at each priority the main backend's table is taken to run before "
+            f"{view.other_backend_name}'s (the kernel runs them in the order they were registered)",
+            origin=view.other_backend_name,
+        )
+        for o in outcomes:
+            o.add_assumptions([order])
     return TraceResult(packet, how, outcomes, warnings)
 
 
@@ -134,8 +155,12 @@ def _arriving(walker: Walker, st: State, finals: list[Outcome]) -> None:
         if verdict != "ACCEPT":
             finals.append(_ended(s, verdict))
             continue
+        if _gated(walker.view, s, finals, (gates.loopback_from_outside, gates.reverse_path)):
+            continue
         route = lookup(walker.view, s.dst)
         egress = classify(walker.view, s.dst, route)
+        if egress.kind != "local" and _gated(walker.view, s, finals, (gates.forwarding,)):
+            continue
         if egress.kind == "local":
             _deliver(walker, s, finals, egress)
             continue

@@ -83,6 +83,9 @@ class NodeView:
     ipsets: dict[str, list[str]] = field(default_factory=dict)
     node_names: dict[str, str] = field(default_factory=dict)
     name: str = ""
+    sysctls: dict[str, str] | None = None  # net.ipv4 keys routing decides by (None: not read)
+    other_backend: Ruleset | None = None  # iptables-legacy's rules when both backends hold rules
+    other_backend_name: str = ""
     warnings: list[str] = field(default_factory=list)
     indexes: dict[tuple[str, str], ChainIndex | None] = field(default_factory=dict, repr=False)
     nft: NftRuleset | None = None  # ``nft -j list ruleset``: native tables walked with iptables'
@@ -97,6 +100,23 @@ class NodeView:
         if addr.is_loopback or ip in self.local_ips():
             return True
         return any(r.type == "local" and addr in r.dst for r in self.routes)
+
+    def sysctl(self, key: str, dev: str | None = None) -> int | None:
+        """``net.ipv4.conf.<dev|all>.<key>`` (or ``net.ipv4.<key>``) as a number; None when not read.
+        For rp_filter and route_localnet the kernel uses the larger of ``all`` and the device's."""
+        if self.sysctls is None:
+            return None
+        if key == "ip_forward":
+            value = self.sysctls.get("net.ipv4.ip_forward")
+            return int(value) if value is not None and value.isdigit() else None
+        values = [self.sysctls.get(f"net.ipv4.conf.{d}.{key}") for d in ("all", dev) if d]
+        numbers = [int(v) for v in values if v is not None and v.isdigit()]
+        if not numbers:
+            return None
+        if key == "forwarding":  # the input device's own setting decides
+            own = self.sysctls.get(f"net.ipv4.conf.{dev}.forwarding")
+            return int(own) if own is not None and own.isdigit() else numbers[0]
+        return max(numbers)
 
     def addresses_of(self, dev: str) -> list[Address]:
         return [a for a in self.addresses if a.dev == dev]
@@ -171,6 +191,43 @@ def fdb_from_json(doc: list[dict[str, Any]]) -> list[FdbEntry]:
     return [FdbEntry(e["mac"], e.get("ifname", e.get("dev", "")), e.get("dst")) for e in doc if "mac" in e]
 
 
+LEGACY_FILE, NFT_SAVE_FILE = "iptables-legacy-save.txt", "iptables-nft-save.txt"
+
+
+def has_rules(text: str) -> bool:
+    """Whether iptables-save text holds a rule or a policy other than ACCEPT (an empty table is none)."""
+    return any(line.startswith("-A ") or (line.startswith(":") and " DROP " in line) for line in text.splitlines())
+
+
+def _other_backend(view: NodeView, files: dict[str, str]) -> None:
+    """When both iptables backends hold rules, both are walked: ``iptables-save.txt`` is the main one
+    (whichever ``iptables`` is), the other backend's save is kept in ``other_backend``."""
+    from clew.netfilter.iptables_save import parse
+
+    main = files.get("iptables-save.txt", "")
+    legacy, nft = files.get(LEGACY_FILE, ""), files.get(NFT_SAVE_FILE, "")
+    if not (has_rules(legacy) and has_rules(nft)):
+        return
+    main_is_legacy = "(nf_tables)" not in main.split("\n", 1)[0]  # legacy says "(legacy)" or nothing
+    name, text = ("iptables-nft", nft) if main_is_legacy else ("iptables-legacy", legacy)
+    view.other_backend = parse(text, origin=name)
+    view.other_backend_name = name
+    view.warnings.append(
+        f"both iptables backends hold rules: {name}'s tables are walked too, after the same table of the other "
+        "(at equal priority the kernel runs them in the order they were registered)"
+    )
+
+
+def sysctls_from_text(text: str) -> dict[str, str]:
+    """``sysctl -a`` lines ``key = value``."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
 def ipsets_from_save(text: str) -> dict[str, list[str]]:
     """``ipset save`` → members of each set."""
     sets: dict[str, list[str]] = {}
@@ -219,6 +276,9 @@ def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, s
     except (KeyError, TypeError, ValueError) as e:
         warnings.append(f"a dump file has an unexpected shape ({e!r}); the view may be incomplete")
     view.ipsets = ipsets_from_save(files.get("ipset.txt", ""))
+    _other_backend(view, files)
+    if files.get("sysctl.txt", "").strip():
+        view.sysctls = sysctls_from_text(files["sysctl.txt"])
     rules_warning = policy_rules_warning(_json(files, "ip-rule.json", warnings))
     if rules_warning:
         warnings.append(rules_warning)
@@ -243,7 +303,8 @@ def _nft(text: str, warnings: list[str]) -> NftRuleset | None:
 
 
 DUMP_FILES = ("iptables-save.txt", "ip-addr.json", "ip-route.json", "ip-link.json", "ip-neigh.json",
-              "bridge-fdb.json", "ipset.txt", "ip-rule.json", "nft-ruleset.json")  # fmt: skip
+              "bridge-fdb.json", "ipset.txt", "ip-rule.json", "sysctl.txt", LEGACY_FILE, NFT_SAVE_FILE,
+              "nft-ruleset.json")  # fmt: skip
 DEFAULT_RULE_TABLES = {"local", "main", "default"}
 
 

@@ -12,7 +12,7 @@ import bisect
 import re
 from dataclasses import dataclass, replace
 
-from clew.netfilter.rules import Chain, Rule
+from clew.netfilter.rules import Chain, Rule, Ruleset
 from clew.trace.index import build
 from clew.trace.matches import Warn, assume, evaluate
 from clew.trace.node_view import NodeView
@@ -38,11 +38,26 @@ _SERVICE_COMMENT = re.compile(
 )
 
 
+LEGACY = "legacy "  # the label of the other backend's tables ("legacy filter"), when both hold rules
+
+
 @dataclass(slots=True)
 class Walker:
     view: NodeView
     warn: Warn
     masquerade_src: str | None = None  # set by the engine before POSTROUTING
+    rs: Ruleset | None = None  # the ruleset being walked (the other backend's, for LEGACY tables)
+
+    def _tables(self, hook: str) -> list[tuple[str, Ruleset]]:
+        """(label, ruleset) of each table on ``hook`` in priority order; when both iptables backends
+        hold rules, the other backend's table after the same table of the main one (their order at
+        equal priority is the order they were registered in: an assumption, recorded by the engine)."""
+        out: list[tuple[str, Ruleset]] = []
+        for table in HOOK_TABLES[hook]:
+            out.append((table, self.view.ruleset))
+            if self.view.other_backend is not None:
+                out.append((LEGACY + table, self.view.other_backend))
+        return out
 
     def run_hook(self, hook: str, st: State) -> list[tuple[State, str]]:
         """Branches after the hook: ("ACCEPT", go on) or ("DROP"/"REJECT", ended here)."""
@@ -50,13 +65,13 @@ class Walker:
         if self.view.nft is not None:  # nftables tables too: every base chain, by priority
             from clew.trace.walk_nft import run_stages
 
-            return run_stages(self, hook, st, HOOK_TABLES[hook])
+            return run_stages(self, hook, st, self._tables(hook))
         live = [st]
         done: list[tuple[State, str]] = []
-        for table in HOOK_TABLES[hook]:
-            if self.view.ruleset.chain(table, hook) is None:
+        for table, rs in self._tables(hook):
+            if rs.chain(table.removeprefix(LEGACY), hook) is None:
                 continue
-            if table == "nat" and st.ctstate != "NEW":
+            if table.endswith("nat") and st.ctstate != "NEW":
                 continue
             nxt: list[State] = []
             for s in live:
@@ -66,10 +81,13 @@ class Walker:
         return [(s, "ACCEPT") for s in live] + done
 
     def table_pass(self, hook: str, table: str, st: State) -> list[tuple[State, str]]:
-        """One table's built-in chain for ``hook``: ACCEPT (go on), or DROP/REJECT (ended)."""
-        chain = self.view.ruleset.chain(table, hook)
-        if chain is None:
+        """One table's built-in chain for ``hook`` (``table`` may be the other backend's,
+        ``legacy filter``): ACCEPT (go on), or DROP/REJECT (ended)."""
+        rs = self.view.other_backend if table.startswith(LEGACY) else self.view.ruleset
+        chain = rs.chain(table.removeprefix(LEGACY), hook) if rs is not None else None
+        if chain is None or rs is None:
             return [(st, "ACCEPT")]
+        self.rs = rs
         out: list[tuple[State, str]] = []
         for s2, result in self.walk(table, chain, st, 0, 0):
             if result in ("ACCEPT", "RETURN"):
@@ -150,7 +168,7 @@ class Walker:
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"matched, no target{chance}", rule.line))
             return [st]
         name = target.name
-        sub = self.view.ruleset.chain(table, name)
+        sub = (self.rs or self.view.ruleset).chain(table.removeprefix(LEGACY), name)
         if sub is not None:
             verb = "goto" if target.goto else "jump"
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"{verb} {name}{chance}", rule.line))

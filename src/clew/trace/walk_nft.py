@@ -18,12 +18,13 @@ location and recorded as an assumption on the branch (`assume`), never silently 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from clew.netfilter.nft_json import NftChain, NftRule, NftRuleset, NftSet
 from clew.netfilter.nft_text import rule_text, statement
+from clew.netfilter.rules import Ruleset
 from clew.trace.matches import Warn, _addr_types
 from clew.trace.nft_values import (
     ABSENT,
@@ -95,8 +96,9 @@ def mirrored_tables(view: NodeView) -> set[tuple[str, str]]:
     if cached is not None and cached[0] is view.ruleset:
         return cached[1]  # type: ignore[no-any-return]
     out = set()
+    seen = set(view.ruleset.tables) | set(view.other_backend.tables if view.other_backend else ())
     for (family, name), table in nft.tables.items():
-        if family != "ip" or name not in view.ruleset.tables:
+        if family != "ip" or name not in seen:
             continue
         base = [c for c in table.chains.values() if c.is_base]
         if base and all(c.name in IPT_CHAINS for c in base):
@@ -105,17 +107,20 @@ def mirrored_tables(view: NodeView) -> set[tuple[str, str]]:
     return out
 
 
-def hook_stages(view: NodeView, hook: str, ipt_tables: tuple[str, ...]) -> list[Stage]:
-    """Everything registered on ``hook``, in the order the kernel runs it."""
+def hook_stages(view: NodeView, hook: str, ipt_tables: Sequence[tuple[str, Ruleset]]) -> list[Stage]:
+    """Everything registered on ``hook``, in the order the kernel runs it. ``ipt_tables`` are the
+    iptables tables as the iptables walker labels them (``filter``, or ``legacy filter`` for the
+    other backend's) with the ruleset holding each."""
     stages: list[Stage] = []
     nat: list[tuple[int, str, NftChain | None]] = []
-    for table in ipt_tables:
-        if view.ruleset.chain(table, hook) is None:
+    for label, rs in ipt_tables:
+        table = label.split()[-1]
+        if rs.chain(table, hook) is None:
             continue
         if table == "nat":
-            nat.append((NAT_PRIO[hook], "nat", None))
+            nat.append((NAT_PRIO[hook], label, None))
         else:
-            stages.append(Stage(IPT_PRIO[table], "ipt", table=table))
+            stages.append(Stage(IPT_PRIO[table], "ipt", table=label))
     if view.nft is not None:
         skip = mirrored_tables(view)
         want = NFT_HOOK[hook]
@@ -127,13 +132,15 @@ def hook_stages(view: NodeView, hook: str, ipt_tables: tuple[str, ...]) -> list[
             else:
                 stages.append(Stage(c.prio, "nft", chain=c))
     if nat:
-        nat.sort(key=lambda m: m[0])
+        nat.sort(key=lambda m: m[0])  # stable: iptables' nat (and the other backend's) first on a tie
         stages.append(Stage(NAT_PRIO[hook], "nat", members=tuple(nat)))
     stages.sort(key=lambda s: (s.prio, 0 if s.kind != "nft" else 1))  # stable: iptables first on a tie
     return stages
 
 
-def run_stages(walker: Walker, hook: str, st: State, ipt_tables: tuple[str, ...]) -> list[tuple[State, str]]:
+def run_stages(
+    walker: Walker, hook: str, st: State, ipt_tables: Sequence[tuple[str, Ruleset]]
+) -> list[tuple[State, str]]:
     """The branches after ``hook``: ("ACCEPT", go on) or ("DROP"/"REJECT", ended here)."""
     nft = NftWalker(walker)
     live = [st]
