@@ -319,3 +319,33 @@ def test_dump_carries_nft_and_cli_traces_and_explains_it(lab: Lab, tmp_path: Pat
     assert sorted((b["endpoint"], round(b["share"], 4)) for b in chain["branches"]) == sorted(
         (f"{lab.topo.pod_ip(p)}:{PORT}", 0.3333) for p in ("a", "b", "d")
     )
+
+
+VERIFY_SAMPLE = 8
+
+
+def test_verify_a_sample_with_the_kernels_nftables_trace(lab: Lab) -> None:
+    """``clew trace --verify``'s halves on a sample of the draws from ext: the packet sent again with
+    nftables tracing, the kernel's decisive steps (native chains, iptables-nft's, kube-proxy's vmap
+    gotos, DNAT, policy drops) equal to one outcome's."""
+    from clew.kernel.nft_trace import send_traced
+    from clew.trace.verify import compare, format_comparison
+
+    node = lab.topo.ns("node")
+    ext = [d for d in draws(lab.topo, random.Random(DEFAULT_SEED), 200) if d.source == "ext"]
+    half = VERIFY_SAMPLE // 2
+    sample = [d for d in ext if d.dst == SVC][:half] + [d for d in ext if d.dst != SVC][:half]
+    problems = []
+    steps: set[tuple[str, str, str]] = set()
+    for d in sample:
+        sent = send_traced(node, src=EXT_IP, dst=d.dst, proto=d.proto, dport=d.dport, local=False)
+        result = trace(lab.view, Packet(EXT_IP, d.dst, proto=d.proto, dport=d.dport, iif=sent.iif))
+        comparison = compare(result, sent.lines)
+        steps.update(comparison.kernel)
+        if not comparison.agree or not sent.lines:
+            problems.append(f"{d}:\n{format_trace(result)}{format_comparison(comparison, sent.via, sent.sender)}")
+    assert not problems, "\n".join(problems)
+    print(f"\nverified {len(sample)} packets; kernel steps seen: {sorted(steps)}")
+    tables = {t for t, _, _ in steps}
+    assert {"fw", "kube-proxy", "filter"} <= tables, steps  # native, kube-proxy-style and iptables-nft chains
+    assert "clew_verify" not in netns.run(node, ["nft", "list", "tables"]).stdout

@@ -62,14 +62,15 @@ def predicted_steps(o: Outcome) -> list[Step]:
     for h in o.hops:
         if h.hook == "routing" or h.table.startswith("legacy "):  # nftables tracing cannot see legacy xtables
             continue
+        table = h.table.split(" ", 1)[-1] if h.table.startswith(("ip ", "inet ")) else h.table  # nft: "ip fw"
         if h.rule.startswith("policy "):
             verdict = h.rule.split()[1].lower()
             if verdict != "accept":
-                out.append((h.table, h.chain, verdict))
+                out.append((table, h.chain, verdict))
             continue
-        step = _step_of(h.table, h.chain, h.action)
+        step = _step_of(table, h.chain, h.action)
         if step is not None:
-            out.append((h.table, h.chain, step))
+            out.append((table, h.chain, step))
     return out
 
 

@@ -300,10 +300,10 @@ class NftWalker:
         if key in ("accept", "drop", "return", "continue"):
             verdict = {"accept": "ACCEPT", "drop": "DROP", "return": "RETURN", "continue": "NEXT"}[key]
             if key != "continue":
-                self._hop(rule, st, key, quiet=key == "return")
+                self._hop(rule, st, key.upper(), quiet=key == "return")
             return [(st, verdict, None)]
         if key == "reject":
-            self._hop(rule, st, "reject")
+            self._hop(rule, st, "REJECT")
             return [(st, "REJECT", None)]
         if key in ("jump", "goto"):
             self._hop(rule, st, f"{key} {v['target']}")
@@ -621,7 +621,7 @@ class NftWalker:
             verdict, comment = hit
             if comment and s.service is None and _SPN.match(comment):
                 s.service = comment
-            chance = f" (probability {p:.4f})" if len(draws) > 1 else ""
+            chance = f", probability {p:.4f}" if len(draws) > 1 else ""
             out.append(self._verdict(rule, verdict, s, chance))
         return out
 
@@ -629,11 +629,11 @@ class NftWalker:
         if isinstance(verdict, dict) and len(verdict) == 1:
             key, v = next(iter(verdict.items()))
             if key in ("jump", "goto"):
-                self._hop(rule, st, f"vmap → {key} {v['target']}{chance}")
+                self._hop(rule, st, f"{key} {v['target']} (vmap{chance})")
                 return (st, key.upper(), str(v["target"]))
             if key in ("accept", "drop", "return", "continue"):
                 if key != "continue":
-                    self._hop(rule, st, f"vmap → {key}{chance}")
+                    self._hop(rule, st, f"{key.upper()} (vmap{chance})")
                 return (st, {"accept": "ACCEPT", "drop": "DROP", "return": "RETURN", "continue": "NEXT"}[key], None)
         assume(st, self.warn, rule, f"vmap verdict {verdict!r} not understood: passed over")
         return (st, "NEXT", None)
@@ -644,7 +644,7 @@ class NftWalker:
             if isinstance(port, int):
                 st.dport = port
             st.dnat = f"{st.dst}:{st.dport}"
-            self._hop(rule, st, f"redirect to this node, port {st.dport}")
+            self._hop(rule, st, f"REDIRECT to this node, port {st.dport}")
             return [(st, "ACCEPT", None)]
         addr = v.get("addr")
         target = self.value(addr, st, rule) if isinstance(addr, dict) else addr
@@ -685,7 +685,7 @@ class NftWalker:
         src = self.walker.masquerade_src
         st.masquerade = True
         st.masquerade_reason = st.mark_reason or rule_text(rule)
-        self._hop(rule, st, f"masquerade to {src or 'the outgoing interface address (routes not given)'}")
+        self._hop(rule, st, f"MASQUERADE to {src or 'the outgoing interface address (routes not given)'}")
         st.src = src or "?"
         return [(st, "ACCEPT", None)]
 
