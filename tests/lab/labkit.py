@@ -34,7 +34,7 @@ NODE_PORT = 30080
 NAMESPACE = "lab"
 DEFAULT_CNI_STORE = Path("/var/lib/cni/networks") / NETWORK_NAME  # clew-cni's default dataDir
 # Names of links the lab makes (inside its namespaces); none may ever appear in the caller's.
-LAB_LINK = re.compile(r"^(n\d+|ext|br0|cni0|flannel\.\d+|veth[0-9a-f]{8}|eth0)(@.*)?$")
+LAB_LINK = re.compile(r"^(n\d+|s\d+|rs\d+|ext|br\d+|cni0|flannel\.\d+|veth[0-9a-f]{8}|eth0)(@.*)?$")
 
 
 def unique_name() -> str:

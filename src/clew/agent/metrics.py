@@ -130,6 +130,11 @@ class ProxyMetrics:
         self.podnet_failures = counter(
             "clew_pod_network_sync_failures_total", "Cumulative pod network sync failures", ()
         )
+        self.bird_restarts = counter(
+            "clew_bird_restarts_total",
+            "BIRD processes (bgp backend) found dead between syncs and started again, by result",
+            ("result",),
+        )
         self.ruleset_tampered = counter(
             "clew_ruleset_tampered_total",
             "Changes someone else made to the chains clew owns (found by the guard, then repaired)",
@@ -319,6 +324,12 @@ class Observer:
 
     def podnet_failed(self) -> None:
         self.metrics.podnet_failures.inc()
+
+    def bird_restarted(self) -> None:
+        self.metrics.bird_restarts.labels("started").inc()
+
+    def bird_restart_failed(self) -> None:
+        self.metrics.bird_restarts.labels("failed").inc()
 
     def ruleset_tampered(self, table: str, chain: str) -> None:
         self.metrics.ruleset_tampered.labels(chain, table).inc()

@@ -58,6 +58,13 @@ def lab_up(
     ] = "vxlan",
     proxy_mode: Annotated[str, typer.Option("--proxy-mode", help="iptables.")] = "iptables",
     service_cidr: Annotated[str, typer.Option("--service-cidr", help="Service range.")] = "10.96.0.0/12",
+    per_segment: Annotated[
+        int, typer.Option("--per-segment", help="routed: nodes per segment (0: 2 for bgp, else 1).")
+    ] = 0,
+    bgp_router: Annotated[
+        str, typer.Option("--bgp-router", help="routed bgp: the router is the route reflector or an ebgp peer.")
+    ] = "reflector",
+    bfd: Annotated[bool, typer.Option("--bfd", help="bgp: BFD on every session.")] = False,
 ) -> None:
     """Build the lab: namespaces, underlay, nodes, and one clew agent per node (kept running by
     the lab's supervisor).
@@ -66,6 +73,7 @@ def lab_up(
     Examples:
       clew lab up
       clew lab up --name lab2 --nodes 2 --backend host-gw
+      clew lab up --name lab3 --nodes 4 --backend bgp --underlay routed --bgp-router ebgp --bfd
     """
     _root()
     from clew.lab.build import LabError, up
@@ -73,7 +81,8 @@ def lab_up(
     from clew.lab.state import LabState, state_dir
 
     config = LabConfig(name=name, nodes=nodes, underlay=underlay, backend=backend, proxy_mode=proxy_mode,
-                       service_cidr=service_cidr)  # fmt: skip
+                       service_cidr=service_cidr, per_segment=per_segment, bgp_router=bgp_router,
+                       bfd=bfd)  # fmt: skip
     try:
         config.validate()
         state = LabState(config)

@@ -57,15 +57,27 @@ def _underlay_commands(plan: LabPlan) -> list[tuple[str, list[str]]]:
         lines += [f"link add ext type veth peer name eth0 netns {plan.ext_netns}", "link set ext master br0 up"]
         cmds.append((sw, lines))
     else:
-        rt = plan.router_netns
+        rt, sw = plan.router_netns, plan.switch_netns
         lines = ["link set lo up"]
-        for n in plan.nodes:
-            lines += [f"link add {n.switch_port} type veth peer name eth0 netns {n.netns}"]
+        switch, uplinks = ["link set lo up"], []
+        if plan.segments:  # shared segments: a bridge each in the switch namespace, the router on it
+            for (bridge, members), (port, _) in zip(plan.segments, plan.router_addresses, strict=False):
+                switch += [f"link add {bridge} type bridge", f"link set {bridge} up"]
+                lines += [f"link add {port} type veth peer name r{port} netns {sw}"]
+                for n in plan.nodes:
+                    if n.netns in members:
+                        switch += [f"link add {n.switch_port} type veth peer name eth0 netns {n.netns}",
+                                   f"link set {n.switch_port} master {bridge} up"]  # fmt: skip
+                uplinks.append(f"link set r{port} master {bridge} up")
+        else:
+            for n in plan.nodes:
+                lines += [f"link add {n.switch_port} type veth peer name eth0 netns {n.netns}"]
         lines += [f"link add ext type veth peer name eth0 netns {plan.ext_netns}"]
         for link, addr in plan.router_addresses:
             lines += [f"addr add {addr} dev {link}", f"link set {link} up"]
-        cmds.append((rt, lines))
-        cmds.append((plan.switch_netns, ["link set lo up"]))
+        cmds += [(sw, switch), (rt, lines)]  # bridges first, then the router's ports moved into them
+        if uplinks:
+            cmds.append((sw, uplinks))
     for n in plan.nodes:
         cmds.append(
             (

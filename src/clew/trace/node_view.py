@@ -40,6 +40,7 @@ class Route:
     table: str = "main"
     onlink: bool = False
     metric: int = 0
+    protocol: str = "boot"  # who added it: kernel, boot, static, bird (BGP-learned), …
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class NodeView:
     fdb: list[FdbEntry] = field(default_factory=list)
     ipsets: dict[str, list[str]] = field(default_factory=dict)
     node_names: dict[str, str] = field(default_factory=dict)
+    bgp_origins: dict[str, str] = field(default_factory=dict)  # prefix → who announced it (bird.txt)
     name: str = ""
     sysctls: dict[str, str] | None = None  # net.ipv4 keys routing decides by (None: not read)
     other_backend: Ruleset | None = None  # iptables-legacy's rules when both backends hold rules
@@ -151,6 +153,7 @@ def routes_from_json(doc: list[dict[str, Any]]) -> list[Route]:
             table=r.table,
             onlink=r.onlink,
             metric=r.metric,
+            protocol=r.protocol,
         )
         for r in parse_routes(doc)
     ]
@@ -282,6 +285,7 @@ def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, s
     rules_warning = policy_rules_warning(_json(files, "ip-rule.json", warnings))
     if rules_warning:
         warnings.append(rules_warning)
+    view.bgp_origins = bgp_origins_from_text(files.get("bird.txt", ""))
     warnings.extend(ruleset.warnings)
     view.nft = _nft(files.get("nft-ruleset.json", ""), warnings)
     return view
@@ -304,7 +308,7 @@ def _nft(text: str, warnings: list[str]) -> NftRuleset | None:
 
 DUMP_FILES = ("iptables-save.txt", "ip-addr.json", "ip-route.json", "ip-link.json", "ip-neigh.json",
               "bridge-fdb.json", "ipset.txt", "ip-rule.json", "sysctl.txt", LEGACY_FILE, NFT_SAVE_FILE,
-              "nft-ruleset.json")  # fmt: skip
+              "nft-ruleset.json", "bird.txt")  # fmt: skip
 DEFAULT_RULE_TABLES = {"local", "main", "default"}
 
 
@@ -326,6 +330,22 @@ def policy_rules_warning(doc: list[dict[str, Any]]) -> str | None:
         f"ip rule: {len(extra)} policy routing rule(s) beyond local/main/default ({shown}): the trace looks up "
         "local, main and default only"
     )
+
+
+def bgp_origins_from_text(text: str) -> dict[str, str]:
+    """From BIRD's ``show route all`` (a dump's ``bird.txt``): each BGP route's origin — the
+    announcing node's address (``BGP.originator_id`` behind a route reflector, else
+    ``BGP.next_hop``: the node itself in a mesh, an external peer's own address with eBGP)."""
+    found: dict[str, dict[str, str]] = {}
+    prefix = None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            cols = line.split()
+            prefix = cols[0] if "/" in cols[0] and len(cols) > 2 and cols[1] == "unicast" else None
+        elif prefix is not None and line.strip().startswith(("BGP.next_hop:", "BGP.originator_id:")):
+            key, _, value = line.strip().partition(": ")
+            found.setdefault(prefix, {})[key] = value.split()[0] if value.split() else ""
+    return {p: a.get("BGP.originator_id") or a.get("BGP.next_hop", "") for p, a in found.items()}
 
 
 def from_dump(folder: str | Path) -> NodeView:
