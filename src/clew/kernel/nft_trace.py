@@ -40,6 +40,7 @@ class Sent:
     sender: str = ""  # the prober's JSON line (answer, refused, timeout)
     via: str = ""  # how it was sent: "from the node itself" / "from a throwaway namespace on veth cvXXXX"
     iif: str | None = None  # the node's interface the packet arrived on (None: sent by the node)
+    thrown: str | None = None  # the throwaway namespace it was sent from (deleted before returning)
 
 
 def _script(table: str, src: str, dst: str, proto: str, dport: int, action: str) -> str:
@@ -111,6 +112,7 @@ def send_traced(ns: Where, *, src: str, dst: str, proto: str, dport: int, local:
             sent.via = "from the node itself (a local source)"
         else:
             thrown, sent.iif = _attach(node, src, dst)
+            sent.thrown = thrown
             sender = thrown
             sent.via = f"from a throwaway namespace on a new veth, arriving on {sent.iif}"
         monitor = runner.spawn(node, ["nft", "monitor", "trace"], stdout=subprocess.PIPE,
@@ -122,7 +124,13 @@ def send_traced(ns: Where, *, src: str, dst: str, proto: str, dport: int, local:
             done = runner.run(sender, _probe_argv(src, dst, proto, dport), check=False, timeout=10.0)
             sent.sender = done.stdout.strip()
             _read(monitor, 0.5, buf)
-        _read(monitor, 0.3, buf)
+        # the rest of its path: read until the monitor has been quiet for a while (a loaded machine is slow)
+        quiet_until = min(end + 3.0, time.monotonic() + 3.0)
+        while time.monotonic() < quiet_until:
+            size = len(buf)
+            _read(monitor, 0.4, buf)
+            if len(buf) == size:
+                break
         sent.lines = _first_packet(buf.decode(errors="replace"), table)
     finally:
         if monitor is not None:
