@@ -114,7 +114,6 @@ CASES: dict[str, Case] = {
     "render config garbage": lambda f: ["render", "--objects", f["objects"], "--config", f["garbage"]],
     "render config binary": lambda f: ["render", "--objects", f["objects"], "--config", f["binary"]],
     "render config ipvs": lambda f: ["render", "--objects", f["objects"], "--config", f["ipvs"]],
-    "render config nftables": lambda f: ["render", "--objects", f["objects"], "--config", f["nftables"]],
     "render mode bogus": lambda f: ["render", "--objects", f["objects"], "--mode", "bogus"],
     "render bad node ip": lambda f: ["render", "--objects", f["objects"], "--node-ip", "300.1.1.1"],
     "render bad cluster cidr": lambda f: ["render", "--objects", f["objects"], "--cluster-cidr", "10.0.0.0/99"],
@@ -227,7 +226,7 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(name: str, files: F) -> None:
     assert not others, f"stderr has more than the error: {err!r}"
 
 
-@pytest.mark.parametrize("config", ["ipvs", "nftables"])
+@pytest.mark.parametrize("config", ["ipvs"])
 def test_render_refuses_a_mode_the_agent_refuses_with_the_same_line(config: str, files: F) -> None:
     """`clew render` used to print iptables rules for ``mode: ipvs``: its --mode default won."""
     render = run_clew(["render", "--objects", files["objects"], "--config", files[config]])
@@ -242,4 +241,6 @@ def test_render_mode_flag_and_config_agree(files: F) -> None:
     ok = run_clew(["render", "--objects", files["objects"], "--config", files["config"], "--mode", "iptables"])
     assert ok.returncode == 0 and ok.stdout.startswith("*filter"), ok.stderr
     nft = run_clew(["render", "--objects", files["objects"], "--mode", "nftables"])
-    assert nft.returncode == 2 and nft.stderr == "clew: error: mode 'nftables': clew runs the iptables mode for now\n"
+    assert nft.returncode == 0 and nft.stdout.startswith("add table ip clew\n"), nft.stderr
+    from_config = run_clew(["render", "--objects", files["objects"], "--config", files["nftables"]])
+    assert from_config.returncode == 0 and from_config.stdout.startswith("add table ip clew\n"), from_config.stderr

@@ -120,3 +120,29 @@ def test_bad_config_names_the_field(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "clew: error: config: iptables.masqueradeBit: 40 is out of range 0-31"
+
+
+CLASH = """\
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: ns}
+spec: {clusterIP: 10.96.0.10, externalIPs: [1.2.3.4], ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b, namespace: ns}
+spec: {clusterIP: 10.96.0.11, externalIPs: [1.2.3.4], ports: [{name: http, port: 80}]}
+"""
+
+
+def test_nftables_mode_prints_the_script_and_names_each_rejected_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "clash.yaml"
+    path.write_text(CLASH)
+    code, out, err = run(["render", "--objects", str(path), "--mode", "nftables"], capsys)
+    assert code == 0 and out.startswith("add table ip clew\ndelete table ip clew\n")
+    assert 'comment "ns/a:http"' in out and 'comment "ns/b:http"' not in out
+    assert "clew: rejected: Service port ns/b:http (tcp): destination 1.2.3.4 . tcp . 80 is already ns/a:http's" in err
+    code, _, _ = run(["render", "--objects", str(path), "--mode", "nftables", "--strict"], capsys)
+    assert code == 1

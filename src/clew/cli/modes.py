@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from clew.cli.errors import UserError
 
-RUNNABLE = ("iptables",)
+RUNNABLE = ("iptables", "nftables")
 
 
 def require_runnable(mode: str) -> None:
     """`UserError` unless clew can program ``mode`` (the effective mode: flag or config file)."""
     if mode not in RUNNABLE:
-        raise UserError(f"mode {mode!r}: clew runs the iptables mode for now")
+        raise UserError(f"mode {mode!r}: clew runs the iptables and nftables modes")
