@@ -89,6 +89,8 @@ def _attach(node: Namespace, src: str, dst: str) -> tuple[str, str]:
     name, node_if = f"clew-verify-{tag}", f"cv{tag}"
     kernel_netns.create(name)
     runner.run(node, ["ip", "link", "add", node_if, "type", "veth", "peer", "name", "eth0", "netns", name])
+    # its own rp_filter 0, so the kernel's check is max(all, 0) = all — what the prediction reads for it
+    runner.run(node, ["sysctl", "-qw", f"net.ipv4.conf.{node_if}.rp_filter=0"])
     runner.run(node, ["ip", "link", "set", node_if, "up"])
     mac = runner.run(node, ["cat", f"/sys/class/net/{node_if}/address"]).stdout.strip()
     for argv in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{src}/32", "dev", "eth0"],
