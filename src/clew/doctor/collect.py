@@ -50,6 +50,8 @@ def capture(ns: Where, *, sample_s: float = 1.0) -> dict[str, str]:
     long, for the checks that look at what grows (node.steal, conntrack.errors)."""
     files = snapshot.capture(ns)
     for name, argv in EXTRA.items():
+        if name in files and name != facts.SYSCTL_FILE:  # the snapshot read it already (both iptables saves)
+            continue
         out = _optional(ns, argv)
         if out is not None:
             files[name] = out

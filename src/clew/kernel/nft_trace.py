@@ -40,6 +40,7 @@ class Sent:
     sender: str = ""  # the prober's JSON line (answer, refused, timeout)
     via: str = ""  # how it was sent: "from the node itself" / "from a throwaway namespace on veth cvXXXX"
     iif: str | None = None  # the node's interface the packet arrived on (None: sent by the node)
+    thrown: str | None = None  # the throwaway namespace it was sent from (deleted before returning)
 
 
 def _script(table: str, src: str, dst: str, proto: str, dport: int, action: str) -> str:
@@ -88,6 +89,8 @@ def _attach(node: Namespace, src: str, dst: str) -> tuple[str, str]:
     name, node_if = f"clew-verify-{tag}", f"cv{tag}"
     kernel_netns.create(name)
     runner.run(node, ["ip", "link", "add", node_if, "type", "veth", "peer", "name", "eth0", "netns", name])
+    # its own rp_filter 0, so the kernel's check is max(all, 0) = all — what the prediction reads for it
+    runner.run(node, ["sysctl", "-qw", f"net.ipv4.conf.{node_if}.rp_filter=0"])
     runner.run(node, ["ip", "link", "set", node_if, "up"])
     mac = runner.run(node, ["cat", f"/sys/class/net/{node_if}/address"]).stdout.strip()
     for argv in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{src}/32", "dev", "eth0"],
@@ -111,6 +114,7 @@ def send_traced(ns: Where, *, src: str, dst: str, proto: str, dport: int, local:
             sent.via = "from the node itself (a local source)"
         else:
             thrown, sent.iif = _attach(node, src, dst)
+            sent.thrown = thrown
             sender = thrown
             sent.via = f"from a throwaway namespace on a new veth, arriving on {sent.iif}"
         monitor = runner.spawn(node, ["nft", "monitor", "trace"], stdout=subprocess.PIPE,
@@ -122,7 +126,13 @@ def send_traced(ns: Where, *, src: str, dst: str, proto: str, dport: int, local:
             done = runner.run(sender, _probe_argv(src, dst, proto, dport), check=False, timeout=10.0)
             sent.sender = done.stdout.strip()
             _read(monitor, 0.5, buf)
-        _read(monitor, 0.3, buf)
+        # the rest of its path: read until the monitor has been quiet for a while (a loaded machine is slow)
+        quiet_until = min(end + 3.0, time.monotonic() + 3.0)
+        while time.monotonic() < quiet_until:
+            size = len(buf)
+            _read(monitor, 0.4, buf)
+            if len(buf) == size:
+                break
         sent.lines = _first_packet(buf.decode(errors="replace"), table)
     finally:
         if monitor is not None:

@@ -253,6 +253,8 @@ def _final(st: State, verdict: str, egress: Egress | None, reason: str) -> Outco
         notes=notes,
         affinity=st.affinity_sets,
         assumptions=list(st.assumptions),
+        # a policy dropped it: no rule decided, so say which accepting rules it missed, and why
+        not_accepted_by=list(st.missed) if st.hops and st.hops[-1].rule.startswith("policy ") else [],
     )
 
 

@@ -25,7 +25,14 @@ NOTE = (
 
 
 def is_ipvs_node(view: NodeView) -> bool:
-    """kube-ipvs0 among the links, or kube-proxy's IPVS ipsets in the nat table's rules."""
+    """kube-ipvs0 among the links, or kube-proxy's IPVS ipsets in the nat table's rules (decided once
+    per view: KUBE-SERVICES is 10,000 rules on a big iptables-mode node)."""
+    if view.ipvs_mode is None:
+        view.ipvs_mode = _is_ipvs_node(view)
+    return view.ipvs_mode
+
+
+def _is_ipvs_node(view: NodeView) -> bool:
     if IPVS_DEVICE in view.links or any(a.dev == IPVS_DEVICE for a in view.addresses):
         return True
     chain = view.ruleset.chain("nat", "KUBE-SERVICES")

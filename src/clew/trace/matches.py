@@ -382,3 +382,36 @@ def _statistic(m: Match, rule: Rule, warn: Warn) -> float:
 
 
 Evaluator = Callable[[Rule, State, NodeView, Warn], Branches]
+
+
+def _packet_side(module: str, st: State) -> str:
+    """What the packet has that a module looks at, for "did not match" sentences."""
+    if module == "mark":
+        return f"mark {st.mark:#x}"
+    if module in ("conntrack", "state"):
+        return f"ctstate {st.ctstate}"
+    if module in ("tcp", "udp", "sctp", "multiport"):
+        return f"{st.proto} {st.sport} → {st.dport}"
+    if module in ("set", "addrtype", "rpfilter"):
+        return f"{st.src} → {st.dst}"
+    if module == "physdev":
+        return "bridged" if st.bridged else "not bridged"
+    return f"{st.src} → {st.dst}"
+
+
+def why_not(rule: Rule, st: State, view: NodeView) -> str:
+    """The first condition of ``rule`` that ``st`` fails, with what the packet has instead
+    ("-m mark --mark 0x4000/0x4000 [the packet: mark 0x0]"). Evaluated on a copy, silently."""
+    from dataclasses import replace
+
+    quiet = Warn()
+    values = {"-s": st.src, "-d": st.dst, "-p": st.proto, "-i": st.iif, "-o": st.oif}
+    for opt in rule.core:
+        if not core_matches(replace(rule, core=(opt,)), st.fork(st.probability), quiet):
+            neg = "! " if opt.negated else ""
+            return f"{neg}{opt.name} {opt.value} [the packet: {values.get(opt.name) or '?'}]"
+    for m in rule.matches:
+        if evaluate(replace(rule, core=(), matches=(m,)), st.fork(st.probability), view, quiet) == NO:
+            opts = " ".join(("! " if o.negated else "") + " ".join((o.name, *o.values)) for o in m.options)
+            return f"-m {m.module} {opts} [the packet: {_packet_side(m.module, st)}]"
+    return "its conditions"

@@ -88,6 +88,7 @@ class NodeView:
     sysctls: dict[str, str] | None = None  # net.ipv4 keys routing decides by (None: not read)
     other_backend: Ruleset | None = None  # iptables-legacy's rules when both backends hold rules
     other_backend_name: str = ""
+    ipvs_mode: bool | None = field(default=None, repr=False)  # cache of `ipvs.is_ipvs_node` (None: not yet)
     warnings: list[str] = field(default_factory=list)
     indexes: dict[tuple[str, str], ChainIndex | None] = field(default_factory=dict, repr=False)
     nft: NftRuleset | None = None  # ``nft -j list ruleset``: native tables walked with iptables'

@@ -137,6 +137,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     affinity: tuple[str, ...] = ()  # recent lists (ClientIP affinity) this outcome adds the client to
     assumptions: list[Assumption] = field(default_factory=list)  # what this outcome rests on (empty: certain)
+    not_accepted_by: list[str] = field(default_factory=list)  # DROP/REJECT: ACCEPT rules missed, and why
 
     @property
     def certain(self) -> bool:
@@ -167,6 +168,7 @@ class Outcome:
             "masquerade_reason": self.masquerade_reason,
             "masquerade_skipped": self.masquerade_skipped,
             "notes": self.notes,
+            "not_accepted_by": self.not_accepted_by,
             "certain": self.certain,
             "assumptions": [a.to_json() for a in self.assumptions],
         }

@@ -40,6 +40,7 @@ class State:
     notes: list[str] = field(default_factory=list)
     callers: tuple[str, ...] = ()  # the rule texts that jumped into the current chain, innermost last
     assumptions: tuple[Assumption, ...] = ()  # what this branch rests on (a tuple: forks share it safely)
+    missed: tuple[str, ...] = ()  # ACCEPT rules it passed without matching, each with the condition that decided it
 
     def assume(self, a: Assumption) -> None:
         """Record that this branch goes on because of ``a`` (once each)."""

@@ -87,6 +87,8 @@ def _outcome(o: Outcome, n: int, total: int) -> list[str]:
             lines.append(f"  leaves: {o.egress.detail}")
     else:
         lines.append(f"  why: {o.reason}")
+        for missed in o.not_accepted_by:
+            lines.append(f"  not accepted by {missed}")
     for note in o.notes:
         lines.append(f"  note: {note}")
     for a in o.assumptions:

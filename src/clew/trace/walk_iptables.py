@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from clew.netfilter.rules import Chain, Rule, Ruleset
 from clew.trace.index import build
-from clew.trace.matches import Warn, assume, evaluate
+from clew.trace.matches import Warn, assume, evaluate, why_not
 from clew.trace.node_view import NodeView
 from clew.trace.packet import Hop
 from clew.trace.state import State
@@ -29,6 +29,7 @@ HOOK_TABLES = {
     "POSTROUTING": ("mangle", "nat"),
 }
 MAX_DEPTH = 64
+MAX_MISSED = 8
 PASS_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "AUDIT", "CHECKSUM", "TCPMSS", "CLASSIFY", "DSCP", "TOS",
                 "TTL", "IDLETIMER", "NFQUEUE_BYPASS"}  # fmt: skip
 WARN_TARGETS = {"CONNMARK", "CT", "NFQUEUE", "TPROXY", "SECMARK", "CONNSECMARK", "SET", "HMARK"}
@@ -126,6 +127,10 @@ class Walker:
                 if not branches[0][1]:
                     if rule.target is not None and "MARK-MASQ" in rule.target.name and st.masquerade_skipped is None:
                         st.masquerade_skipped = rule.text  # why no masquerade: the marking rule did not match
+                    elif rule.target is not None and rule.target.name == "ACCEPT" and len(st.missed) < MAX_MISSED:
+                        # for "why was it dropped": the accepting rule it missed, and the condition that decided it
+                        why = why_not(rule, st, self.view)
+                        st.missed = (*st.missed, f"{table}/{chain.name} line {rule.line}: {why} did not match")
                     continue
                 dst = (st.dst, st.dport)
                 cont = self._act(table, chain, rule, st, depth, out, None)
