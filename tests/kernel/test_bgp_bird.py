@@ -37,7 +37,7 @@ EXTRA = bgp_nodes([("node-c", "192.168.73.2", "10.244.3.0/24")])
 @pytest.fixture
 def segments() -> Iterator[dict[str, str]]:
     """node-a and node-b on two subnets behind a router namespace (no BIRD on the router)."""
-    prefix = unique_prefix("hbg")
+    prefix = unique_prefix("bg")
     names = {"rt": f"{prefix}-rt", "node-a": f"{prefix}-a", "node-b": f"{prefix}-b"}
     try:
         for ns in names.values():
@@ -136,3 +136,24 @@ def test_a_dead_bird_is_started_again(segments: dict[str, str], tmp_path: Path) 
     poll_until(lambda: bird.running_pid(files.pidfile, segments["node-a"]) is None, 10, 0.02, "BIRD gone")
     again = ensure_bird(segments["node-a"], files, inp(0))
     assert again["action"] == "started" and again["pid"] != first["pid"]
+
+
+def test_the_agents_watch_starts_a_dead_bird_between_syncs(segments: dict[str, str], tmp_path: Path) -> None:
+    """`PodNetAgent.watch` (every turn of the agent's loop): nothing while BIRD runs; after it
+    died, a new BIRD from the file in place (same config, no sync needed)."""
+    from clew.agent.podnet import PodNetAgent
+
+    ns, files = segments["node-a"], BirdFiles(tmp_path / "a")
+    conf = netconf.parse({"Network": "10.244.0.0/16", "Backend": {"Type": "bgp"}})
+    agent = PodNetAgent(conf, ns, "node-a", tmp_path, publish=lambda node, ann: False)
+    assert agent.watch() is None  # no sync yet: nothing to watch
+    agent.bird_files = files
+    assert agent.watch() is None  # never configured: nothing to start
+    first = ensure_bird(ns, files, inp(0))
+    assert agent.watch() is None
+    os.kill(first["pid"], signal.SIGKILL)
+    poll_until(lambda: bird.running_pid(files.pidfile, ns) is None, 10, 0.02, "BIRD gone")
+    event = agent.watch()
+    assert event is not None and event["old"] == first["pid"] and event["pid"] != first["pid"]
+    assert bird.running_pid(files.pidfile, ns) == event["pid"]
+    assert agent.watch() is None

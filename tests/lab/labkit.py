@@ -34,16 +34,16 @@ NODE_PORT = 30080
 NAMESPACE = "lab"
 DEFAULT_CNI_STORE = Path("/var/lib/cni/networks") / NETWORK_NAME  # clew-cni's default dataDir
 # Names of links the lab makes (inside its namespaces); none may ever appear in the caller's.
-LAB_LINK = re.compile(r"^(n\d+|ext|br0|cni0|flannel\.\d+|veth[0-9a-f]{8}|eth0)(@.*)?$")
+LAB_LINK = re.compile(r"^(n\d+|s\d+|rs\d+|ext|br\d+|cni0|flannel\.\d+|veth[0-9a-f]{8}|eth0)(@.*)?$")
 
 
-def unique_name() -> str:
-    """``t<4 hex>`` with no namespace or state of that lab in use."""
+def unique_name(name_prefix: str = "t") -> str:
+    """``t<4 hex>`` (or ``<name_prefix><4 hex>``) with no namespace or state of that lab in use."""
     for _ in range(100):
-        name = f"t{secrets.token_hex(2)}"
+        name = f"{name_prefix}{secrets.token_hex(2)}"
         if not netns.list_names(prefix(name)) and not state_dir(name).exists():
             return name
-    raise RuntimeError("no free t<4 hex> lab name")
+    raise RuntimeError(f"no free {name_prefix}<4 hex> lab name")
 
 
 def poll_until(predicate: Callable[[], T], deadline_s: float, what: str, interval: float = 0.02) -> T:
@@ -217,9 +217,9 @@ def assert_gone(name: str, pids: set[int], links_before: set[str]) -> None:
 
 
 @contextlib.contextmanager
-def running_lab(**config: Any) -> Iterator[Lab]:
+def running_lab(name_prefix: str = "t", **config: Any) -> Iterator[Lab]:
     """Build a lab through the API (``build.up``); always taken down (and checked) afterwards."""
-    cfg = LabConfig(name=unique_name(), **config)
+    cfg = LabConfig(name=unique_name(name_prefix), **config)
     lab = Lab(LabState(cfg))
     try:
         build.up(lab.state, lab.root)

@@ -87,6 +87,24 @@ class BrokenPodnet:
     def sync(self, snapshot: Snapshot) -> dict[str, Any]:
         raise RuntimeError("vxlan device gone")
 
+    def watch(self) -> dict[str, Any] | None:
+        return None
+
+
+@dataclass
+class WatchedPodnet:
+    """A pod network whose watch reports the queued events (a BIRD restarted, a restart that failed)."""
+
+    events: list[dict[str, Any] | None]
+    syncs: int = 0
+
+    def sync(self, snapshot: Snapshot) -> dict[str, Any]:
+        self.syncs += 1
+        return {}
+
+    def watch(self) -> dict[str, Any] | None:
+        return self.events.pop(0) if self.events else None
+
 
 def test_agent_syncs_on_change_and_writes_status(tmp_path: Path) -> None:
     objects = tmp_path / "objects"
@@ -193,3 +211,38 @@ def test_status_names_the_rejected_objects_and_notes_are_logged_once(
     assert len(status["rejected"]) == 1 and "metadata.name" in status["rejected"][0]
     notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("note: ")]
     assert len(notes) == 1 and "ServiceCIDR" in notes[0]
+
+
+def test_every_turn_watches_the_pod_network_and_counts_bird_restarts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dead BIRD is the watch's business on every turn, not only on a sync turn: each restart
+    (and each failed one) is logged and counted in ``clew_bird_restarts_total``."""
+    from clew.agent.metrics import Observer
+
+    obs = Observer(node_name="n1", sync_period=30.0)
+    podnet = WatchedPodnet([None, {"old": 41, "pid": 42}, {"error": "bird: no such file"}])
+    proxy = FakeProxy("ns", ProxyConfig(node_name="n1"))
+    now = [100.0]
+    agent = Agent(FolderSource(tmp_path), proxy, SyncRunner(1.0, 30.0), tmp_path / "s.json", podnet=podnet,
+                  obs=obs, clock=lambda: now[0])  # fmt: skip
+    with caplog.at_level("INFO", logger="clew.agent"):
+        assert agent.turn()  # the first sync
+        assert not agent.turn() and not agent.turn()  # no sync due: the watch still runs
+    assert podnet.syncs == 1 and podnet.events == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert "bird (pid 41) was not running; started it again (pid 42)" in messages
+    assert any(m.startswith("bird is not running and did not start: bird: no such file") for m in messages)
+    body, _ = obs.metrics.exposition("")
+    text = body.decode() if isinstance(body, bytes) else body
+    assert 'clew_bird_restarts_total{result="started"} 1.0' in text
+    assert 'clew_bird_restarts_total{result="failed"} 1.0' in text
+
+
+def test_a_stopping_agent_starts_no_bird(tmp_path: Path) -> None:
+    podnet = WatchedPodnet([{"old": 41, "pid": 42}])
+    proxy = FakeProxy("ns", ProxyConfig(node_name="n1"))
+    agent = Agent(FolderSource(tmp_path), proxy, SyncRunner(1.0, 30.0), tmp_path / "s.json", podnet=podnet)
+    agent.stop.set()
+    agent.turn()
+    assert podnet.events == [{"old": 41, "pid": 42}]  # the watch was not asked

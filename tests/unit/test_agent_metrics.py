@@ -56,6 +56,7 @@ EXPECTED = {
     "clew_rejected_objects_total": ("counter", {"kind", "reason"}),
     "clew_pod_network_sync_failures_total": ("counter", set()),
     "clew_ruleset_tampered_total": ("counter", set()),  # labels appear with the first change found
+    "clew_bird_restarts_total": ("counter", set()),  # result="started"|"failed", with the first restart
 }
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -132,14 +133,21 @@ SYNC = SyncBench(
 )  # fmt: skip
 
 
+SYNC_NFT = replace(
+    SYNC, services=100000, mode="nftables", change_p50_s=0.0008, change_p99_s=0.002, raw_partial_restore_s=0.007,
+    change_ratio=0.11, kube_proxy_full_restore_s=None, full_vs_kube_proxy=None, kube_proxy_partial_restore_s=None,
+    change_vs_kube_proxy=None,
+)  # fmt: skip
+
+
 @pytest.fixture
 def fake_bench(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """`bench sync` without root or namespaces: the runner returns a fixed result."""
     calls: list[tuple[int, int]] = []
 
-    def run_isolated(services: int, changes: int, progress: Any = None) -> SyncBench:
+    def run_isolated(services: int, changes: int, progress: Any = None, mode: str = "iptables") -> SyncBench:
         calls.append((services, changes))
-        return SYNC
+        return SYNC if mode == "iptables" else SYNC_NFT
 
     monkeypatch.setattr("clew.bench.sync.run_isolated", run_isolated)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
@@ -161,6 +169,22 @@ def test_bench_sync_prints_kube_proxy_beside_the_kernel(
     assert (doc["apiVersion"], doc["kind"]) == ("clew.bench/v1", "SyncBench")
     assert doc["kube_proxy_partial_restore_s"] == 0.04 and doc["change_vs_kube_proxy"] == 0.25
     assert doc["raw_partial_restore_s"] == 0.009  # the fields it had stay
+
+
+def test_bench_sync_nftables_mode_says_where_kube_proxy_was_not_measured(
+    fake_bench: list[tuple[int, int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["bench", "sync", "--mode", "nftables", "--services", "100000", "--changes", "3"], capsys)
+    assert (code, err) == (0, ""), err
+    assert "mode nftables" in out and "n/a" in out and "it loads quadratically" in out
+    p99 = next(line for line in out.splitlines() if "one change, p99" in line)
+    assert "2.00ms" in p99 and "meets ≤ 10 ms" in p99  # the 100k target
+    code, out, err = run(["bench", "sync", "--mode", "nftables", "--services", "5", "--json"], capsys)
+    doc = json.loads(out)
+    assert doc["mode"] == "nftables" and doc["kube_proxy_full_restore_s"] is None
+    assert set(doc) == {"apiVersion", "kind", *SYNC.to_json()}  # the same fields as iptables mode
+    code, out, err = run(["bench", "sync", "--mode", "ipvs"], capsys)
+    assert code == 2 and "--mode 'ipvs': expected iptables or nftables" in err and fake_bench == [(100000, 3), (5, 50)]
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(

@@ -22,7 +22,7 @@ IDS = [
     "proxy.mode", "proxy.backends", "proxy.stale", "proxy.sync", "proxy.healthz",
     "forward.policy", "forward.ip_forward", "forward.rp_filter", "forward.bridge_nf", "forward.hairpin",
     "forward.route_localnet",
-    "podnet.mtu", "podnet.vxlan_port", "podnet.offload", "podnet.routes", "podnet.subnet_overlap",
+    "podnet.mtu", "podnet.vxlan_port", "podnet.offload", "podnet.routes", "podnet.bgp", "podnet.subnet_overlap",
     "conntrack.usage", "conntrack.errors", "conntrack.stale_udp", "conntrack.random_fully",
     "node.steal", "node.neighbours", "node.rule_count",
 ]  # fmt: skip

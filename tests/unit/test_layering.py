@@ -15,6 +15,7 @@ KERNEL_USERS = {
     "kernel": "the seam itself: one namespace value (namespace.py), one runner (runner.py)",
     "fakes": "stand-ins for the seam speak its types (Namespace, Completed, KernelError)",
     "proxy/iptables/apply.py": "the Service proxy's applier (proxy/sync.py goes through it)",
+    "proxy/nftables/apply.py": "the nftables mode's applier (proxy/nftables/sync.py goes through it)",
     "podnet/reconcile.py": "the pod network's reconcile",
     "podnet/setup.py": "the pod network's applier (node setup)",
     "podnet/masquerade.py": "the pod network's applier (masquerade rules)",

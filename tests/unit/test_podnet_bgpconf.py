@@ -19,8 +19,8 @@ def conf(**backend: Any) -> netconf.NetConf:
 def test_defaults_are_a_mesh_in_64512_with_graceful_restart() -> None:
     got = conf()
     assert got.backend_type == "bgp"
-    assert got.bgp == BgpConf(asn=64512, peering=MESH, graceful_restart=True, bfd=False, hold_time=9)
-    assert got.bgp.graceful_restart_time == 9  # a dead BIRD's routes go stale no longer than a hold time
+    assert got.bgp == BgpConf(asn=64512, peering=MESH, graceful_restart=True, bfd=False, hold_time=6)
+    assert got.bgp.graceful_restart_time == 5  # + connect retry 3 s: a dead BIRD's routes go within 10 s
 
 
 def test_graceful_restart_time_is_configurable() -> None:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from clew.agent.metrics import Observer
 from clew.model.objects import Snapshot
 from clew.proxy.runner import SyncRunner
-from clew.proxy.sync import ProxySyncer
+from clew.proxy.syncer import ServiceSyncer
 from clew.sources.files import write_atomic
 
 MAX_LISTED_REJECTIONS = 1000  # past this status.json only counts them (it is rewritten every sync)
@@ -59,11 +59,15 @@ class Source(Protocol):
 class PodNetwork(Protocol):
     def sync(self, snapshot: Snapshot) -> dict[str, Any]: ...
 
+    def watch(self) -> dict[str, Any] | None:
+        """Every turn, between syncs: repair what must not wait for the next sync (a dead BIRD);
+        what was done (``{"old", "pid"}``) or failed (``{"error"}``), or None."""
+
 
 @dataclass
 class Agent:
     source: Source
-    proxy: ProxySyncer
+    proxy: ServiceSyncer
     runner: SyncRunner
     status_file: Path | None = None
     podnet: PodNetwork | None = None
@@ -92,6 +96,7 @@ class Agent:
             if self.obs:
                 self.obs.source_changed(new)
         self._check_intact()
+        self._watch_podnet()
         if self.snapshot is None or not self.runner.due(self.clock()):
             return False
         started = time.time()
@@ -180,6 +185,27 @@ class Agent:
         self.proxy.request_full()
         self.runner.request()
         self.runner.last_end = None  # due now, whatever min-sync-period says
+
+    def _watch_podnet(self) -> None:
+        """The pod network's per-turn liveness check (BIRD): each restart is logged and counted.
+        Not once the agent is stopping: a lab tearing a node down ends BIRD and the agent
+        together, and an agent on its way out must not start a new BIRD."""
+        if self.podnet is None or self.stop.is_set():
+            return
+        try:
+            event = self.podnet.watch()
+        except Exception as e:  # a watch failure must not stop the loop
+            event = {"error": str(e)}
+        if event is None:
+            return
+        if "error" in event:
+            log.error("bird is not running and did not start: %s", event["error"])
+            if self.obs:
+                self.obs.bird_restart_failed()
+            return
+        log.warning("bird (pid %s) was not running; started it again (pid %s)", event["old"], event["pid"])
+        if self.obs:
+            self.obs.bird_restarted()
 
     def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -58,7 +58,10 @@ POLICIES = ("internal", "external")
 class ProxyMetrics:
     """Every metric the agent exposes, registered in ``self.registry``."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, mode: str = "iptables") -> None:
+        """``mode``: the proxy mode; each mode's own metrics are registered only in it, as
+        kube-proxy's ``RegisterMetrics(mode)`` does (the other mode's are kept unregistered)."""
+        self.mode = mode
         disable_created_metrics()  # type: ignore[no-untyped-call]  # Go clients expose no _created series
         r = self.registry = registry or CollectorRegistry()
         fam = ("ip_family",)
@@ -71,8 +74,11 @@ class ProxyMetrics:
         def gauge(name: str, doc: str, labels: tuple[str, ...] = fam) -> Gauge:
             return Gauge(name, doc, labels, registry=r)
 
-        def counter(name: str, doc: str, labels: tuple[str, ...] = fam) -> Counter:
-            return Counter(name, doc, labels, registry=r)
+        def counter(name: str, doc: str, labels: tuple[str, ...] = fam, *, only: str | None = None) -> Counter:
+            return Counter(name, doc, labels, registry=r if only in (None, mode) else None)
+
+        def table_gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, by_table, registry=r if mode == "iptables" else None)
 
         self.sync_duration = hist("sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds")
         self.sync_full_duration = hist(
@@ -109,16 +115,24 @@ class ProxyMetrics:
             by_policy,
         )
         self.restore_failures = counter(
-            f"{prefix}iptables_restore_failures_total", "Cumulative proxy iptables restore failures"
+            f"{prefix}iptables_restore_failures_total", "Cumulative proxy iptables restore failures", only="iptables"
         )
         self.partial_restore_failures = counter(
-            f"{prefix}iptables_partial_restore_failures_total", "Cumulative proxy iptables partial restore failures"
+            f"{prefix}iptables_partial_restore_failures_total",
+            "Cumulative proxy iptables partial restore failures",
+            only="iptables",
         )
-        self.iptables_total = gauge(
-            f"{prefix}iptables_total", "Total number of iptables rules owned by kube-proxy", by_table
+        self.iptables_total = table_gauge(
+            f"{prefix}iptables_total", "Total number of iptables rules owned by kube-proxy"
         )
-        self.iptables_last = gauge(
-            f"{prefix}iptables_last", "Number of iptables rules written by kube-proxy in last sync", by_table
+        self.iptables_last = table_gauge(
+            f"{prefix}iptables_last", "Number of iptables rules written by kube-proxy in last sync"
+        )
+        self.nftables_sync_failures = counter(
+            f"{prefix}nftables_sync_failures_total", "Cumulative proxy nftables sync failures", only="nftables"
+        )
+        self.nftables_cleanup_failures = counter(
+            f"{prefix}nftables_cleanup_failures_total", "Cumulative proxy nftables cleanup failures", only="nftables"
         )
         self.healthz_total = counter("kubeproxy_proxy_healthz_total", "Cumulative proxy healthz HTTP status", ("code",))
         self.livez_total = counter("kubeproxy_proxy_livez_total", "Cumulative proxy livez HTTP status", ("code",))
@@ -129,6 +143,11 @@ class ProxyMetrics:
         )
         self.podnet_failures = counter(
             "clew_pod_network_sync_failures_total", "Cumulative pod network sync failures", ()
+        )
+        self.bird_restarts = counter(
+            "clew_bird_restarts_total",
+            "BIRD processes (bgp backend) found dead between syncs and started again, by result",
+            ("result",),
         )
         self.ruleset_tampered = counter(
             "clew_ruleset_tampered_total",
@@ -142,8 +161,8 @@ class ProxyMetrics:
             self.network_programming,
             self.last_sync,
             self.last_queued,
-            self.restore_failures,
-            self.partial_restore_failures,
+            *((self.restore_failures, self.partial_restore_failures) if mode == "iptables" else ()),
+            *((self.nftables_sync_failures, self.nftables_cleanup_failures) if mode == "nftables" else ()),
         ):
             metric.labels(IP_FAMILY)  # the family is known: show its zero series from the start
         for policy in POLICIES:
@@ -233,9 +252,10 @@ class Observer:
         sync_period: float,
         metrics: ProxyMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        mode: str = "iptables",
     ) -> None:
         self.node_name = node_name
-        self.metrics = metrics or ProxyMetrics()
+        self.metrics = metrics or ProxyMetrics(mode=mode)
         self.clock = clock
         self.started = clock()
         self.health = ProxyHealth(sync_period, clock=clock, node_eligible=self.node_eligible)
@@ -243,6 +263,7 @@ class Observer:
         self.snapshot: Snapshot | None = None
         self._current = self._synced = _Index(Snapshot())  # the newest, and what the last sync loaded
         self._rejections: set[Rejection] = set()
+        self._rejected_ports: set[tuple[str, str]] = set()  # ports the proxy mode could not express
         self._triggers: dict[str, list[float]] = {}  # Service key → trigger times not yet synced
         self._in_flight: list[float] = []
 
@@ -292,17 +313,28 @@ class Observer:
         for hist in (m.sync_duration, m.sync_full_duration if full else m.sync_partial_duration):
             hist.labels(IP_FAMILY).observe(result.seconds)
         in_flight, self._in_flight = self._in_flight, []
+        nft = m.mode == "nftables"
+        if result.cleanup_failed:
+            m.nftables_cleanup_failures.labels(IP_FAMILY).inc()
         if not result.ok:
+            if nft:
+                m.nftables_sync_failures.labels(IP_FAMILY).inc()
+                return
             m.restore_failures.labels(IP_FAMILY).inc()
             if not full:
                 m.partial_restore_failures.labels(IP_FAMILY).inc()
             return  # no health update: a queued change stays pending
+        self._count_rejected_ports(result.rejected)
         now = self.clock()
         for t in in_flight:
             m.network_programming.labels(IP_FAMILY).observe(now - t)
         if policies is not None:
             for policy, n in no_local_endpoints(policies).items():
                 m.no_local_endpoints.labels(IP_FAMILY, policy).set(n)
+        if nft:
+            self.health.updated()
+            m.last_sync.labels(IP_FAMILY).set(now)
+            return  # kube-proxy's nftables mode has no rule-count gauges
         written = rules_per_table(payload) if payload is not None else result.written_by_table
         for table, n in written.items():
             m.iptables_last.labels(IP_FAMILY, table).set(n)
@@ -319,6 +351,12 @@ class Observer:
 
     def podnet_failed(self) -> None:
         self.metrics.podnet_failures.inc()
+
+    def bird_restarted(self) -> None:
+        self.metrics.bird_restarts.labels("started").inc()
+
+    def bird_restart_failed(self) -> None:
+        self.metrics.bird_restarts.labels("failed").inc()
 
     def ruleset_tampered(self, table: str, chain: str) -> None:
         self.metrics.ruleset_tampered.labels(chain, table).inc()
@@ -337,6 +375,14 @@ class Observer:
         for r in current - self._rejections:
             self.metrics.rejected_objects.labels(rejection_kind(r), reason_slug(r.field)).inc()
         self._rejections = current
+
+    def _count_rejected_ports(self, rejected: Iterable[tuple[str, str]]) -> None:
+        """Service ports the proxy mode cannot express (nftables: `Rejected`), counted once each
+        while they stay, as ``clew_rejected_objects_total{kind="Service",reason="<mode>"}``."""
+        current = set(rejected)
+        for _ in current - self._rejected_ports:
+            self.metrics.rejected_objects.labels("Service", self.metrics.mode).inc()
+        self._rejected_ports = current
 
     def _note_triggers(
         self, keys: set[str], new: Mapping[str, EndpointSlice], old: Mapping[str, EndpointSlice]

@@ -7,6 +7,9 @@ Against an API server the lease is a PATCH of the Node's status (`KubeSource`); 
 source the agent never writes into the user's folder: the lease goes to its state dir as
 ``node-lease.json`` (`LeaseFile`), for whoever publishes the Node objects to merge (the lab's
 control plane does).
+
+With the bgp backend `PodNetAgent.watch` runs every turn of the loop, between syncs: a BIRD that
+died is started again at once (its peers keep its routes for the graceful restart time only).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ from clew.podnet.subnet_env import SubnetEnv
 from clew.sources.files import write_atomic
 
 log = logging.getLogger("clew.podnet")
+REVIVE_BACKOFF = 1.0  # seconds between attempts to start a BIRD that will not start
 LEASE_FILE = "node-lease.json"  # a contract with the lab: {"node": NAME, "annotations": {...}}
 
 
@@ -58,6 +63,8 @@ class PodNetAgent:
     state_dir: Path
     publish: Callable[[str, dict[str, str]], bool]  # (node, annotations) → changed? (the source's)
     underlay_dev: str = "eth0"  # the device holding the node's InternalIP
+    bird_files: bgp_apply.BirdFiles | None = None  # set by the first bgp sync: BIRD to watch
+    revive_failed_at: float | None = None  # monotonic time of the last failed restart (back-off)
 
     @classmethod
     def from_files(
@@ -103,7 +110,7 @@ class PodNetAgent:
             log.info("pod network: %s", changes)
         bgp: dict[str, Any] | None = None
         if isinstance(node.backend, BgpBackend):
-            files = bgp_apply.BirdFiles(self.state_dir)
+            files = self.bird_files = bgp_apply.BirdFiles(self.state_dir)
             inp = node.backend.bird_input(node.lease, found.leases, underlay, str(files.log))
             bgp = bgp_apply.ensure_bird(self.netns, files, inp)
             if bgp["action"] != "unchanged":
@@ -117,3 +124,23 @@ class PodNetAgent:
             "problems": list(found.problems),
             **({"bgp": bgp} if bgp is not None else {}),
         }
+
+    def watch(self) -> dict[str, Any] | None:
+        """Between syncs: start BIRD again if it died. ``{"old", "pid"}`` when it was restarted,
+        ``{"error"}`` when that failed (tried again after `REVIVE_BACKOFF` seconds), else None."""
+        if self.bird_files is None:
+            return None
+        now = time.monotonic()
+        if self.revive_failed_at is not None and now - self.revive_failed_at < REVIVE_BACKOFF:
+            return None
+        try:
+            graceful = self.conf.bgp is None or self.conf.bgp.graceful_restart
+            revived = bgp_apply.revive(self.netns, self.bird_files, graceful)
+        except Exception as e:  # any failure is reported, the loop goes on
+            self.revive_failed_at = now
+            return {"error": str(e)}
+        self.revive_failed_at = None
+        if revived is None:
+            return None
+        old, pid = revived
+        return {"old": old, "pid": pid}

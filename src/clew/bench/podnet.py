@@ -111,7 +111,7 @@ def backends() -> tuple[str, ...]:
 
 def _lab_path(name: str, backend: str) -> BenchPath:
     underlay = "routed" if backend == "bgp" else "l2"
-    state = LabState(LabConfig(name=name, nodes=2, underlay=underlay, backend=backend))
+    state = LabState(LabConfig(name=name, nodes=2, underlay=underlay, backend=backend, per_segment=1))
     root = state_dir(name)
     build.up(state, root)
     deployment = {

@@ -32,6 +32,10 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 from clew.bench.kube_proxy import KubeProxyPayloads
 from clew.bench.synthetic import objects
@@ -60,10 +64,10 @@ class SyncBench:
     raw_partial_restore_s: float
     change_ratio: float
     partial_syncs: int
-    kube_proxy_full_restore_s: float
-    full_vs_kube_proxy: float
-    kube_proxy_partial_restore_s: float
-    change_vs_kube_proxy: float
+    kube_proxy_full_restore_s: float | None  # None: not measured (nftables mode past 20k Services)
+    full_vs_kube_proxy: float | None
+    kube_proxy_partial_restore_s: float | None
+    change_vs_kube_proxy: float | None
     rss_mb: float  # resident memory after the syncs: the engine holding N Services' state
     peak_rss_mb: float  # including building the synthetic cluster from API dicts
 
@@ -251,19 +255,33 @@ def run(
     )
 
 
-def run_isolated(services: int, changes: int, progress: Progress | None = None) -> SyncBench:
-    """`run` in a fresh process, so that each count's memory figure is its own; its steps come
-    back on its stderr, one line each, for ``progress``."""
-    import json
+def run_isolated(services: int, changes: int, progress: Progress | None = None, mode: str = "iptables") -> SyncBench:
+    """`run` (or `sync_nft.run` for ``mode`` nftables) in a fresh process, so that each count's
+    memory figure is its own; its steps come back on its stderr, one line each, for ``progress``.
+
+    nftables mode: the process runs inside a fresh node namespace, where an agent runs (the host
+    network), so that its libnftables context is in-process as the agent's is."""
     import subprocess
     import sys
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clew.bench.sync", str(services), str(changes)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    argv = [sys.executable, "-m", "clew.bench.sync", str(services), str(changes), mode]
+    node = f"clew-bsyncn-{os.getpid()}-n" if mode == "nftables" else None
+    if node is not None:
+        netns.create(node)
+    try:
+        if node is None:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        else:
+            proc = netns.spawn(node, [*argv, node], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return _collect(proc, services, progress)
+    finally:
+        if node is not None:
+            netns.delete(node)
+
+
+def _collect(proc: subprocess.Popen[str], services: int, progress: Progress | None) -> SyncBench:
+    import json
+
     assert proc.stderr is not None and proc.stdout is not None
     lines: list[str] = []
     for line in proc.stderr:  # the child writes one line per step; its stdout is one short JSON line
@@ -286,4 +304,11 @@ if __name__ == "__main__":
     def _say(what: str) -> None:
         print(f"{STEP}{what}", file=sys.stderr, flush=True)
 
-    print(json.dumps(run(int(sys.argv[1]), int(sys.argv[2]), progress=_say).to_json()))
+    count, changes_, mode_ = int(sys.argv[1]), int(sys.argv[2]), (sys.argv[3:] or ["iptables"])[0]
+    if mode_ == "nftables":
+        from clew.bench import sync_nft
+
+        inside = sys.argv[4] if len(sys.argv) > 4 else None
+        print(json.dumps(sync_nft.run(count, changes_, progress=_say, inside=inside).to_json()))
+    else:
+        print(json.dumps(run(count, changes_, progress=_say).to_json()))

@@ -1,4 +1,5 @@
-"""The node agent: programs Services (iptables) and the pod network for one node, and keeps them."""
+"""The node agent: programs Services (iptables or nftables mode) and the pod network for one node,
+and keeps them; ``--cleanup`` removes what either mode and the pod network installed, and exits."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from clew.cli.errors import UserError
 from clew.cli.modes import require_runnable
 from clew.proxy.inputs import read_config_file
 from clew.proxy.runner import SyncRunner
-from clew.proxy.sync import ProxySyncer
+from clew.proxy.syncer import syncer_for
 from clew.sources.files import FolderSource
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def agent_command(
-    config: Annotated[Path, typer.Option("--config", help="KubeProxyConfiguration file.")],
+    config: Annotated[Path | None, typer.Option("--config", help="KubeProxyConfiguration file.")] = None,
     objects: Annotated[Path | None, typer.Option("--objects", help="Folder of manifests to watch.")] = None,
     kubeconfig: Annotated[Path | None, typer.Option("--kubeconfig", help="A kube-apiserver to watch.")] = None,
     netns: Annotated[str | None, typer.Option("--netns", help="The node's network namespace to program.")] = None,
@@ -36,16 +37,33 @@ def agent_command(
     cni_socket: Annotated[
         Path | None, typer.Option("--cni-socket", help="Serve clew-cni requests here (default <state-dir>/cni.sock).")
     ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option("--mode", help="iptables or nftables (default: the config file's mode, else iptables)."),
+    ] = None,
+    cleanup: Annotated[
+        bool,
+        typer.Option("--cleanup", help="Remove every rule clew installed (both modes, pod network) and exit."),
+    ] = False,
 ) -> None:
-    """The node agent: programs Services (iptables) and the pod network for one node, and keeps them."""
+    """The node agent: programs Services (iptables or nftables mode) and the pod network for one node,
+    and keeps them; ``--cleanup`` removes what either mode and the pod network installed, and exits."""
     from clew.model.proxy_config import from_kube_proxy_config
 
+    if cleanup:
+        _cleanup(netns or "")
+        return
+    if config is None:
+        raise UserError("--config FILE is required (a KubeProxyConfiguration)")
     if objects is not None and kubeconfig is not None:
         raise UserError("give one of --objects PATH and --kubeconfig FILE (neither: in-cluster config)")
     from clew.agent.logs import setup as setup_logs
 
     setup_logs()
-    cfg = from_kube_proxy_config(read_config_file(config), node_name=node_name)
+    doc = read_config_file(config)
+    if mode is not None:
+        doc = {**doc, "mode": mode}
+    cfg = from_kube_proxy_config(doc, node_name=node_name)
     require_runnable(cfg.mode)
     for warning in cfg.warnings:
         logging.getLogger("clew.agent").warning("config: %s", warning)
@@ -64,10 +82,10 @@ def agent_command(
     from clew.agent.metrics import Observer
     from clew.agent.servers import BindError, Servers
 
-    obs = Observer(node_name=cfg.node_name, sync_period=cfg.sync_period)
+    obs = Observer(node_name=cfg.node_name, sync_period=cfg.sync_period, mode=cfg.mode)
     agent = Agent(
         source=source,
-        proxy=ProxySyncer(target, cfg),
+        proxy=syncer_for(target, cfg),
         runner=SyncRunner(cfg.min_sync_period, cfg.sync_period, cfg.sync_period),
         status_file=state / "status.json",
         podnet=podnet,
@@ -91,6 +109,20 @@ def agent_command(
     finally:
         cni.stop()
         servers.stop()
+
+
+def _cleanup(netns: str) -> None:
+    """``--cleanup``: remove what clew installed in ``netns`` (both proxy modes, the pod network's
+    rules), print what went, exit 0; a failure is one line and exit 1 (`UserError`)."""
+    from clew.proxy import cleanup
+    from clew.proxy.iptables.apply import KernelError, kernel_for
+
+    try:
+        removed = cleanup.cleanup_node(kernel_for(netns))
+    except KernelError as e:
+        raise UserError(f"cleanup failed: {e}", exit_code=1) from None
+    for what in removed:
+        print(f"removed {what}")
 
 
 def _source(objects: Path | None, kubeconfig: Path | None) -> FolderSource | KubeSource:

@@ -56,8 +56,15 @@ def lab_up(
             help="vxlan, host-gw or bgp (BIRD per node; routed: the router reflects).",
         ),
     ] = "vxlan",
-    proxy_mode: Annotated[str, typer.Option("--proxy-mode", help="iptables.")] = "iptables",
+    proxy_mode: Annotated[str, typer.Option("--proxy-mode", help="iptables or nftables.")] = "iptables",
     service_cidr: Annotated[str, typer.Option("--service-cidr", help="Service range.")] = "10.96.0.0/12",
+    per_segment: Annotated[
+        int, typer.Option("--per-segment", help="routed: nodes per segment (0: 2 for bgp, else 1).")
+    ] = 0,
+    bgp_router: Annotated[
+        str, typer.Option("--bgp-router", help="routed bgp: the router is the route reflector or an ebgp peer.")
+    ] = "reflector",
+    bfd: Annotated[bool, typer.Option("--bfd", help="bgp: BFD on every session.")] = False,
 ) -> None:
     """Build the lab: namespaces, underlay, nodes, and one clew agent per node (kept running by
     the lab's supervisor).
@@ -66,6 +73,7 @@ def lab_up(
     Examples:
       clew lab up
       clew lab up --name lab2 --nodes 2 --backend host-gw
+      clew lab up --name lab3 --nodes 4 --backend bgp --underlay routed --bgp-router ebgp --bfd
     """
     _root()
     from clew.lab.build import LabError, up
@@ -73,7 +81,8 @@ def lab_up(
     from clew.lab.state import LabState, state_dir
 
     config = LabConfig(name=name, nodes=nodes, underlay=underlay, backend=backend, proxy_mode=proxy_mode,
-                       service_cidr=service_cidr)  # fmt: skip
+                       service_cidr=service_cidr, per_segment=per_segment, bgp_router=bgp_router,
+                       bfd=bfd)  # fmt: skip
     try:
         config.validate()
         state = LabState(config)
@@ -265,26 +274,34 @@ def lab_list(output: Output = "table") -> None:
 def lab_restart(
     node: Annotated[str, typer.Argument(help="The node whose agent to restart (node-1, …).")],
     name: Name = "clew",
+    proxy_mode: Annotated[
+        str | None, typer.Option("--proxy-mode", help="Restart it in this mode: iptables or nftables.")
+    ] = None,
 ) -> None:
     """Restart a node's agent (as deleting a DaemonSet pod does) and wait until it has synced.
 
     The lab's supervisor stops the agent (SIGTERM; the rules stay in place) and starts it again;
-    a supervisor that is not running is started first.
+    a supervisor that is not running is started first. With --proxy-mode the new agent runs in
+    that mode, and removes the other mode's rules as it starts.
 
     \b
-    Example:
+    Examples:
       clew lab restart node-2
+      clew lab restart node-2 --proxy-mode nftables
     """
     _root()
-    from clew.lab.build import LabError, restart_agent
+    from clew.lab.build import LabError, restart_agent, set_proxy_mode
     from clew.lab.state import state_dir
 
     state = _state(name)
     try:
+        if proxy_mode is not None:
+            set_proxy_mode(state, state_dir(name), node, proxy_mode)
         old, new = restart_agent(state, state_dir(name), node)
     except (LabError, KeyError) as e:
         raise UserError(str(e).strip("'\"")) from None
-    print(f"{node}: agent restarted (pid {old or '-'} → {new}) and synced")
+    mode = f" in {proxy_mode} mode" if proxy_mode is not None else ""
+    print(f"{node}: agent restarted{mode} (pid {old or '-'} → {new}) and synced")
 
 
 @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -343,6 +360,7 @@ def lab_down(name: Name = "clew") -> None:
 @app.command("demo")
 def lab_demo(
     name: Name = "clew",
+    proxy_mode: Annotated[str, typer.Option("--proxy-mode", help="iptables or nftables.")] = "iptables",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="The trace with every hop.")] = False,
 ) -> None:
     """A 3-node vxlan lab, a demo app, the pod matrix, ClusterIP and NodePort, a trace; then teardown.
@@ -350,6 +368,7 @@ def lab_demo(
     \b
     Example:
       clew lab demo
+      clew lab demo --proxy-mode nftables
     """
     _root()
     from clew.lab.build import LabError
@@ -361,8 +380,8 @@ def lab_demo(
         print(f"[{time.monotonic() - start:5.1f}s] {text}", flush=True)
 
     try:
-        report = run(say, name)
-    except LabError as e:
+        report = run(say, name, proxy_mode)
+    except (LabError, ValueError) as e:
         raise UserError(str(e)) from None
     pods = sorted(report.matrix)
     print("\nPod-to-pod matrix: the source address each destination saw (its own IP = no NAT)")

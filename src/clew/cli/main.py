@@ -77,7 +77,11 @@ EXAMPLES = {
         "clew doctor --netns node-1 --objects manifests/ --json",
         "clew dump --netns node-1 ./node-1 && clew doctor --from-dump ./node-1",
     ),
-    "agent": ("clew agent --config kube-proxy.yaml --objects manifests/ --netns node-1 --once",),
+    "agent": (
+        "clew agent --config kube-proxy.yaml --objects manifests/ --netns node-1 --once",
+        "clew agent --config kube-proxy.yaml --objects manifests/ --netns node-1 --mode nftables",
+        "clew agent --cleanup --netns node-1",
+    ),
 }
 for _name, _module, _fn in (
     ("render", render, render.render_command),

@@ -25,6 +25,7 @@ DOCTOR_FILES = (
     facts.ETHTOOL_FILE,
     facts.POD_LINKS_FILE,
     facts.HEALTHZ_FILE,
+    facts.BIRD_FILE,
 )
 
 

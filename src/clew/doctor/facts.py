@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ POD_LINKS_FILE = "pod-links.json"  # {nsid: {"netns": NAME | null, "links": ip -
 HEALTHZ_FILE = "proxy-healthz.txt"  # "# curl exit N", "# http CODE", then the proxy's /healthz body
 HEALTHZ_URL = "http://127.0.0.1:10256/healthz"  # kube-proxy's default healthzBindAddress (0.0.0.0:10256)
 HOST_FILE = "host.txt"  # "key value" lines: kernel, cpus, neighbour gc thresholds (host-wide)
+BIRD_FILE = "bird.txt"  # the namespace's BIRD (clew.kernel.bird.state_text): "# show protocols", "# show route all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ class NodeFacts:
     metrics: Metrics | None = None
     offloads: dict[str, dict[str, str]] | None = None  # device → feature → "on" / "off"
     healthz: Healthz | None = None
+    bird: Bird | None = None  # None: not collected (an older dump)
     pod_links: dict[int, PodNs] | None = None  # the peer namespaces of bridge ports, by nsid
     host: dict[str, str] = field(default_factory=dict)
     objects: Objects | None = None
@@ -353,6 +356,60 @@ def _json_list(files: dict[str, str], name: str, warnings: list[str]) -> list[di
     return [d for d in doc if isinstance(d, dict)] if isinstance(doc, list) else []
 
 
+@dataclass(frozen=True, slots=True)
+class Bird:
+    """The node's BIRD as ``bird.txt`` records it: ``pid`` None when no BIRD runs in the
+    namespace; ``protocols`` / ``routes``: ``birdc show …`` output, None when birdc failed
+    (``error`` says why)."""
+
+    pid: int | None = None
+    socket: str | None = None
+    protocols: str | None = None
+    routes: str | None = None
+    error: str | None = None
+
+    def route_prefixes(self) -> dict[str, str]:
+        """prefix → the protocol it came from (``n_peer_…``, ``own_subnet``), from ``show route``."""
+        found = {}
+        for line in (self.routes or "").splitlines():
+            cols = line.split()
+            if len(cols) >= 3 and not line[0].isspace() and "/" in cols[0] and cols[2].startswith("["):
+                found[cols[0]] = cols[2].lstrip("[")
+        return found
+
+
+def bird_to_text(pid: int | None, socket: str | None, sections: dict[str, str | None], error: str | None) -> str:
+    """``bird.txt``'s text as `clew.kernel.bird.state_text` writes it (for tests that write faults)."""
+    if pid is None:
+        return "# bird none\n"
+    parts = [f"# bird pid {pid} socket {socket}\n"]
+    if error is not None:
+        parts.append(f"# error {error}\n")
+    for what, text in sections.items():
+        if text is not None:
+            parts.append(f"# show {'route all' if what == 'route' else what}\n{text.rstrip()}\n")
+    return "".join(parts)
+
+
+def bird_from_text(text: str) -> Bird:
+    head, *lines = text.splitlines() or [""]
+    m = re.fullmatch(r"# bird pid (\d+) socket (.+)", head)
+    if m is None:
+        return Bird()
+    sections: dict[str, list[str]] = {}
+    error, current = None, None
+    for line in lines:
+        if line.startswith("# error "):
+            error = line[len("# error ") :]
+        elif line.startswith("# show "):
+            current = line[len("# show ") :]
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    got = {k: "\n".join(v) for k, v in sections.items()}
+    return Bird(int(m.group(1)), m.group(2), got.get("protocols"), got.get("route all", got.get("route")), error)
+
+
 def from_files(files: dict[str, str], *, name: str, objects: Objects | None = None) -> NodeFacts:
     """The facts from a dump's files (names: `clew.kernel.snapshot.COMMANDS` and this module's)."""
     warnings: list[str] = []
@@ -394,6 +451,8 @@ def from_files(files: dict[str, str], *, name: str, objects: Objects | None = No
         facts.metrics = metrics_from_text(files[METRICS_FILE])
     if CONNTRACK_UDP_FILE in files:
         facts.udp_flows = flows_from_text(files[CONNTRACK_UDP_FILE])
+    if BIRD_FILE in files:
+        facts.bird = bird_from_text(files[BIRD_FILE])
     if SAMPLE_FILE in files:
         facts.cpu_sample = cpu_sample_from_text(files[SAMPLE_FILE])
     facts.host = dict(line.split(" ", 1) for line in files.get(HOST_FILE, "").splitlines() if " " in line)

@@ -7,6 +7,7 @@ Read-only: nothing here changes the namespace.
 
 from __future__ import annotations
 
+from clew.kernel import bird as _bird
 from clew.kernel import netns as _netns
 from clew.kernel.errors import CommandFailed
 from clew.kernel.namespace import Where
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
     "iptables-legacy-save.txt": (["iptables-legacy-save"], False),
     "iptables-nft-save.txt": (["iptables-nft-save"], False),
 }
+BIRD_FILE = "bird.txt"  # the namespace's BIRD, if one runs: `clew.kernel.bird.state_text`
 
 
 def capture(netns: Where) -> dict[str, str]:
@@ -39,4 +41,5 @@ def capture(netns: Where) -> dict[str, str]:
         except CommandFailed:
             if required:
                 raise
+    files[BIRD_FILE] = _bird.state_text(netns)
     return files

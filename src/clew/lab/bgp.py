@@ -1,31 +1,41 @@
 """The lab's bgp backend: what the nodes' net-conf.json says and the router's own BIRD.
 
 With ``--backend bgp --underlay routed`` the router namespace is the top-of-rack router of
-every node's segment and runs BIRD as their route reflector (AS 64512, the nodes' AS): each
-node peers only with the router's address on its own segment (net-conf ``Peering.Peers`` with
-``Nodes``), announces its pod subnet, and learns the others' reflected with the owning node as
-next hop (resolved through the router). The router writes the pod subnets into its own kernel,
-so pod packets cross it natively — no encapsulation, MTU 1500. On the ``l2`` underlay the nodes
-form a full mesh and the router is not needed.
+every segment (two nodes each by default) and runs BIRD. Each node peers only with the router's
+address on its own segment (net-conf ``Peering.Peers`` with ``Nodes``) and announces its pod
+subnet. The router is, by ``LabConfig.bgp_router``:
+
+* ``reflector`` — the nodes' route reflector in their AS (64512): the others' subnets come back
+  with the owning node as next hop, reached directly on a shared segment and through the
+  router (recursively) across segments;
+* ``ebgp`` — an external peer in AS 64513: it puts itself as next hop across segments and keeps
+  the owner on a shared segment (a third-party next hop, as BIRD does on a common subnet).
+
+The router writes the pod subnets into its own kernel, so pod packets cross it natively — no
+encapsulation, MTU 1500. ``LabConfig.bfd`` turns BFD on for every session, the router's too.
+On the ``l2`` underlay the nodes form a full mesh and the router is not needed.
 
 The router trusts each node for exactly the subnet the plan gives it (pure config, `router_config`);
 `extra` sessions (the rogue test's) are imported without a filter, as a misconfigured router
-would, so that only the nodes' own import filters stand between a rogue and their kernels.
+would, so that only the nodes' own import filters stand between a rogue and their kernels;
+`withhold` keeps prefixes from one node (a router's broken export filter: the doctor's fault).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clew.kernel import bird, netns
 from clew.lab.plan import LabPlan
-from clew.podnet.bgpconf import DEFAULT_ASN
+from clew.podnet.bgpconf import DEFAULT_ASN, DEFAULT_HOLD_TIME
 
 ROUTER_ID = "192.168.100.1"
+ROUTER_EBGP_ASN = 64513  # the router's AS as an external peer
 
 
 @dataclass(frozen=True)
@@ -38,16 +48,29 @@ class ExtraPeer:
     local_pref: int = 100
 
 
+def router_asn(plan: LabPlan) -> int:
+    return ROUTER_EBGP_ASN if plan.config.bgp_router == "ebgp" else DEFAULT_ASN
+
+
 def node_backend(plan: LabPlan) -> dict[str, Any]:
-    """net-conf.json's ``Backend`` for a bgp lab."""
+    """net-conf.json's ``Backend`` for a bgp lab: one peer per segment, its router address."""
+    bfd = {"BFD": True} if plan.config.bfd else {}
     if plan.router_netns is None:
-        return {"Type": "bgp", "ASN": DEFAULT_ASN, "Peering": "mesh", "HoldTime": 9}
-    peers = [{"Address": n.gateway, "ASN": DEFAULT_ASN, "Nodes": [n.name]} for n in plan.nodes]
-    return {"Type": "bgp", "ASN": DEFAULT_ASN, "Peering": {"Peers": peers}, "HoldTime": 9}
+        return {"Type": "bgp", "ASN": DEFAULT_ASN, "Peering": "mesh", **bfd}
+    by_gateway: dict[str, list[str]] = {}
+    for n in plan.nodes:
+        by_gateway.setdefault(n.gateway, []).append(n.name)
+    peers = [{"Address": gw, "ASN": router_asn(plan), "Nodes": names} for gw, names in by_gateway.items()]
+    return {"Type": "bgp", "ASN": DEFAULT_ASN, "Peering": {"Peers": peers}, **bfd}
 
 
-def router_config(plan: LabPlan, log_file: str | None = None, extra: tuple[ExtraPeer, ...] = ()) -> str:
-    """The router's bird.conf (pure)."""
+def router_config(
+    plan: LabPlan,
+    log_file: str | None = None,
+    extra: tuple[ExtraPeer, ...] = (),
+    withhold: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    """The router's bird.conf (pure); ``withhold``: node name → prefixes not sent to it."""
     cluster = plan.config.cluster_cidr
     log = f'log "{log_file}" {{ info, remote, warning, error, auth, fatal, bug }};\n' if log_file else ""
     parts = [
@@ -58,21 +81,33 @@ def router_config(plan: LabPlan, log_file: str | None = None, extra: tuple[Extra
         "protocol kernel {\n  ipv4 {\n    import none;\n"
         f"    export where source = RTS_BGP && net ~ {cluster};\n  }};\n  merge paths on;\n}}\n"
     ]
+    if plan.config.bfd:
+        parts.append("protocol bfd {\n}\n")
+    asn, ebgp, bfd = router_asn(plan), plan.config.bgp_router == "ebgp", plan.config.bfd
     for i, n in enumerate(plan.nodes, 1):
-        parts.append(_session(f"node_{i}", n.ip, n.gateway, f"where net = {n.pod_cidr} && bgp_next_hop = {n.ip}"))
+        imports = f"where net = {n.pod_cidr} && bgp_next_hop = {n.ip}"
+        held = (withhold or {}).get(n.name, ())
+        exports = "where source = RTS_BGP" + (f" && !(net ~ [ {', '.join(held)} ])" if held else "")
+        parts.append(_session(f"node_{i}", n.ip, n.gateway, imports, asn, DEFAULT_ASN, rr=not ebgp, bfd=bfd,
+                              exports=exports))  # fmt: skip
     for p in extra:
-        parts.append(_session(p.name, p.address, p.local, f"filter {{ bgp_local_pref = {p.local_pref}; accept; }}"))
+        imports = f"filter {{ bgp_local_pref = {p.local_pref}; accept; }}"
+        parts.append(_session(p.name, p.address, p.local, imports, DEFAULT_ASN, DEFAULT_ASN, rr=True, bfd=False))
     return "\n".join(parts)
 
 
-def _session(name: str, address: str, local: str, imports: str) -> str:
+def _session(name: str, address: str, local: str, imports: str, asn: int, peer_asn: int, *, rr: bool,
+             bfd: bool, exports: str = "where source = RTS_BGP") -> str:  # fmt: skip
+    ebgp = asn != peer_asn
     return (
         f"protocol bgp {name} {{\n"
-        f"  local {local} as {DEFAULT_ASN};\n  neighbor {address} as {DEFAULT_ASN};\n  direct;\n"
-        "  rr client;\n  hold time 9;\n  keepalive time 3;\n  connect delay time 1;\n"
+        f"  local {local} as {asn};\n  neighbor {address} as {peer_asn};\n  direct;\n"
+        + ("  rr client;\n" if rr else "")
+        + ("  bfd on;\n" if bfd else "")
+        + f"  hold time {DEFAULT_HOLD_TIME};\n  keepalive time {DEFAULT_HOLD_TIME // 3};\n  connect delay time 1;\n"
         "  connect retry time 3;\n  error wait time 5, 60;\n  graceful restart on;\n"
-        f"  ipv4 {{\n    gateway recursive;\n    import {imports};\n"
-        "    export where source = RTS_BGP;\n  };\n}\n"
+        f"  ipv4 {{\n    gateway {'direct' if ebgp else 'recursive'};\n    import {imports};\n"
+        f"    export {exports};\n  }};\n}}\n"
     )
 
 
@@ -91,12 +126,18 @@ def start_router(plan: LabPlan, root: Path) -> int:
     return bird.start(plan.router_netns, config, folder / "bird.ctl", folder / "bird.pid")
 
 
-def reconfigure_router(plan: LabPlan, root: Path, extra: tuple[ExtraPeer, ...]) -> str:
-    """Rewrite the router's configuration with ``extra`` sessions and apply it (``birdc configure``)."""
+def reconfigure_router(
+    plan: LabPlan,
+    root: Path,
+    extra: tuple[ExtraPeer, ...] = (),
+    withhold: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    """Rewrite the router's configuration (`router_config`'s ``extra`` and ``withhold``) and
+    apply it (``birdc configure``)."""
     assert plan.router_netns is not None
     folder = router_dir(root)
     config = folder / "bird.conf"
-    config.write_text(router_config(plan, str(folder / "bird.log"), extra))
+    config.write_text(router_config(plan, str(folder / "bird.log"), extra, withhold))
     bird.check_config(config)
     return bird.configure(plan.router_netns, folder / "bird.ctl")
 

@@ -21,7 +21,7 @@ from clew.kernel import netns
 from clew.lab import supervisor
 from clew.lab.bgp import node_backend, start_router
 from clew.lab.leases import LeaseMerger
-from clew.lab.plan import LabPlan, NodePlan
+from clew.lab.plan import PROXY_MODES, LabConfig, LabPlan, NodePlan
 from clew.lab.state import LabState, save, state_dir
 from clew.sources.files import folder_version, write_atomic
 
@@ -57,15 +57,27 @@ def _underlay_commands(plan: LabPlan) -> list[tuple[str, list[str]]]:
         lines += [f"link add ext type veth peer name eth0 netns {plan.ext_netns}", "link set ext master br0 up"]
         cmds.append((sw, lines))
     else:
-        rt = plan.router_netns
+        rt, sw = plan.router_netns, plan.switch_netns
         lines = ["link set lo up"]
-        for n in plan.nodes:
-            lines += [f"link add {n.switch_port} type veth peer name eth0 netns {n.netns}"]
+        switch, uplinks = ["link set lo up"], []
+        if plan.segments:  # shared segments: a bridge each in the switch namespace, the router on it
+            for (bridge, members), (port, _) in zip(plan.segments, plan.router_addresses, strict=False):
+                switch += [f"link add {bridge} type bridge", f"link set {bridge} up"]
+                lines += [f"link add {port} type veth peer name r{port} netns {sw}"]
+                for n in plan.nodes:
+                    if n.netns in members:
+                        switch += [f"link add {n.switch_port} type veth peer name eth0 netns {n.netns}",
+                                   f"link set {n.switch_port} master {bridge} up"]  # fmt: skip
+                uplinks.append(f"link set r{port} master {bridge} up")
+        else:
+            for n in plan.nodes:
+                lines += [f"link add {n.switch_port} type veth peer name eth0 netns {n.netns}"]
         lines += [f"link add ext type veth peer name eth0 netns {plan.ext_netns}"]
         for link, addr in plan.router_addresses:
             lines += [f"addr add {addr} dev {link}", f"link set {link} up"]
-        cmds.append((rt, lines))
-        cmds.append((plan.switch_netns, ["link set lo up"]))
+        cmds += [(sw, switch), (rt, lines)]  # bridges first, then the router's ports moved into them
+        if uplinks:
+            cmds.append((sw, uplinks))
     for n in plan.nodes:
         cmds.append(
             (
@@ -104,12 +116,33 @@ def _write_configs(state: LabState, root: Path) -> None:
         write_atomic(objects / "nodes" / f"{n.name}.json", json.dumps(_node_object(n), indent=2) + "\n")
         node_dir = root / "nodes" / n.name
         write_atomic(node_dir / "net-conf.json", json.dumps(net_conf, indent=2) + "\n")
-        write_atomic(
-            node_dir / "kube-proxy.yaml",
-            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
-            f"mode: {cfg.proxy_mode}\nhostnameOverride: {n.name}\nclusterCIDR: {cfg.cluster_cidr}\n"
-            "iptables:\n  minSyncPeriod: 0s\n  syncPeriod: 30s\n",
-        )
+        write_atomic(node_dir / "kube-proxy.yaml", kube_proxy_yaml(cfg, n.name, cfg.proxy_mode))
+
+
+def kube_proxy_yaml(cfg: LabConfig, node: str, mode: str) -> str:
+    """A node agent's KubeProxyConfiguration: the lab's settings, the node's name and proxy mode."""
+    return (
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+        f"mode: {mode}\nhostnameOverride: {node}\nclusterCIDR: {cfg.cluster_cidr}\n"
+        "iptables:\n  minSyncPeriod: 0s\n  syncPeriod: 30s\n"
+    )
+
+
+def set_proxy_mode(state: LabState, root: Path, node: str, mode: str) -> None:
+    """Give ``node``'s agent another proxy mode from its next start (``clew lab restart
+    --proxy-mode``): the agent that starts in one mode removes the other mode's rules."""
+    if mode not in PROXY_MODES:
+        raise LabError(f"--proxy-mode {mode!r}: expected {' or '.join(PROXY_MODES)}")
+    n = _node(state, node)
+    write_atomic(root / "nodes" / n.name / "kube-proxy.yaml", kube_proxy_yaml(state.config, n.name, mode))
+
+
+def _node(state: LabState, node: str) -> NodePlan:
+    try:
+        return state.plan.node(node)
+    except KeyError:
+        known = ", ".join(x.name for x in state.plan.nodes)
+        raise LabError(f"no node {node!r} in lab {state.config.name} (its nodes: {known})") from None
 
 
 def agent_status(root: Path, node: str) -> dict[str, Any] | None:
@@ -303,11 +336,7 @@ def restart_agent(state: LabState, root: Path, node: str, deadline_s: float = 30
     and wait until the new agent has synced; returns (old pid or 0, new pid)."""
     from clew.lab.procs import running
 
-    try:
-        n = state.plan.node(node)
-    except KeyError:
-        known = ", ".join(x.name for x in state.plan.nodes)
-        raise LabError(f"no node {node!r} in lab {state.config.name} (its nodes: {known})") from None
+    n = _node(state, node)
     old = supervisor.agent_proc(root, n.name)
     started = time.time()
     supervisor.request_restart(root, n.name)

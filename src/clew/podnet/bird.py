@@ -116,9 +116,12 @@ def sessions(inp: BirdInput) -> list[Session]:
 def _header(inp: BirdInput) -> str:
     me = inp.node
     log = f'log "{inp.log_file}" {{ info, remote, warning, error, auth, fatal, bug }};\n' if inp.log_file else ""
+    # a BIRD started in recovery (-R) keeps the kernel's routes until its peers re-announced
+    # theirs, or this long: a peer silent for a hold time is gone anyway
+    wait = f"graceful restart wait {inp.conf.hold_time};\n" if inp.conf.graceful_restart else ""
     return (
         f"# BIRD 2 configuration of node {me.name}, written by clew's bgp backend: do not edit.\n"
-        f"{log}router id {me.ip};\n\n"
+        f"{log}router id {me.ip};\n{wait}\n"
         f"define CLUSTER = {inp.network};\ndefine OWN = {me.subnet};\n\n"
         "protocol device {\n  scan time 10;\n}\n\n"
         "# the underlay's connected networks, to resolve next hops (never announced)\n"

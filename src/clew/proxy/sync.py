@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from clew.model.objects import EndpointSlice, Protocol, Service, Snapshot
+from clew.model.objects import EndpointSlice, Service, Snapshot
 from clew.model.proxy_config import ProxyConfig
 from clew.proxy.iptables import apply, guard, partial
 from clew.proxy.iptables.apply import IptablesKernel, KernelError
@@ -37,6 +37,7 @@ from clew.proxy.iptables.apply import conntrack as conntrack  # re-exported: see
 from clew.proxy.iptables.render import PortRules, Rendered, assemble, render_port
 from clew.proxy.node_settings import node_config
 from clew.proxy.policy import LARGE_CLUSTER_ENDPOINTS, PortPolicy, decide_service, node_zone, slices_by_service
+from clew.proxy.stale_flows import delete_stale, stale_udp_flows
 
 log = logging.getLogger("clew.proxy")
 FULL_SYNC_PERIOD = 3600.0
@@ -57,6 +58,8 @@ class SyncResult:
     written_by_table: dict[str, int] = field(default_factory=dict)  # written by this sync (…_iptables_last)
     wrote: bool = True  # False: nothing was written (a full sync found the kernel already as rendered)
     foreign_commits: int = 0  # others' commits inside a full sync's replace window (see apply.FullSync)
+    cleanup_failed: bool = False  # removing the other mode's rules failed (…_nftables_cleanup_failures_total)
+    rejected: tuple[tuple[str, str], ...] = ()  # (port key, reason): ports the mode cannot express, left out
 
 
 def _count(p: PortRules) -> int:
@@ -378,22 +381,8 @@ class ProxySyncer:
         return policies, ports
 
     def _clear_stale_udp(self, before: dict[str, PortPolicy], policies: dict[str, PortPolicy]) -> int:
-        """kube-proxy's conntrack cleanup: UDP flows to a Service IP or NodePort whose endpoint
-        is gone would keep their DNAT mapping (and black-hole the client) until they time out."""
-        deleted = 0
-        for key, old in before.items():
-            if old.protocol is not Protocol.UDP:
-                continue
-            new = policies.get(key)
-            keep = {e.key for e in new.all_reachable} if new else set()
-            for ep in old.all_reachable:
-                if ep.key in keep:
-                    continue
-                for vip in (old.cluster_ip, *old.external_ips, *old.load_balancer_ips):
-                    deleted += self._kernel.delete_udp_flows(orig_dst=vip, dst_nat=ep.ip)
-                if old.node_port:
-                    deleted += self._kernel.delete_udp_flows(orig_port=old.node_port, dst_nat=ep.ip)
-        return deleted
+        """kube-proxy's conntrack cleanup (`clew.proxy.stale_flows`)."""
+        return delete_stale(stale_udp_flows(before, policies), self._kernel.delete_udp_flows)
 
     def _node_config(self, snapshot: Snapshot) -> ProxyConfig:
         """The configuration completed with this node's Node object, by `clew render`'s function;

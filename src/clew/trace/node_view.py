@@ -39,6 +39,7 @@ class Route:
     table: str = "main"
     onlink: bool = False
     metric: int = 0
+    protocol: str = "boot"  # who added it: kernel, boot, static, bird (BGP-learned), …
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class NodeView:
     fdb: list[FdbEntry] = field(default_factory=list)
     ipsets: dict[str, list[str]] = field(default_factory=dict)
     node_names: dict[str, str] = field(default_factory=dict)
+    bgp_origins: dict[str, str] = field(default_factory=dict)  # prefix → who announced it (bird.txt)
     name: str = ""
     sysctls: dict[str, str] | None = None  # net.ipv4 keys routing decides by (None: not read)
     other_backend: Ruleset | None = None  # iptables-legacy's rules when both backends hold rules
@@ -150,6 +152,7 @@ def routes_from_json(doc: list[dict[str, Any]]) -> list[Route]:
             table=r.table,
             onlink=r.onlink,
             metric=r.metric,
+            protocol=r.protocol,
         )
         for r in parse_routes(doc)
     ]
@@ -275,6 +278,7 @@ def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, s
     except (KeyError, TypeError, ValueError) as e:
         warnings.append(f"a dump file has an unexpected shape ({e!r}); the view may be incomplete")
     view.ipsets = ipsets_from_save(files.get("ipset.txt", ""))
+    view.bgp_origins = bgp_origins_from_text(files.get("bird.txt", ""))
     _other_backend(view, files)
     if files.get("sysctl.txt", "").strip():
         view.sysctls = sysctls_from_text(files["sysctl.txt"])
@@ -285,8 +289,25 @@ def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, s
     return view
 
 
+def bgp_origins_from_text(text: str) -> dict[str, str]:
+    """From BIRD's ``show route all`` (a dump's ``bird.txt``): each BGP route's origin — the
+    announcing node's address (``BGP.originator_id`` behind a route reflector, else
+    ``BGP.next_hop``: the node itself in a mesh, an external peer's own address with eBGP)."""
+    found: dict[str, dict[str, str]] = {}
+    prefix = None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            cols = line.split()
+            prefix = cols[0] if "/" in cols[0] and len(cols) > 2 and cols[1] == "unicast" else None
+        elif prefix is not None and line.strip().startswith(("BGP.next_hop:", "BGP.originator_id:")):
+            key, _, value = line.strip().partition(": ")
+            found.setdefault(prefix, {})[key] = value.split()[0] if value.split() else ""
+    return {p: a.get("BGP.originator_id") or a.get("BGP.next_hop", "") for p, a in found.items()}
+
+
 DUMP_FILES = ("iptables-save.txt", "ip-addr.json", "ip-route.json", "ip-link.json", "ip-neigh.json",
-              "bridge-fdb.json", "ipset.txt", "ip-rule.json", "sysctl.txt", LEGACY_FILE, NFT_SAVE_FILE)  # fmt: skip
+              "bridge-fdb.json", "ipset.txt", "bird.txt", "ip-rule.json", "sysctl.txt", LEGACY_FILE,
+              NFT_SAVE_FILE)  # fmt: skip
 DEFAULT_RULE_TABLES = {"local", "main", "default"}
 
 

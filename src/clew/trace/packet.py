@@ -116,6 +116,8 @@ class Egress:
         doc: dict[str, Any] = {"kind": self.kind, "dev": self.dev, "via": self.via, "detail": self.detail}
         if self.kind == "vxlan":
             doc.update({"remote": self.remote, "node": self.node, "vni": self.vni})
+        elif self.node is not None:  # a BGP-learned route: the node that announced the subnet
+            doc["node"] = self.node
         return doc
 
 

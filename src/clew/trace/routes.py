@@ -4,7 +4,9 @@ The lookup follows the kernel's default policy (``ip rule``: local, then main, t
 table): a ``local`` route in the local table means delivery to this node; otherwise the longest
 prefix in main wins (lowest metric on a tie). Then the egress device's kind says what happens
 next: a bridge port means a pod on this node, a vxlan device means encapsulation to the VTEP
-that the neighbour and FDB entries name, anything else is a plain next hop.
+that the neighbour and FDB entries name, a route BIRD installed (``proto bird``) goes towards
+the node that announced that pod subnet (named from BIRD's view when the dump has it), anything
+else is a plain next hop.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def classify(view: NodeView, dst: str, route: Route | None) -> Egress:
     if kind == "vxlan" and link is not None:
         return _vxlan(view, dst, route, link.vxlan_id, link.vxlan_port)
     via = route.gateway
+    if route.protocol == "bird" and not is_default:
+        return _bgp(view, route, dev)
     if is_default:
         hop = f" via {via}" if via else ""
         return Egress("default", dev=dev, via=via, detail=f"by the default route{hop} on {dev}")
@@ -125,4 +129,23 @@ def _vxlan(view: NodeView, dst: str, route: Route, vni: int | None, port: int | 
     return Egress(
         "vxlan", dev=dev, via=route.gateway, remote=remote, node=node, vni=vni,
         detail=f"encapsulated in VXLAN VNI {vni} on {dev} to {named}, UDP {udp}, +50 bytes",
+    )  # fmt: skip
+
+
+def _bgp(view: NodeView, route: Route, dev: str) -> Egress:
+    """A BGP-learned route: its way out is the node that announced the subnet (BIRD's view in
+    the dump), reached directly or through the router the route's gateway is."""
+    origin = view.bgp_origins.get(str(route.dst))
+    if not origin:  # no bird.txt: only the gateway is known
+        node = view.node_names.get(route.gateway or "")
+        named = f" (node {node})" if node else ""
+        hop = f"via {route.gateway}{named} " if route.gateway else ""
+        return Egress("route", dev=dev, via=route.gateway, node=node,
+                      detail=f"by BGP (proto bird) {hop}on {dev}, route {route.dst}")  # fmt: skip
+    node = view.node_names.get(origin)
+    peer = f"node {node} ({origin})" if node else origin
+    hop = "" if route.gateway in (None, origin) else f" through {route.gateway}"
+    return Egress(
+        "route", dev=dev, via=route.gateway, node=node,
+        detail=f"by BGP (proto bird) to {peer}, which announced {route.dst}{hop} on {dev}",
     )  # fmt: skip

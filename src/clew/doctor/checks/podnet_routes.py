@@ -1,6 +1,8 @@
 """``podnet.routes``: every other Node's pod subnet needs a route here — for vxlan via the vxlan
 device to the subnet's address with a neighbour (the remote VTEP's MAC) and an FDB entry to the
-node's IP; for host-gw via the node's IP. Compared with the Node objects (``--objects``)."""
+node's IP; for host-gw via the node's IP. Compared with the Node objects (``--objects``). A node of
+the bgp backend (a BIRD runs, or routes BIRD installed are there) is ``podnet.bgp``'s: its routes
+go through routers, not to the node's IP."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ ID = "podnet.routes"
 def check(f: NodeFacts) -> Finding:
     if f.objects is None:
         return skip(ID, "needs the cluster's Node objects (--objects)")
+    if (f.bird is not None and f.bird.pid is not None) or any(r.protocol == "bird" for r in f.routes):
+        return skip(ID, "the bgp backend: podnet.bgp checks the routes BIRD installs")
     local = {a.ip for a in f.addresses}
     others = [n for n in f.objects.nodes if n.internal_ip not in local and n.pod_cidr]
     if not others:

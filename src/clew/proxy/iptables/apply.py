@@ -176,7 +176,11 @@ def generation_for(node: Where) -> Callable[[], int] | None:
     return Generation(node)
 
 
-OTHER_MODE_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))  # kube-proxy's (and clew's) nftables mode
+OTHER_MODE_TABLES = (
+    ("ip", "clew"),
+    ("ip", "kube-proxy"),
+    ("ip6", "kube-proxy"),
+)  # clew's and kube-proxy's nftables mode
 
 
 def remove_other_mode_leftovers(node: Where | IptablesKernel) -> list[str]:
