@@ -53,11 +53,12 @@ CASES = [
     ("explain-shop.txt", ["explain", "service", "demo/shop:http", "--objects", str(EXAMPLE), "--node-name", "node-a"]),
     ("explain-api.txt", ["explain", "service", "demo/api"]),
     ("explain-broken.txt", ["explain", "service", "demo/broken", "--objects", str(EXAMPLE), "--node-name", "node-a"]),
-    ("trace-pod-clusterip.txt", ["trace", "--src", "10.244.1.5", "--dst", "10.96.0.80", "--iif", "cni0"]),
+    ("trace-pod-clusterip.txt", ["trace", "-v", "--src", "10.244.1.5", "--dst", "10.96.0.80", "--iif", "cni0"]),
     (
         "trace-nodeport-local.txt",
         [
             "trace",
+            "-v",
             "--src",
             "203.0.113.7",
             "--dst",
@@ -72,9 +73,9 @@ CASES = [
     ),
     (
         "trace-lb-outside-range.txt",
-        ["trace", "--src", "192.0.2.9", "--dst", "198.51.100.10", "--dport", "443", "--iif", "eth0"],
+        ["trace", "-v", "--src", "192.0.2.9", "--dst", "198.51.100.10", "--dport", "443", "--iif", "eth0"],
     ),
-    ("trace-no-endpoints.txt", ["trace", "--src", "10.244.1.5", "--dst", "10.96.0.83", "--iif", "cni0"]),
+    ("trace-no-endpoints.txt", ["trace", "-v", "--src", "10.244.1.5", "--dst", "10.96.0.83", "--iif", "cni0"]),
 ]
 
 

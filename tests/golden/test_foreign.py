@@ -475,7 +475,9 @@ def test_truncated_dump_through_from_ruleset_prefixes_the_path() -> None:
 
 
 def clew(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clew", "trace", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "clew", "trace", "-v", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_traces_a_foreign_ruleset() -> None:
@@ -508,3 +510,20 @@ def test_cli_non_ipv4_source_is_one_line_and_exit_2() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0] == "clew: error: --src 'fd00::1' is not an IPv4 address"
+
+
+def test_the_drop_names_the_accepting_rules_it_missed_and_the_condition_that_decided_each() -> None:
+    """ "Did not match" names the rule and the condition: KUBE-FORWARD's mark rule (the packet's mark
+    is 0x0 here, the mark did not cross VXLAN) and its conntrack rule (the packet is NEW)."""
+    o = only(trace(node_a("docker_kube_proxy.iptables"), VIA_NODE_B))
+    mark = line_of(
+        "docker_kube_proxy.iptables", '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark'
+    )
+    assert o.not_accepted_by[:2] == [
+        f"filter/KUBE-FORWARD line {mark}: -m mark --mark 0x4000/0x4000 [the packet: mark 0x0] did not match",
+        f"filter/KUBE-FORWARD line {mark + 1}: -m conntrack --ctstate RELATED,ESTABLISHED [the packet: ctstate NEW]"
+        " did not match",
+    ]
+    assert "not accepted by filter/KUBE-FORWARD" in format_trace(
+        trace(node_a("docker_kube_proxy.iptables"), VIA_NODE_B)
+    )

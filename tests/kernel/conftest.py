@@ -9,12 +9,12 @@ from collections.abc import Iterator, Mapping, Sequence
 import pytest
 from topology import Topology, TopologyFactory, unique_prefix
 
-TOOLS = ("ip", "bridge", "iptables", "iptables-restore", "iptables-save", "sysctl")
+TOOLS = ("ip", "bridge", "iptables", "iptables-restore", "iptables-save", "sysctl", "nft", "conntrack")
 
 
 def kernel_skip_reason() -> str | None:
     if os.geteuid() != 0:
-        return "kernel tests need root (they create network namespaces and load iptables rules)"
+        return "kernel tests need root (they create network namespaces and load iptables and nftables rules)"
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         return f"kernel tests need {', '.join(missing)} (install: bash scripts/install)"

@@ -29,6 +29,7 @@ def test_json_document_shape_and_summary() -> None:
         "seen": "10.244.1.10:1",
         "error": None,
         "elapsed_s": 0.001,
+        "local": None,
     }
     assert doc["attempts"][3]["server"] is None and doc["attempts"][3]["error"] == "refused"
     assert doc["summary"] == {"by_server": {"a": 2, "b": 1}, "errors": {"other": 1, "refused": 1}}
@@ -67,7 +68,10 @@ def test_probe_cli_prints_one_json_document(
     calls: list[tuple[str, int, str, float, str | None]] = []
     outcomes = iter([_ok("a", 1), _fail("timeout")])
 
-    def fake(dst: str, port: int, proto: str = "tcp", timeout: float = 1.0, src: str | None = None) -> Attempt:
+    def fake(
+        dst: str, port: int, proto: str = "tcp", timeout: float = 1.0, src: str | None = None, sport: int = 0
+    ) -> Attempt:
+        assert sport == 0
         calls.append((dst, port, proto, timeout, src))
         return next(outcomes)
 
@@ -96,3 +100,28 @@ def test_probe_cli_prints_one_json_document(
 def test_probe_rejects_unknown_protocol() -> None:
     with pytest.raises(ValueError, match="sctp"):
         echo.probe_once("10.0.0.1", 80, proto="sctp")
+
+
+def test_batch_runs_each_job_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, int, str, float, str | None, int]] = []
+
+    def fake(
+        dst: str, port: int, proto: str = "tcp", timeout: float = 1.0, src: str | None = None, sport: int = 0
+    ) -> Attempt:
+        calls.append((dst, port, proto, timeout, src, sport))
+        return _ok("a", len(calls))
+
+    monkeypatch.setattr(echo, "probe_once", fake)
+    lines = [
+        '{"dst": "10.96.0.1", "port": 80}\n',
+        "\n",
+        '{"dst": "10.96.0.2", "port": 53, "proto": "udp", "count": 2,'
+        ' "src": "10.244.1.10", "sport": 5353, "timeout": 0.3}\n',
+    ]
+    docs = echo.batch(lines, 0.5)
+    assert calls == [
+        ("10.96.0.1", 80, "tcp", 0.5, None, 0),
+        ("10.96.0.2", 53, "udp", 0.3, "10.244.1.10", 5353),
+        ("10.96.0.2", 53, "udp", 0.3, "10.244.1.10", 5353),
+    ]
+    assert [len(ProbeResult.from_json(d).attempts) for d in docs] == [1, 2]

@@ -50,7 +50,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import service_set
 from poll import poll_until
+from service_set import NODE_IP, PORT, Svc
 from topology import EXT_IP, Topology, unique_prefix
 
 from clew.lab.echo import Attempt
@@ -67,10 +69,7 @@ pytestmark = pytest.mark.kernel
 
 PODS = {"node": ["a", "b", "cl"], "node2": ["c", "d"]}
 ECHO_PODS = ("a", "b", "c", "d")
-PORT = 8080  # every echo server's port, so every endpoint's port
-NS = "clew"
 NODES = ("node", "node2")
-NODE_IP = {"node": "192.168.50.2", "node2": "192.168.50.3"}
 EXT_IP2 = "192.168.50.101"  # ext's second address, outside every loadBalancerSourceRanges
 SERVICE_RANGE = "10.96.0.0/12"
 
@@ -82,20 +81,6 @@ WORKERS = 8
 
 
 # ---------------------------------------------------------------------------- Services
-
-
-@dataclass(frozen=True)
-class Svc:
-    name: str
-    cluster_ip: str
-    ports: tuple[tuple[str, int], ...]  # (protocol, nodePort or 0); every one is port 80 → 8080
-    pods: tuple[str, ...]  # endpoints (ready)
-    type: str = "ClusterIP"
-    etp: str = "Cluster"
-    external_ips: tuple[str, ...] = ()
-    lb_ip: str | None = None
-    source_ranges: tuple[str, ...] = ()
-    affinity: bool = False
 
 
 SERVICES = (
@@ -138,53 +123,8 @@ SERVICES = (
 )
 
 
-def _service(svc: Svc) -> dict[str, Any]:
-    ports = []
-    for proto, node_port in svc.ports:
-        port: dict[str, Any] = {"name": proto.lower(), "protocol": proto, "port": 80, "targetPort": PORT}
-        if node_port:
-            port["nodePort"] = node_port
-        ports.append(port)
-    spec: dict[str, Any] = {"clusterIP": svc.cluster_ip, "type": svc.type, "ports": ports}
-    if svc.type != "ClusterIP":
-        spec["externalTrafficPolicy"] = svc.etp
-    if svc.external_ips:
-        spec["externalIPs"] = list(svc.external_ips)
-    if svc.source_ranges:
-        spec["loadBalancerSourceRanges"] = list(svc.source_ranges)
-    if svc.affinity:
-        spec["sessionAffinity"] = "ClientIP"
-    status = {"loadBalancer": {"ingress": [{"ip": svc.lb_ip}]}} if svc.lb_ip else {}
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": svc.name, "namespace": NS},
-        "spec": spec,
-        "status": status,
-    }
-
-
-def _slice(svc: Svc, topo: Topology) -> dict[str, Any]:
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": f"{svc.name}-1", "namespace": NS, "labels": {"kubernetes.io/service-name": svc.name}},
-        "addressType": "IPv4",
-        "endpoints": [
-            {"addresses": [topo.pod_ip(p)], "nodeName": topo.pod_node(p), "conditions": {"ready": True}}
-            for p in svc.pods
-        ],
-        "ports": [{"name": proto.lower(), "protocol": proto, "port": PORT} for proto, _ in svc.ports],
-    }
-
-
 def objects(topo: Topology) -> list[dict[str, Any]]:
-    out = []
-    for svc in SERVICES:
-        out.append(_service(svc))
-        if svc.pods:
-            out.append(_slice(svc, topo))
-    return out
+    return service_set.objects(SERVICES, topo)
 
 
 def render_for(topo: Topology, node: str) -> Rendered:
@@ -251,21 +191,7 @@ class Draw:
 
 
 def _destinations(svc: Svc, kind: str) -> list[tuple[str, str, int]]:
-    """(proto, dst, dport) of ``svc`` reached the way ``kind`` says."""
-    out: list[tuple[str, str, int]] = []
-    for proto, node_port in svc.ports:
-        p = proto.lower()
-        if kind == "clusterip":
-            out.append((p, svc.cluster_ip, 80))
-        elif kind in ("nodeport", "nodeport2") and node_port:
-            out.append((p, NODE_IP["node" if kind == "nodeport" else "node2"], node_port))
-        elif kind == "localhost" and node_port:  # route_localnet, set by full_sync
-            out.append((p, "127.0.0.1", node_port))
-        elif kind == "externalip":
-            out += [(p, ip, 80) for ip in svc.external_ips]
-        elif kind == "lb" and svc.lb_ip:
-            out.append((p, svc.lb_ip, 80))
-    return out
+    return service_set.destinations(svc, kind)  # localhost: route_localnet, set by full_sync
 
 
 def draw_packets(rng: random.Random, count: int) -> list[Draw]:
@@ -693,3 +619,32 @@ def test_tracer_flags_a_reply_that_bypasses_the_nat_node(lab: Lab) -> None:
     # node2's view has what it takes: client and endpoint both routed via 192.168.50.2, source kept
     said = " ".join([o.reason, *o.notes, *result.warnings]).lower()
     assert o.verdict != "ACCEPT" or "reply" in said or "return" in said, (o.reason, o.notes, result.warnings)
+
+
+VERIFY_SAMPLE = 24
+
+
+def test_verify_on_a_sample_agrees_with_the_kernels_nftables_trace(lab: Lab) -> None:
+    """``clew trace --verify``'s halves on a seeded sample of the drawn packets that one node handles:
+    each is sent again with nftables tracing (from the node, or from a throwaway namespace on a new
+    veth, predicted for that interface) and the kernel's decisive steps equal one outcome's. The
+    sticky Service is left out (its affinity lists hold the earlier probes' clients)."""
+    from clew.kernel.nft_trace import send_traced
+    from clew.trace.verify import compare, format_comparison
+
+    seed = int(os.environ.get(SEED_ENV, DEFAULT_SEED))
+    draws = [d for d in draw_packets(random.Random(seed), DEFAULT_COUNT) if len(path_for(d)) == 1]
+    sample = random.Random(seed + 1).sample([d for d in draws if d.service != "sticky"], VERIFY_SAMPLE)
+    problems = []
+    for d in sample:
+        node = path_for(d)[0]
+        src = route_source(lab.topo, "node", d.dst) if d.source == "node" else d.bind or lab.topo.pod_ip(d.source)
+        sent = send_traced(
+            lab.topo.ns(node), src=src, dst=d.dst, proto=d.proto, dport=d.dport, local=d.source == "node"
+        )
+        result = trace(lab.views[node], Packet(src=src, dst=d.dst, proto=d.proto, dport=d.dport, iif=sent.iif))
+        comparison = compare(result, sent.lines)
+        if not comparison.agree or not sent.lines:
+            problems.append(f"{d.label()} on {node}:\n{format_comparison(comparison, sent.via, sent.sender)}")
+    print(f"\n--verify on {len(sample)} sampled packets: {len(sample) - len(problems)} agree")
+    assert not problems, "\n".join(problems)

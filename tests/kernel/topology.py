@@ -222,9 +222,11 @@ class Topology:
 
     # ------------------------------------------------------------------ use
 
-    def run(self, who: str, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run a command inside a role's or pod's namespace."""
-        return netns.run(self.ns(who), argv, check=check)
+    def run(
+        self, who: str, argv: Sequence[str], *, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a role's or pod's namespace (``input``: its stdin)."""
+        return netns.run(self.ns(who), argv, check=check, input=input)
 
     def add_route(self, who: str, dst: str, *, via: str | None = None, dev: str | None = None) -> None:
         """``ip route replace DST [via VIA] [dev DEV]`` inside ``who``."""
@@ -281,12 +283,15 @@ class Topology:
         count: int = 1,
         timeout: float = 1.0,
         src: str | None = None,
+        sport: int = 0,
     ) -> ProbeResult:
         """Run ``python -m clew.lab.echo probe`` inside ``from_`` and return its result."""
         argv = [sys.executable, "-m", "clew.lab.echo", "probe", "--dst", dst, "--port", str(port)]
         argv += ["--proto", proto, "--count", str(count), "--timeout", str(timeout)]
         if src is not None:
             argv += ["--src", src]
+        if sport:
+            argv += ["--sport", str(sport)]
         ns = self.ns(from_)
         proc = subprocess.run(
             netns.exec_argv(ns, argv),
@@ -300,6 +305,28 @@ class Topology:
             return ProbeResult.from_json(json.loads(proc.stdout))
         except (ValueError, KeyError) as exc:
             raise RuntimeError(f"probe in {ns} gave no result (exit {proc.returncode}): {proc.stderr.strip()}") from exc
+
+    def probe_batch(self, from_: str, jobs: Sequence[Mapping[str, object]], timeout: float = 1.0) -> list[ProbeResult]:
+        """Many probes from one process in ``from_`` (``python -m clew.lab.echo batch``): each
+        job ``{"dst", "port", "proto", "count", "src", "sport"}``; results in order."""
+        argv = [sys.executable, "-m", "clew.lab.echo", "batch", "--timeout", str(timeout)]
+        ns = self.ns(from_)
+        budget = sum(int(str(j.get("count", 1))) for j in jobs) * timeout + 30
+        proc = subprocess.run(
+            netns.exec_argv(ns, argv),
+            input="".join(json.dumps(dict(j)) + "\n" for j in jobs),
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=budget,
+            check=False,
+        )
+        try:
+            return [ProbeResult.from_json(doc) for doc in json.loads(proc.stdout)]
+        except (ValueError, KeyError) as exc:
+            raise RuntimeError(
+                f"probe batch in {ns} gave no result (exit {proc.returncode}): {proc.stderr.strip()}"
+            ) from exc
 
     # ------------------------------------------------------------------ teardown
 

@@ -445,10 +445,12 @@ def test_mesh_withdraws_a_dead_node_and_a_hung_bird_within_the_hold_time() -> No
 
 @pytest.fixture(scope="module")
 def ebgp_lab() -> Iterator[Lab]:
-    """4 nodes over 2 segments; the router is an external peer (AS 64513); BFD on every session."""
+    """4 nodes over 2 segments; the router is an external peer (AS 64513); BFD on every session;
+    the Service proxy in nftables mode (the reflector lab above runs iptables mode)."""
     name = next(n for n in (f"bg{secrets.token_hex(2)}" for _ in range(100))
                 if not netns.list_names(prefix(n)) and not state_dir(n).exists())  # fmt: skip
-    cfg = LabConfig(name=name, nodes=4, underlay="routed", backend="bgp", bgp_router="ebgp", bfd=True)
+    cfg = LabConfig(name=name, nodes=4, underlay="routed", backend="bgp", bgp_router="ebgp", bfd=True,
+                    proxy_mode="nftables")
     lab = Lab(LabState(cfg))
     try:
         build.up(lab.state, lab.root)
@@ -481,6 +483,23 @@ def test_an_ebgp_router_with_bfd_routes_natively(ebgp_lab: Lab) -> None:
     by_node = {p.node: p for p in pods}
     fits = df_ping(by_node["node-1"].netns, by_node["node-4"].ip, 1472)
     assert fits.returncode == 0, fits.stdout + fits.stderr
+
+
+def test_cluster_ip_in_nftables_mode_reaches_pods_across_segments(ebgp_lab: Lab) -> None:
+    """Services over the bgp backend in nftables mode: a ClusterIP from a pod on node-1 reaches
+    endpoints on every node (both segments), through clew's nftables table (no KUBE-* chains)."""
+    lab = ebgp_lab
+    poll_until(lambda: all_routes_learned(lab), 30, "routes learned")
+    pods = lab.pods(WEB)
+    client = next(p for p in pods if p.node == "node-1")
+    vip = f"{lab.cluster_ip(WEB)}:80"
+    (result,) = sweep(client.netns, [vip], count=40)
+    assert all(a["ok"] for a in result["attempts"]), result["summary"]
+    node_of = {p.name: p.node for p in pods}
+    assert {node_of[a["server"]] for a in result["attempts"]} == {p.node for p in pods}
+    node_ns = lab.state.plan.node("node-1").netns
+    assert "table ip clew" in netns.run(node_ns, ["nft", "list", "tables"]).stdout
+    assert "KUBE-SERVICES" not in netns.run(node_ns, ["iptables-save", "-t", "nat"]).stdout
 
 
 def test_with_bfd_a_node_taken_down_is_withdrawn_within_a_second(ebgp_lab: Lab) -> None:

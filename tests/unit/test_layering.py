@@ -24,6 +24,7 @@ KERNEL_USERS = {
     "agent/servers.py": "the agent's listeners are made inside the node's namespace (kernel.ns_socket)",
     "trace/node_view.py": "the trace node view (reads a live namespace)",
     "cli/dump.py": "a doctor's reader: clew dump captures a namespace",
+    "cli/trace.py": "clew trace --verify sends the traced packet through a namespace for real (kernel.nft_trace)",
     "doctor/collect.py": "the doctor's reader: the dump's files read live from a namespace (read-only)",
     "cli/main.py": "prints a KernelError as one line (the error type only)",
     "cli/demo.py": "creates, loads and deletes its throwaway namespace",

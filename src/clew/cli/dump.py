@@ -13,28 +13,35 @@ import typer
 
 from clew import __version__
 from clew.cli.errors import UserError
-from clew.cli.netns_arg import netns_name
+from clew.cli.netns_arg import netns_ref
 
 
 def dump_command(
-    netns: Annotated[str, typer.Option("--netns", help="The node's network namespace.")],
     folder: Annotated[Path, typer.Argument(help="Folder to write (created if missing).")],
+    netns: Annotated[
+        str | None,
+        typer.Option(
+            "--netns",
+            help="The node's network namespace: a name, /run/netns/NAME or /proc/PID/ns/net; default: the "
+            "namespace clew runs in (this node).",
+        ),
+    ] = None,
     sample: Annotated[
         float, typer.Option("--sample", help="Seconds to sample CPU steal and conntrack counters (0: none).")
     ] = 1.0,
 ) -> None:
     """Write a node's rules, addresses, routes, links, neighbours, FDB and sysctls as files (trace, doctor)."""
     from clew.doctor.collect import capture
-    from clew.kernel import netns as kernel_netns
+    from clew.kernel.namespace import Namespace
 
-    netns = netns_name(netns)
+    netns = netns_ref(netns) if netns else None
     if not 0 <= sample <= 60:
         raise UserError(f"--sample {sample:g}: give 0 to 60 seconds")
     if os.geteuid() != 0:
         raise UserError("clew dump reads a network namespace: run it as root")
-    if not kernel_netns.exists(netns):
+    if not Namespace.of(netns).exists():
         raise UserError(f"network namespace {netns!r} does not exist")
-    files = capture(netns, sample_s=sample)
+    files = capture(Namespace.of(netns), sample_s=sample)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
@@ -44,7 +51,7 @@ def dump_command(
     meta = {
         "apiVersion": "clew.dump/v1",
         "kind": "Dump",
-        "netns": netns,
+        "netns": netns or "this namespace",
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "clew": __version__,
         "files": sorted(files),

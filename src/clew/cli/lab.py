@@ -361,6 +361,7 @@ def lab_down(name: Name = "clew") -> None:
 def lab_demo(
     name: Name = "clew",
     proxy_mode: Annotated[str, typer.Option("--proxy-mode", help="iptables or nftables.")] = "iptables",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="The trace with every hop.")] = False,
 ) -> None:
     """A 3-node vxlan lab, a demo app, the pod matrix, ClusterIP and NodePort, a trace; then teardown.
 
@@ -388,7 +389,7 @@ def lab_demo(
     for src in pods:
         print(f"{src:<8}" + "".join(f"{report.matrix[src].get(dst, '-'):>12}" for dst in pods))
     print("\nOne Service packet, explained (clew trace on the client pod's node):\n")
-    print(report.story)
+    print(report.story if verbose else report.short)
     verdict = "all checks passed" if not report.failures else f"{len(report.failures)} FAILED: {report.failures}"
     print(f"demo finished in {report.seconds:.1f}s, lab removed; {verdict}")
     if report.failures:

@@ -2,7 +2,9 @@
 
 The kernel layer takes names; a path under /run/netns (or /var/run/netns) is mapped to its
 name here, and anything else — another path, a name ``ip netns`` could not hold — is refused
-in one line before any command runs.
+in one line before any command runs (`netns_name`). The readers (trace, explain, dump) also take
+any namespace file — ``/proc/PID/ns/net``, a runtime's bind mount — through `netns_ref`: the
+kernel layer enters those with ``nsenter --net=PATH``.
 """
 
 from __future__ import annotations
@@ -29,3 +31,14 @@ def netns_name(value: str, flag: str = "--netns") -> str:
     if not name or name in (".", "..") or _BAD_NAME.search(name):
         raise UserError(f"{flag} {value!r}: not a valid network namespace name")
     return name
+
+
+def netns_ref(value: str, flag: str = "--netns") -> str:
+    """A name (``/run/netns/NAME`` given as its name) or the absolute path of a namespace file
+    (``/proc/PID/ns/net``); `UserError` naming ``flag`` otherwise."""
+    path = PurePosixPath(value)
+    if "/" in value and path.parent not in NETNS_DIRS:
+        if not path.is_absolute() or "\x00" in value or ".." in path.parts:
+            raise UserError(f"{flag} {value!r}: give a name from 'ip netns list', /run/netns/NAME or /proc/PID/ns/net")
+        return str(path)
+    return netns_name(value, flag)

@@ -20,7 +20,8 @@ from clew.kernel.namespace import Where
 
 # what the checks read beyond the trace's files; all optional (a tool may be missing)
 SYSCTL_KEYS = (
-    r"^net\.(ipv4\.(ip_forward|conf\..*\.(rp_filter|route_localnet)|neigh\.default\.gc_thresh[123])"
+    r"^net\.(ipv4\.(ip_forward|conf\..*\.(rp_filter|route_localnet|accept_local|src_valid_mark|forwarding)"
+    r"|neigh\.default\.gc_thresh[123])"
     r"|bridge\.bridge-nf-call-iptables|netfilter\.nf_conntrack_(count|max))$"
 )
 EXTRA: dict[str, list[str]] = {
@@ -49,6 +50,8 @@ def capture(ns: Where, *, sample_s: float = 1.0) -> dict[str, str]:
     long, for the checks that look at what grows (node.steal, conntrack.errors)."""
     files = snapshot.capture(ns)
     for name, argv in EXTRA.items():
+        if name in files and name != facts.SYSCTL_FILE:  # the snapshot read it already (both iptables saves)
+            continue
         out = _optional(ns, argv)
         if out is not None:
             files[name] = out

@@ -12,6 +12,7 @@ from clew.kernel import netns as _netns
 from clew.kernel.errors import CommandFailed
 from clew.kernel.namespace import Where
 
+SYSCTLS = r"^net\.ipv4\.(ip_forward|conf\..*\.(rp_filter|route_localnet|forwarding))$"
 # file name in a dump → argv run inside the namespace; optional ones may fail (tool missing).
 COMMANDS: dict[str, tuple[list[str], bool]] = {
     "iptables-save.txt": (["iptables-save"], True),
@@ -21,6 +22,13 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
     "ip-neigh.json": (["ip", "-j", "neigh", "show"], True),
     "bridge-fdb.json": (["bridge", "-j", "fdb", "show"], False),
     "ipset.txt": (["ipset", "save"], False),
+    "ip-rule.json": (["ip", "-j", "rule", "show"], False),  # policy routing: the trace follows the default rules
+    "nft-ruleset.json": (["nft", "-j", "list", "ruleset"], False),  # native nftables tables (and iptables-nft's)
+    # what routing decides by besides routes (forwarding, reverse-path filter, loopback from outside)
+    "sysctl.txt": (["sysctl", "-a", "-e", "-r", SYSCTLS], False),
+    # both backends, when both are installed: a node may hold rules in each (both are walked)
+    "iptables-legacy-save.txt": (["iptables-legacy-save"], False),
+    "iptables-nft-save.txt": (["iptables-nft-save"], False),
 }
 BIRD_FILE = "bird.txt"  # the namespace's BIRD, if one runs: `clew.kernel.bird.state_text`
 

@@ -63,7 +63,8 @@ class DemoReport:
     matrix: dict[str, dict[str, str]] = field(default_factory=dict)  # from pod → to pod → seen source
     clusterip: dict[str, list[str]] = field(default_factory=dict)  # pod → servers reached
     nodeport: dict[str, list[str]] = field(default_factory=dict)  # node → servers reached
-    story: str = ""
+    story: str = ""  # the full trace (every hop)
+    short: str = ""  # the same trace, one line per outcome
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -127,20 +128,19 @@ def run(say: Callable[[str], None], name: str = "clew", proxy_mode: str = "iptab
         say("external → NodePort: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in report.nodeport.items()))
         names = {n.ip: n.name for n in plan.nodes}
         client = next((p for p in pods if p.node != plan.nodes[0].name), pods[0])  # a pod elsewhere
-        if proxy_mode == "iptables":
-            report.story = _story(plan.node(client.node).netns, client.ip, web, names)
-        else:  # the tracer reads iptables-save: it would tell a story without the Service's rules
-            report.story = f"(clew trace reads iptables rules; the nodes run {proxy_mode} mode: no trace shown)"
+        report.short, report.story = _story(plan.node(client.node).netns, client.ip, web, names)
     finally:
         down(name)
         report.seconds = time.monotonic() - start
     return report
 
 
-def _story(node_netns: str, src: str, dst: str, node_names: dict[str, str]) -> str:
+def _story(node_netns: str, src: str, dst: str, node_names: dict[str, str]) -> tuple[str, str]:
+    """The trace of one Service packet: (one line per outcome, every hop)."""
     from clew.trace.engine import trace
     from clew.trace.node_view import from_netns
     from clew.trace.packet import Packet
-    from clew.trace.story import format_trace
+    from clew.trace.story import format_short, format_trace
 
-    return format_trace(trace(from_netns(node_netns, node_names=node_names), Packet(src=src, dst=dst, dport=80)))
+    result = trace(from_netns(node_netns, node_names=node_names), Packet(src=src, dst=dst, dport=80))
+    return format_short(result), format_trace(result)

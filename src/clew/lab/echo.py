@@ -6,14 +6,18 @@ client address it saw, so a probe shows which backend answered and whether the s
 NATed. It prints ``ready`` once every socket is bound.
 
 ``python -m clew.lab.echo probe --dst IP --port P [--proto tcp|udp] [--count N] [--timeout S]
-[--src IP]`` makes N independent attempts (a new socket, so a new source port, each) and prints
-one JSON document (see :class:`ProbeResult`). Exit status 0 if every attempt got an answer, 1
-otherwise.
+[--src IP] [--sport P]`` makes N independent attempts (a new socket, so a new source port, each,
+unless ``--sport`` fixes it: a UDP flow that must keep its 5-tuple across attempts) and prints
+one JSON document (see :class:`ProbeResult`; each attempt names its own ``local`` address, so a
+test sees whether NAT kept the source port). ``python -m clew.lab.echo batch`` runs many
+probes, read as JSON lines from stdin, and prints one JSON list (see `batch`). ``probe`` exits 0
+if every attempt got an answer, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import selectors
@@ -22,7 +26,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -40,6 +44,7 @@ class Attempt:
     seen: str | None
     error: str | None
     elapsed_s: float
+    local: str | None = None  # the client socket's own IP:PORT (before any NAT), once bound
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +53,7 @@ class Attempt:
             "seen": self.seen,
             "error": self.error,
             "elapsed_s": self.elapsed_s,
+            "local": self.local,
         }
 
     @classmethod
@@ -58,6 +64,7 @@ class Attempt:
             seen=doc.get("seen"),
             error=doc.get("error"),
             elapsed_s=float(doc["elapsed_s"]),
+            local=doc.get("local"),
         )
 
 
@@ -151,31 +158,42 @@ def _recv_line(sock: socket.socket, deadline: float) -> bytes:
     return data
 
 
-def _exchange(dst: str, port: int, proto: str, timeout: float, src: str | None) -> bytes:
+def _exchange(dst: str, port: int, proto: str, timeout: float, src: str | None, sport: int, local: list[str]) -> bytes:
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     deadline = time.monotonic() + timeout
     with socket.socket(_family(dst), kind) as sock:
-        if src is not None:
-            sock.bind((src, 0))
+        if sport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if src is not None or sport:
+            sock.bind((src or "0.0.0.0", sport))
         sock.settimeout(timeout)
-        sock.connect((dst, port))
+        try:
+            sock.connect((dst, port))
+        finally:
+            with contextlib.suppress(OSError):
+                host, lport = sock.getsockname()[:2]
+                if lport:
+                    local.append(f"{host}:{lport}")
         if proto == "udp":
             sock.send(b"probe\n")
         return _recv_line(sock, deadline)
 
 
-def probe_once(dst: str, port: int, proto: str = "tcp", timeout: float = 1.0, src: str | None = None) -> Attempt:
-    """One attempt with a fresh socket (so a fresh source port)."""
+def probe_once(
+    dst: str, port: int, proto: str = "tcp", timeout: float = 1.0, src: str | None = None, sport: int = 0
+) -> Attempt:
+    """One attempt with a fresh socket (so a fresh source port, unless ``sport`` fixes it)."""
     if proto not in ("tcp", "udp"):
         raise ValueError(f"unsupported protocol {proto!r}")
     start = time.monotonic()
+    local: list[str] = []
     try:
-        data = _exchange(dst, port, proto, timeout, src)
+        data = _exchange(dst, port, proto, timeout, src, sport, local)
         server, seen = parse_reply(data)
     except (OSError, ValueError) as exc:
         error = f"other: {exc}" if isinstance(exc, ValueError) else _classify(exc)
-        return Attempt(False, None, None, error, round(time.monotonic() - start, 6))
-    return Attempt(True, server, seen, None, round(time.monotonic() - start, 6))
+        return Attempt(False, None, None, error, round(time.monotonic() - start, 6), local[-1] if local else None)
+    return Attempt(True, server, seen, None, round(time.monotonic() - start, 6), local[-1] if local else None)
 
 
 def probe(
@@ -185,9 +203,33 @@ def probe(
     count: int = 1,
     timeout: float = 1.0,
     src: str | None = None,
+    sport: int = 0,
 ) -> ProbeResult:
     """``count`` independent attempts to ``dst:port`` over ``proto``."""
-    return ProbeResult([probe_once(dst, port, proto, timeout, src) for _ in range(count)])
+    return ProbeResult([probe_once(dst, port, proto, timeout, src, sport) for _ in range(count)])
+
+
+def batch(lines: Iterable[str], timeout: float) -> list[dict[str, Any]]:
+    """Many probes from one process (a test sending hundreds of packets from one namespace
+    would otherwise start a Python per packet): one JSON object per line, ``{"dst", "port",
+    "proto", "count", "src", "sport"}`` (all but dst and port optional); a `ProbeResult`
+    document per line, in order."""
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        job = json.loads(line)
+        result = probe(
+            str(job["dst"]),
+            int(job["port"]),
+            str(job.get("proto", "tcp")),
+            int(job.get("count", 1)),
+            float(job.get("timeout", timeout)),
+            job.get("src"),
+            int(job.get("sport", 0)),
+        )
+        out.append(result.to_json())
+    return out
 
 
 # ---------------------------------------------------------------------------- serve
@@ -277,6 +319,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--timeout", type=float, default=1.0)
     p.add_argument("--src", default=None)
+    p.add_argument("--sport", type=int, default=0, help="fixed source port (0: any)")
+    b = sub.add_parser("batch", help="probes read as JSON lines from stdin; one JSON list of results")
+    b.add_argument("--timeout", type=float, default=1.0)
     w = sub.add_parser("sweep", help="probe several IP:PORT targets from here; one JSON list")
     w.add_argument("--target", action="append", required=True, help="IP:PORT, repeatable")
     w.add_argument("--proto", choices=["tcp", "udp"], default="tcp")
@@ -290,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         serve(args.name, args.port, args.bind)
         return 0
+    if args.command == "batch":
+        print(json.dumps(batch(sys.stdin, args.timeout)), flush=True)
+        return 0
     if args.command == "sweep":
         results = []
         for target in args.target:
@@ -298,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append({"target": target, **res.to_json()})
         print(json.dumps(results), flush=True)
         return 0
-    result = probe(args.dst, args.port, args.proto, args.count, args.timeout, args.src)
+    result = probe(args.dst, args.port, args.proto, args.count, args.timeout, args.src, args.sport)
     print(json.dumps(result.to_json()), flush=True)
     return 0 if result.all_ok else 1
 

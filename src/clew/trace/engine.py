@@ -11,12 +11,38 @@ A locally generated packet without a route fails in connect() before netfilter s
 
 from __future__ import annotations
 
+from clew.trace import gates, ipvs
 from clew.trace.matches import Warn
 from clew.trace.node_view import NodeView
-from clew.trace.packet import Egress, Hop, Outcome, Packet, TraceResult
+from clew.trace.packet import Assumption, Egress, Hop, Outcome, Packet, TraceResult
 from clew.trace.routes import classify, lookup, source_address
 from clew.trace.state import State
 from clew.trace.walk_iptables import Walker
+
+NO_ROUTES = Assumption(
+    "routes not given: the destination is taken as forwarded unless it is one of the node's addresses",
+    origin="routes",
+)
+
+
+def _gated(view: NodeView, st: State, finals: list[Outcome], checks: tuple[gates.Check, ...]) -> bool:
+    """Run routing's sysctl gates (`gates`); a drop ends the branch (True)."""
+    for check in checks:
+        drop, assumption = check(view, st)
+        if assumption is not None:
+            st.assume(assumption)
+        if drop is not None:
+            st.hops.append(Hop("routing", "", "", f"route lookup for {st.dst}", drop))
+            finals.append(_final(st, "DROP", None, f"routing: {drop}"))
+            return True
+    return False
+
+
+def _oif(st: State, route_dev: str | None, unknown: bool) -> str | None:
+    """The output interface: --oif when given, the route's device, or "?" (not known)."""
+    if st.oif_given:
+        return st.oif_given
+    return "?" if unknown else route_dev
 
 
 def _state(packet: Packet, iif: str | None, recent: frozenset[str]) -> State:
@@ -29,6 +55,7 @@ def _state(packet: Packet, iif: str | None, recent: frozenset[str]) -> State:
         ctstate=packet.ctstate,
         iif=iif,
         recent=recent,
+        oif_given=packet.oif,
     )
 
 
@@ -64,9 +91,11 @@ def trace(view: NodeView, packet: Packet, *, recent: frozenset[str] = frozenset(
     for o in finals:
         if o.key() in merged:
             merged[o.key()].probability += o.probability
+            merged[o.key()].add_assumptions(o.assumptions)
         else:
             merged[o.key()] = o
-    outcomes = sorted(merged.values(), key=lambda o: (-o.probability, o.dnat or ""))
+    # most probable first; equally probable ones in the order of the rules that decided them
+    outcomes = sorted(merged.values(), key=lambda o: (-round(o.probability, 9), [h.line for h in o.hops], o.dnat or ""))
     if not recent:
         _returning_clients(view, packet, outcomes)
     for o in outcomes:
@@ -76,7 +105,17 @@ def trace(view: NodeView, packet: Packet, *, recent: frozenset[str] = frozenset(
     if packet.ctstate != "NEW":
         warn("packet of an existing connection: nat tables skipped; conntrack's stored mapping is not known here")
     parse_warnings = [w for w in view.ruleset.warnings if w not in view.warnings]
-    return TraceResult(packet, how, outcomes, [*view.warnings, *parse_warnings, *warn.items])
+    warnings = [*view.warnings, *parse_warnings, *warn.items]
+    ipvs.annotate(view, packet, outcomes, warnings)
+    if view.other_backend is not None:
+        order = Assumption(
+            f"both iptables backends hold rules: at each priority the main backend's table is taken to run before "
+            f"{view.other_backend_name}'s (the kernel runs them in the order they were registered)",
+            origin=view.other_backend_name,
+        )
+        for o in outcomes:
+            o.add_assumptions([order])
+    return TraceResult(packet, how, outcomes, warnings)
 
 
 def _returning_clients(view: NodeView, packet: Packet, outcomes: list[Outcome]) -> None:
@@ -116,8 +155,12 @@ def _arriving(walker: Walker, st: State, finals: list[Outcome]) -> None:
         if verdict != "ACCEPT":
             finals.append(_ended(s, verdict))
             continue
+        if _gated(walker.view, s, finals, (gates.loopback_from_outside, gates.reverse_path)):
+            continue
         route = lookup(walker.view, s.dst)
         egress = classify(walker.view, s.dst, route)
+        if egress.kind != "local" and _gated(walker.view, s, finals, (gates.forwarding,)):
+            continue
         if egress.kind == "local":
             _deliver(walker, s, finals, egress)
             continue
@@ -125,7 +168,9 @@ def _arriving(walker: Walker, st: State, finals: list[Outcome]) -> None:
             s.hops.append(Hop("routing", "", "", f"route lookup for {s.dst}", egress.detail))
             finals.append(_final(s, "DROP", egress, f"routing: {egress.detail}"))
             continue
-        s.oif = route.dev
+        s.oif = _oif(s, route.dev, egress.kind == "unknown")
+        if egress.kind == "unknown":
+            s.assume(NO_ROUTES)
         s.hops.append(Hop("routing", "", "", f"route lookup for {s.dst}", f"forward: {egress.detail}"))
         s.bridged = s.bridged and s.oif == s.iif
         for s2, v2 in walker.run_hook("FORWARD", s):
@@ -142,7 +187,7 @@ def _local(walker: Walker, st: State, finals: list[Outcome]) -> None:
         st.hops.append(Hop("routing", "", "", f"route lookup for {st.dst}", egress.detail))
         finals.append(_final(st, "DROP", egress, f"connect() fails before netfilter: {egress.detail}"))
         return
-    st.oif = route.dev
+    st.oif = _oif(st, route.dev, route.type == "unknown")
     for s, verdict in walker.run_hook("OUTPUT", st):
         if verdict != "ACCEPT":
             finals.append(_ended(s, verdict))
@@ -152,7 +197,9 @@ def _local(walker: Walker, st: State, finals: list[Outcome]) -> None:
         if r2 is None or egress.kind in ("unreachable", "blackhole", "prohibit"):
             finals.append(_final(s, "DROP", egress, f"routing after DNAT: {egress.detail}"))
             continue
-        s.oif = r2.dev
+        s.oif = _oif(s, r2.dev, r2.type == "unknown")
+        if egress.kind == "unknown":
+            s.assume(NO_ROUTES)
         if s.dnat:
             s.hops.append(Hop("routing", "", "", f"re-route for {s.dst}", egress.detail))
         _postrouting(walker, s, route_src=source_address(walker.view, r2), egress=egress, finals=finals)
@@ -205,6 +252,9 @@ def _final(st: State, verdict: str, egress: Egress | None, reason: str) -> Outco
         masquerade_skipped=st.masquerade_skipped,
         notes=notes,
         affinity=st.affinity_sets,
+        assumptions=list(st.assumptions),
+        # a policy dropped it: no rule decided, so say which accepting rules it missed, and why
+        not_accepted_by=list(st.missed) if st.hops and st.hops[-1].rule.startswith("policy ") else [],
     )
 
 

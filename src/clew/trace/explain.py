@@ -91,7 +91,12 @@ def _dest(rule: Rule) -> str:
 
 def _policy_chain(rs: Ruleset, name: str) -> PolicyChain:
     chain = rs.chain("nat", name)
-    out = PolicyChain(name, "node-local endpoints (KUBE-SVL)" if name.startswith("KUBE-SVL-") else "cluster-wide")
+    kind = "cluster-wide"
+    if name.startswith("KUBE-SVL-"):
+        kind = "node-local endpoints (KUBE-SVL)"
+    elif name.startswith("KUBE-XLB-"):
+        kind = "node-local endpoints (KUBE-XLB, kube-proxy before 1.24)"
+    out = PolicyChain(name, kind)
     if chain is None:
         return out
     remaining = 1.0
@@ -99,6 +104,10 @@ def _policy_chain(rs: Ruleset, name: str) -> PolicyChain:
         target = _target(rule)
         if target == "KUBE-MARK-MASQ":
             out.masquerade.append(rule.text)
+            continue
+        if target in ("KUBE-SVC-" + name[9:], "KUBE-MARK-DROP") or (
+            name.startswith("KUBE-XLB-") and target.startswith("KUBE-SVC-")
+        ):  # KUBE-XLB's "redirect pods trying to reach external LB / source-IP traffic to the cluster chain"
             continue
         recent = rule.match("recent")
         if recent is not None and recent.get("--rcheck") is not None:
@@ -124,9 +133,27 @@ def _endpoint_of(rs: Ruleset, sep: str) -> str:
     return "?"
 
 
+def _port_by_number(rs: Ruleset, query: str) -> str:
+    """``ns/name:80`` → ``ns/name:http`` when a cluster-IP rule of ns/name has ``--dport 80`` (the
+    comments name ports, the rules carry their numbers); ``query`` itself otherwise."""
+    base, _, port = query.partition(":")
+    if not port.isdigit():
+        return query
+    chain = rs.chain("nat", "KUBE-SERVICES")
+    for rule in chain.rules if chain else []:
+        spn = _spn_of(rule.comment)
+        if not spn or not _wanted(spn, base) or not (rule.comment or "").endswith(" cluster IP"):
+            continue
+        if _dest(rule).rpartition(":")[2] == port:
+            return spn
+    return query
+
+
 def explain_service(rs: Ruleset, query: str, policies: list[PortPolicy] | None = None) -> Explanation:
     ports: dict[str, PortExplanation] = {}
     warnings: list[str] = []
+    asked = query
+    query = _port_by_number(rs, query)
 
     def port(spn: str) -> PortExplanation:
         return ports.setdefault(spn, PortExplanation(spn))
@@ -137,6 +164,10 @@ def explain_service(rs: Ruleset, query: str, policies: list[PortPolicy] | None =
             spn = _spn_of(rule.comment)
             if spn and _wanted(spn, query):
                 kind = "nodePort" if chain_name == "KUBE-NODEPORTS" else (rule.comment or "")[len(spn) + 1 :]
+                if _target(rule) == "KUBE-MARK-MASQ":  # older kube-proxy: masquerade marked at the frontend
+                    port(spn).external.append(f"{chain_name}: {kind or 'frontend'} {_dest(rule)}: masquerade mark"
+                                              f" for {_from(rule)}")  # fmt: skip
+                    continue
                 port(spn).frontends.append({"kind": kind, "address": _dest(rule), "chain": _target(rule)})
     for chain_name in _FILTER_CHAINS:
         chain = rs.chain("filter", chain_name)
@@ -159,8 +190,10 @@ def explain_service(rs: Ruleset, query: str, policies: list[PortPolicy] | None =
             if name in seen or not name.startswith("KUBE-"):
                 continue
             seen.add(name)
-            if name.startswith(("KUBE-SVC-", "KUBE-SVL-")):
+            if name.startswith(("KUBE-SVC-", "KUBE-SVL-", "KUBE-XLB-")):
                 p.chains.append(_policy_chain(rs, name))
+                if name.startswith("KUBE-XLB-"):
+                    todo.append("KUBE-SVC-" + name[9:])
             elif name.startswith(("KUBE-EXT-", "KUBE-FW-")):
                 chain = rs.chain("nat", name)
                 for rule in chain.rules if chain else []:
@@ -177,8 +210,13 @@ def explain_service(rs: Ruleset, query: str, policies: list[PortPolicy] | None =
             if _wanted(pol.spn, query):
                 port(pol.spn).endpoints = endpoint_reasons(pol)
     if not ports:
-        warnings.append(f"no rule names Service {query} (is it in this node's rules? check the name and port)")
-    return Explanation(query, sorted(ports.values(), key=lambda x: x.spn), warnings)
+        warnings.append(f"no rule names Service {asked} (is it in this node's rules? check the name and port)")
+    return Explanation(asked, sorted(ports.values(), key=lambda x: x.spn), warnings)
+
+
+def _from(rule: Rule) -> str:
+    src = rule.core_option("-s")
+    return f"sources {'not ' if src.negated else ''}in {src.value}" if src else "every source"
 
 
 def endpoint_reasons(p: PortPolicy) -> list[dict[str, Any]]:
@@ -218,6 +256,23 @@ def endpoint_reasons(p: PortPolicy) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def merge_explanations(a: Explanation, b: Explanation) -> Explanation:
+    """iptables' and nftables' answers for one query: the ports found in either (a port both
+    name gets both halves); "not found" only if neither found it."""
+    ports = {p.spn: p for p in a.ports}
+    for p in b.ports:
+        have = ports.get(p.spn)
+        if have is None:
+            ports[p.spn] = p
+            continue
+        have.frontends += p.frontends
+        have.filters += p.filters
+        have.external += p.external
+        have.chains += p.chains
+    warnings = [*a.warnings, *b.warnings] if not ports else []
+    return Explanation(a.query, sorted(ports.values(), key=lambda x: x.spn), warnings)
 
 
 def format_explanation(ex: Explanation) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clew.iproute2.routes import parse_routes
+from clew.netfilter.nft_json import NftRuleset
 from clew.netfilter.rules import Ruleset
 from clew.trace.index import ChainIndex
 
@@ -84,18 +85,41 @@ class NodeView:
     node_names: dict[str, str] = field(default_factory=dict)
     bgp_origins: dict[str, str] = field(default_factory=dict)  # prefix → who announced it (bird.txt)
     name: str = ""
+    sysctls: dict[str, str] | None = None  # net.ipv4 keys routing decides by (None: not read)
+    other_backend: Ruleset | None = None  # iptables-legacy's rules when both backends hold rules
+    other_backend_name: str = ""
+    ipvs_mode: bool | None = field(default=None, repr=False)  # cache of `ipvs.is_ipvs_node` (None: not yet)
     warnings: list[str] = field(default_factory=list)
     indexes: dict[tuple[str, str], ChainIndex | None] = field(default_factory=dict, repr=False)
+    nft: NftRuleset | None = None  # ``nft -j list ruleset``: native tables walked with iptables'
 
     def local_ips(self) -> set[str]:
         return {a.ip for a in self.addresses}
 
     def is_local(self, ip: str) -> bool:
-        """addrtype LOCAL: an address of the node, or inside a local-type route (127.0.0.0/8)."""
-        if ip in self.local_ips():
-            return True
+        """addrtype LOCAL: 127.0.0.0/8 (always, routes given or not), an address of the node, or
+        inside a local-type route."""
         addr = ipaddress.IPv4Address(ip)
+        if addr.is_loopback or ip in self.local_ips():
+            return True
         return any(r.type == "local" and addr in r.dst for r in self.routes)
+
+    def sysctl(self, key: str, dev: str | None = None) -> int | None:
+        """``net.ipv4.conf.<dev|all>.<key>`` (or ``net.ipv4.<key>``) as a number; None when not read.
+        For rp_filter and route_localnet the kernel uses the larger of ``all`` and the device's."""
+        if self.sysctls is None:
+            return None
+        if key == "ip_forward":
+            value = self.sysctls.get("net.ipv4.ip_forward")
+            return int(value) if value is not None and value.isdigit() else None
+        values = [self.sysctls.get(f"net.ipv4.conf.{d}.{key}") for d in ("all", dev) if d]
+        numbers = [int(v) for v in values if v is not None and v.isdigit()]
+        if not numbers:
+            return None
+        if key == "forwarding":  # the input device's own setting decides
+            own = self.sysctls.get(f"net.ipv4.conf.{dev}.forwarding")
+            return int(own) if own is not None and own.isdigit() else numbers[0]
+        return max(numbers)
 
     def addresses_of(self, dev: str) -> list[Address]:
         return [a for a in self.addresses if a.dev == dev]
@@ -171,6 +195,43 @@ def fdb_from_json(doc: list[dict[str, Any]]) -> list[FdbEntry]:
     return [FdbEntry(e["mac"], e.get("ifname", e.get("dev", "")), e.get("dst")) for e in doc if "mac" in e]
 
 
+LEGACY_FILE, NFT_SAVE_FILE = "iptables-legacy-save.txt", "iptables-nft-save.txt"
+
+
+def has_rules(text: str) -> bool:
+    """Whether iptables-save text holds a rule or a policy other than ACCEPT (an empty table is none)."""
+    return any(line.startswith("-A ") or (line.startswith(":") and " DROP " in line) for line in text.splitlines())
+
+
+def _other_backend(view: NodeView, files: dict[str, str]) -> None:
+    """When both iptables backends hold rules, both are walked: ``iptables-save.txt`` is the main one
+    (whichever ``iptables`` is), the other backend's save is kept in ``other_backend``."""
+    from clew.netfilter.iptables_save import parse
+
+    main = files.get("iptables-save.txt", "")
+    legacy, nft = files.get(LEGACY_FILE, ""), files.get(NFT_SAVE_FILE, "")
+    if not (has_rules(legacy) and has_rules(nft)):
+        return
+    main_is_legacy = "(nf_tables)" not in main.split("\n", 1)[0]  # legacy says "(legacy)" or nothing
+    name, text = ("iptables-nft", nft) if main_is_legacy else ("iptables-legacy", legacy)
+    view.other_backend = parse(text, origin=name)
+    view.other_backend_name = name
+    view.warnings.append(
+        f"both iptables backends hold rules: {name}'s tables are walked too, after the same table of the other "
+        "(at equal priority the kernel runs them in the order they were registered)"
+    )
+
+
+def sysctls_from_text(text: str) -> dict[str, str]:
+    """``sysctl -a`` lines ``key = value``."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
 def ipsets_from_save(text: str) -> dict[str, list[str]]:
     """``ipset save`` → members of each set."""
     sets: dict[str, list[str]] = {}
@@ -219,9 +280,57 @@ def from_files(files: dict[str, str], *, name: str = "", node_names: dict[str, s
     except (KeyError, TypeError, ValueError) as e:
         warnings.append(f"a dump file has an unexpected shape ({e!r}); the view may be incomplete")
     view.ipsets = ipsets_from_save(files.get("ipset.txt", ""))
+    _other_backend(view, files)
+    if files.get("sysctl.txt", "").strip():
+        view.sysctls = sysctls_from_text(files["sysctl.txt"])
+    rules_warning = policy_rules_warning(_json(files, "ip-rule.json", warnings))
+    if rules_warning:
+        warnings.append(rules_warning)
     view.bgp_origins = bgp_origins_from_text(files.get("bird.txt", ""))
     warnings.extend(ruleset.warnings)
+    view.nft = _nft(files.get("nft-ruleset.json", ""), warnings)
     return view
+
+
+def _nft(text: str, warnings: list[str]) -> NftRuleset | None:
+    """The dump's ``nft -j list ruleset`` (None when absent or empty: iptables only)."""
+    from clew.netfilter.nft_json import NftError, parse
+
+    if not text.strip():
+        return None
+    try:
+        nft = parse(text, origin="nft-ruleset.json")
+    except NftError as e:
+        warnings.append(f"{e}; nftables tables ignored")
+        return None
+    warnings.extend(nft.warnings)
+    return nft if nft.tables else None
+
+
+DUMP_FILES = ("iptables-save.txt", "ip-addr.json", "ip-route.json", "ip-link.json", "ip-neigh.json",
+              "bridge-fdb.json", "ipset.txt", "ip-rule.json", "sysctl.txt", LEGACY_FILE, NFT_SAVE_FILE,
+              "nft-ruleset.json", "bird.txt")  # fmt: skip
+DEFAULT_RULE_TABLES = {"local", "main", "default"}
+
+
+def policy_rules_warning(doc: list[dict[str, Any]]) -> str | None:
+    """``ip -j rule`` beyond the default three (local, main, default): the trace's route lookup
+    follows only those, so say it."""
+    extra = [
+        r
+        for r in doc
+        if str(r.get("table", "")) not in DEFAULT_RULE_TABLES or r.get("fwmark") or r.get("src", "all") != "all"
+    ]
+    if not extra:
+        return None
+    shown = "; ".join(
+        f"{r.get('priority', '?')}: " + " ".join(f"{k} {r[k]}" for k in ("src", "fwmark", "iif", "table") if k in r)
+        for r in extra[:4]
+    )
+    return (
+        f"ip rule: {len(extra)} policy routing rule(s) beyond local/main/default ({shown}): the trace looks up "
+        "local, main and default only"
+    )
 
 
 def bgp_origins_from_text(text: str) -> dict[str, str]:
@@ -238,10 +347,6 @@ def bgp_origins_from_text(text: str) -> dict[str, str]:
             key, _, value = line.strip().partition(": ")
             found.setdefault(prefix, {})[key] = value.split()[0] if value.split() else ""
     return {p: a.get("BGP.originator_id") or a.get("BGP.next_hop", "") for p, a in found.items()}
-
-
-DUMP_FILES = ("iptables-save.txt", "ip-addr.json", "ip-route.json", "ip-link.json", "ip-neigh.json",
-              "bridge-fdb.json", "ipset.txt", "bird.txt")  # fmt: skip
 
 
 def from_dump(folder: str | Path) -> NodeView:
@@ -261,11 +366,17 @@ def from_dump(folder: str | Path) -> NodeView:
     return from_files(files, name=str(meta.get("netns", root.name)), node_names=meta.get("node_names") or {})
 
 
-def from_netns(netns: str, *, node_names: dict[str, str] | None = None) -> NodeView:
-    """A NodeView read live from a network namespace (read-only; needs root)."""
-    from clew.kernel import netns as kernel_netns
+def from_netns(netns: str | None, *, node_names: dict[str, str] | None = None) -> NodeView:
+    """A NodeView read live from a network namespace (read-only; needs root): a name, a namespace
+    file's path (``/proc/PID/ns/net``), or None for the namespace this process runs in."""
+    from clew.kernel.namespace import Namespace
     from clew.kernel.snapshot import capture
 
-    if not kernel_netns.exists(netns):
+    where = Namespace.of(netns)
+    try:
+        there = where.exists()
+    except ValueError:
+        there = False
+    if not there:
         raise FileNotFoundError(f"network namespace {netns!r} does not exist")
-    return from_files(capture(netns), name=netns, node_names=node_names)
+    return from_files(capture(where), name=netns or "this namespace", node_names=node_names)

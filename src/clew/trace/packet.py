@@ -12,6 +12,7 @@ class Packet:
 
     ``iif`` None means "infer it": a source that is one of the node's addresses is locally
     generated (OUTPUT); any other source arrives on the interface its return route uses.
+    ``oif`` None means "from the routes"; without routes, ``-o`` matches are then assumptions.
     """
 
     src: str
@@ -21,6 +22,7 @@ class Packet:
     sport: int = 40000
     iif: str | None = None
     ctstate: str = "NEW"
+    oif: str | None = None  # the interface it leaves by, when routes are not given (--oif)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -30,7 +32,55 @@ class Packet:
             "sport": self.sport,
             "dport": self.dport,
             "iif": self.iif,
+            "oif": self.oif,
             "ctstate": self.ctstate,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Assumption:
+    """What a trace took for granted at one place because it could not know it.
+
+    The shared model of every walker (iptables here, nftables in ``walk_nft``): a match the
+    tracer cannot decide from what it was given — an unknown module or expression, a set whose
+    members are unknown, an output interface without routes, LOCAL without the node's addresses —
+    is decided one way and recorded here, on the branch that rests on it. An outcome carrying any
+    is never told as a plain certainty (`story`), and JSON lists them per outcome.
+
+    ``table``/``chain``/``index`` locate a rule (``index`` 0-based in its chain, None when not
+    known); ``line`` is its line in ``origin`` (the file it was read from) when it has one. For a
+    fact that is no rule's (routes not given), ``table`` and ``chain`` are empty and ``origin``
+    says what is missing.
+    """
+
+    what: str  # what was assumed, in words: "ipset blocklist (members unknown) assumed not to match"
+    table: str = ""  # "filter", or an nft table as "inet fw"
+    chain: str = ""
+    index: int | None = None
+    line: int = 0
+    origin: str = ""
+
+    @property
+    def location(self) -> str:
+        """``filter/INPUT rule 3, line 17`` / ``inet fw/forward rule 2`` / ``routes``."""
+        parts = []
+        if self.table or self.chain:
+            where = f"{self.table}/{self.chain}" if self.table else self.chain
+            parts.append(where + (f" rule {self.index + 1}" if self.index is not None else ""))
+        if self.line:
+            parts.append(f"{self.origin}:{self.line}" if self.origin else f"line {self.line}")
+        elif self.origin:
+            parts.append(self.origin)
+        return ", ".join(parts) or "?"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "location": self.location,
+            "table": self.table or None,
+            "chain": self.chain or None,
+            "index": self.index,
+            "line": self.line or None,
+            "what": self.what,
         }
 
 
@@ -86,6 +136,18 @@ class Outcome:
     masquerade_skipped: str | None = None
     notes: list[str] = field(default_factory=list)
     affinity: tuple[str, ...] = ()  # recent lists (ClientIP affinity) this outcome adds the client to
+    assumptions: list[Assumption] = field(default_factory=list)  # what this outcome rests on (empty: certain)
+    not_accepted_by: list[str] = field(default_factory=list)  # DROP/REJECT: ACCEPT rules missed, and why
+
+    @property
+    def certain(self) -> bool:
+        return not self.assumptions
+
+    def add_assumptions(self, more: list[Assumption] | tuple[Assumption, ...]) -> None:
+        """Merge another branch's assumptions in (same outcome reached another way), once each."""
+        for a in more:
+            if a not in self.assumptions:
+                self.assumptions.append(a)
 
     def key(self) -> tuple[object, ...]:
         """Outcomes that end the same way are one outcome (their probabilities add up)."""
@@ -106,6 +168,9 @@ class Outcome:
             "masquerade_reason": self.masquerade_reason,
             "masquerade_skipped": self.masquerade_skipped,
             "notes": self.notes,
+            "not_accepted_by": self.not_accepted_by,
+            "certain": self.certain,
+            "assumptions": [a.to_json() for a in self.assumptions],
         }
 
 

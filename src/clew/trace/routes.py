@@ -27,7 +27,7 @@ def lookup(view: NodeView, dst: str) -> Route | None:
     local = [r for r in view.routes if r.table == "local" and r.type == "local" and addr in r.dst]
     if local:
         return max(local, key=lambda r: r.dst.prefixlen)
-    if dst in view.local_ips():
+    if dst in view.local_ips() or addr.is_loopback:
         return Route(dst=ipaddress.IPv4Network(f"{dst}/32"), type="local", dev="lo", table="local")
     best: Route | None = None
     for table in ("main", "default", "254", "253"):

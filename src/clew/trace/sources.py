@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from pathlib import Path
 
 from clew.netfilter.iptables_save import parse
+from clew.netfilter.nft_json import NftError
+from clew.netfilter.nft_json import parse as parse_nft
 from clew.trace.node_view import Address, NodeView, from_dump, from_netns
 
 
@@ -31,14 +34,37 @@ def detect_format(text: str) -> str:
     return "iptables"
 
 
+_LISTINGS = (
+    (re.compile(r"^Chain \S+ \((policy \w+|\d+ references)"), "iptables -L output"),
+    (re.compile(r"^(pkts|num)\s+bytes\s+target|^target\s+prot\s+opt"), "iptables -L output"),
+    (re.compile(r"^-P (INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) "), "iptables -S output (no *table lines)"),
+)
+
+
+def _listing(text: str) -> str | None:
+    """What a text that is a listing rather than a ruleset is (``iptables -nvL``, ``iptables -S``)."""
+    for line in text.splitlines()[:50]:
+        for pattern, what in _LISTINGS:
+            if pattern.match(line.strip()):
+                return what
+    return None
+
+
 def from_ruleset(path: str | Path, local_ips: list[str]) -> NodeView:
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise SourceError(f"{path}: cannot read: {e.strerror}") from None
     kind = detect_format(text)
+    if kind == "nft-json":
+        return _from_nft_json(text, str(path), local_ips)
+    listing = _listing(text)
+    if listing:
+        raise SourceError(
+            f"{path}: {listing}, not a ruleset: give the output of iptables-save (or nft -j list ruleset)"
+        )
     if kind != "iptables":
-        raise SourceError(f"{path}: an {kind} ruleset; clew trace reads iptables-save rulesets for now")
+        raise SourceError(f"{path}: an nft text ruleset; give nft's JSON instead (nft -j list ruleset)")
     ruleset = parse(text, origin=str(path))
     view = NodeView(ruleset=ruleset, addresses=[Address("?", ip, 32) for ip in local_ips], name=str(path))
     view.warnings.extend(ruleset.warnings)
@@ -47,8 +73,19 @@ def from_ruleset(path: str | Path, local_ips: list[str]) -> NodeView:
     return view
 
 
+def _from_nft_json(text: str, origin: str, local_ips: list[str]) -> NodeView:
+    try:
+        nft = parse_nft(text, origin=origin)
+    except NftError as e:
+        raise SourceError(str(e)) from None
+    view = NodeView(addresses=[Address("?", ip, 32) for ip in local_ips], name=origin, nft=nft)
+    view.warnings.extend(nft.warnings)
+    return view
+
+
 def load_view(ruleset: str | None, local_ips: list[str], netns: str | None, dump: str | None) -> NodeView:
-    """Exactly one of ``ruleset``, ``netns`` and ``dump``.
+    """At most one of ``ruleset``, ``netns`` and ``dump``; none: the namespace this process runs in
+    (the node itself, read-only).
 
     The view is frozen out of the garbage collector's sight (`gc.freeze`): a 10k-Service ruleset
     is millions of long-lived objects, and one full collection of them costs more than a trace.
@@ -60,8 +97,8 @@ def load_view(ruleset: str | None, local_ips: list[str], netns: str | None, dump
 
 def _load(ruleset: str | None, local_ips: list[str], netns: str | None, dump: str | None) -> NodeView:
     given = [x for x in (ruleset, netns, dump) if x]
-    if len(given) != 1:
-        raise SourceError("give exactly one of --ruleset FILE, --netns NAME, --from-dump DIR")
+    if len(given) > 1:
+        raise SourceError("give at most one of --ruleset FILE, --netns NAME, --from-dump DIR (none: this node)")
     if ruleset:
         return from_ruleset(ruleset, local_ips)
     if dump:
@@ -73,9 +110,9 @@ def _load(ruleset: str | None, local_ips: list[str], netns: str | None, dump: st
             raise SourceError(f"{dump}: a file in it is not UTF-8 text ({e.reason}); is it from clew dump?") from None
         except OSError as e:
             raise SourceError(f"{e.filename or dump}: cannot read: {e.strerror}") from None
-    assert netns is not None
     if os.geteuid() != 0:
-        raise SourceError("--netns reads a network namespace: run as root (or use --from-dump)")
+        what = "--netns reads a network namespace" if netns else "reading this node's rules and routes"
+        raise SourceError(f"{what}: run as root (or use --ruleset FILE or --from-dump DIR)")
     try:
         return from_netns(netns)
     except FileNotFoundError as e:

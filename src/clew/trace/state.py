@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from clew.trace.packet import Hop
+from clew.trace.packet import Assumption, Hop
 
 
 @dataclass(slots=True)
@@ -20,8 +20,10 @@ class State:
     dport: int
     ctstate: str = "NEW"
     mark: int = 0
+    ctmark: int = 0  # ct mark (nftables ct mark set / match)
     iif: str | None = None
-    oif: str | None = None
+    oif: str | None = None  # "?" when neither routes nor --oif say it
+    oif_given: str | None = None  # --oif
     hook: str = ""
     bridged: bool = False  # crossing a bridge (br_netfilter): physdev matches see it
     probability: float = 1.0
@@ -37,6 +39,13 @@ class State:
     hops: list[Hop] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     callers: tuple[str, ...] = ()  # the rule texts that jumped into the current chain, innermost last
+    assumptions: tuple[Assumption, ...] = ()  # what this branch rests on (a tuple: forks share it safely)
+    missed: tuple[str, ...] = ()  # ACCEPT rules it passed without matching, each with the condition that decided it
+
+    def assume(self, a: Assumption) -> None:
+        """Record that this branch goes on because of ``a`` (once each)."""
+        if a not in self.assumptions:
+            self.assumptions = (*self.assumptions, a)
 
     def fork(self, probability: float) -> State:
         return replace(self, probability=probability, hops=list(self.hops), notes=list(self.notes))

@@ -1,6 +1,8 @@
 """Words for a trace: the story an expert would tell, hook by hook.
 
-Pure formatting of a `TraceResult`; the JSON form is `TraceResult.to_json()`.
+Pure formatting of a `TraceResult`; the JSON form is `TraceResult.to_json()`. `format_trace` is
+the full story (every hop); `format_short` fits a terminal: one line per outcome, most probable
+first, each saying whether it rests on assumptions (``clew trace`` prints it unless ``-v``).
 """
 
 from __future__ import annotations
@@ -55,8 +57,16 @@ def _headline(o: Outcome) -> str:
     return f"{service}: {word.get(o.verdict, o.verdict)}"
 
 
+def _if(o: Outcome) -> str:
+    """The headline's qualifier: an outcome resting on assumptions is never a plain statement."""
+    if o.certain:
+        return ""
+    n = len(o.assumptions)
+    return f" — only if {'the assumption' if n == 1 else f'the {n} assumptions'} below hold{'s' if n == 1 else ''}"
+
+
 def _outcome(o: Outcome, n: int, total: int) -> list[str]:
-    lines = [f"Outcome {n} of {total}, {_pct(o.probability)}: {_headline(o)}"]
+    lines = [f"Outcome {n} of {total}, {_pct(o.probability)}: {_headline(o)}{_if(o)}"]
     for h in o.hops:
         if h.quiet and o.verdict == "ACCEPT":
             continue
@@ -77,6 +87,39 @@ def _outcome(o: Outcome, n: int, total: int) -> list[str]:
             lines.append(f"  leaves: {o.egress.detail}")
     else:
         lines.append(f"  why: {o.reason}")
+        for missed in o.not_accepted_by:
+            lines.append(f"  not accepted by {missed}")
     for note in o.notes:
         lines.append(f"  note: {note}")
+    for a in o.assumptions:
+        lines.append(f"  assumed: {a.location}: {a.what}")
     return lines
+
+
+def _short_outcome(o: Outcome) -> str:
+    n = len(o.assumptions)
+    parts = [("" if o.certain else f"IF {n} assumption{'s hold' if n > 1 else ' holds'}: ") + _headline(o)]
+    if o.verdict == "ACCEPT":
+        parts.append(f"seen from {o.source_seen}" + (" (masqueraded)" if o.masquerade else ""))
+        if o.egress is not None and o.egress.kind == "unknown":
+            parts.append("leaves the node (routes not given)")
+        elif o.egress is not None and o.egress.kind != "local":
+            where = o.egress.node or o.egress.via or o.egress.dev
+            parts.append(f"leaves by {o.egress.kind}{' to ' + where if where else ''}")
+    else:
+        last = next((h for h in reversed(o.hops) if h.hook != "routing"), None)
+        parts.append(f"by {last.table}/{last.chain} line {last.line}" if last and last.line else o.reason)
+    return "; ".join(parts)
+
+
+def format_short(result: TraceResult, width: int = WIDTH) -> str:
+    """One line per outcome (most probable first), then a count of warnings; -v gives the hops."""
+    p = result.packet
+    state = "new connection" if p.ctstate == "NEW" else p.ctstate
+    lines = [f"{p.proto} {p.src}:{p.sport} → {p.dst}:{p.dport} ({state}): it {result.entry}."]
+    for o in result.outcomes:
+        line = f"  {_pct(o.probability):>6}  {_short_outcome(o)}"
+        lines.append(line if len(line) <= width else line[: width - 1] + "…")
+    extra = f"{len(result.warnings)} warning(s); " if result.warnings else ""
+    lines.append(f"({extra}-v for every hop, the assumptions and the warnings)")
+    return "\n".join(lines) + "\n"

@@ -12,9 +12,9 @@ import bisect
 import re
 from dataclasses import dataclass, replace
 
-from clew.netfilter.rules import Chain, Rule
+from clew.netfilter.rules import Chain, Rule, Ruleset
 from clew.trace.index import build
-from clew.trace.matches import Warn, evaluate
+from clew.trace.matches import Warn, assume, evaluate, why_not
 from clew.trace.node_view import NodeView
 from clew.trace.packet import Hop
 from clew.trace.state import State
@@ -29,6 +29,7 @@ HOOK_TABLES = {
     "POSTROUTING": ("mangle", "nat"),
 }
 MAX_DEPTH = 64
+MAX_MISSED = 8
 PASS_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "AUDIT", "CHECKSUM", "TCPMSS", "CLASSIFY", "DSCP", "TOS",
                 "TTL", "IDLETIMER", "NFQUEUE_BYPASS"}  # fmt: skip
 WARN_TARGETS = {"CONNMARK", "CT", "NFQUEUE", "TPROXY", "SECMARK", "CONNSECMARK", "SET", "HMARK"}
@@ -38,37 +39,68 @@ _SERVICE_COMMENT = re.compile(
 )
 
 
+LEGACY = "legacy "  # the label of the other backend's tables ("legacy filter"), when both hold rules
+
+
 @dataclass(slots=True)
 class Walker:
     view: NodeView
     warn: Warn
     masquerade_src: str | None = None  # set by the engine before POSTROUTING
+    rs: Ruleset | None = None  # the ruleset being walked (the other backend's, for LEGACY tables)
+
+    def _tables(self, hook: str) -> list[tuple[str, Ruleset]]:
+        """(label, ruleset) of each table on ``hook`` in priority order; when both iptables backends
+        hold rules, the other backend's table after the same table of the main one (their order at
+        equal priority is the order they were registered in: an assumption, recorded by the engine)."""
+        out: list[tuple[str, Ruleset]] = []
+        for table in HOOK_TABLES[hook]:
+            out.append((table, self.view.ruleset))
+            if self.view.other_backend is not None:
+                out.append((LEGACY + table, self.view.other_backend))
+        return out
 
     def run_hook(self, hook: str, st: State) -> list[tuple[State, str]]:
         """Branches after the hook: ("ACCEPT", go on) or ("DROP"/"REJECT", ended here)."""
         st.hook = hook
+        if self.view.nft is not None:  # nftables tables too: every base chain, by priority
+            from clew.trace.walk_nft import run_stages
+
+            return run_stages(self, hook, st, self._tables(hook))
         live = [st]
         done: list[tuple[State, str]] = []
-        for table in HOOK_TABLES[hook]:
-            chain = self.view.ruleset.chain(table, hook)
-            if chain is None:
+        for table, rs in self._tables(hook):
+            if rs.chain(table.removeprefix(LEGACY), hook) is None:
                 continue
-            if table == "nat" and st.ctstate != "NEW":
+            if table.endswith("nat") and st.ctstate != "NEW":
                 continue
             nxt: list[State] = []
             for s in live:
-                for s2, result in self.walk(table, chain, s, 0, 0):
-                    if result in ("ACCEPT", "RETURN"):
-                        policy = chain.policy or "ACCEPT"
-                        if result == "RETURN" and policy != "ACCEPT":
-                            s2.hops.append(Hop(hook, table, hook, f"policy {policy}", policy))
-                            done.append((s2, policy))
-                            continue
-                        nxt.append(s2)
-                    else:
-                        done.append((s2, result))
+                for s2, result in self.table_pass(hook, table, s):
+                    (nxt.append(s2) if result == "ACCEPT" else done.append((s2, result)))
             live = nxt
         return [(s, "ACCEPT") for s in live] + done
+
+    def table_pass(self, hook: str, table: str, st: State) -> list[tuple[State, str]]:
+        """One table's built-in chain for ``hook`` (``table`` may be the other backend's,
+        ``legacy filter``): ACCEPT (go on), or DROP/REJECT (ended)."""
+        rs = self.view.other_backend if table.startswith(LEGACY) else self.view.ruleset
+        chain = rs.chain(table.removeprefix(LEGACY), hook) if rs is not None else None
+        if chain is None or rs is None:
+            return [(st, "ACCEPT")]
+        self.rs = rs
+        out: list[tuple[State, str]] = []
+        for s2, result in self.walk(table, chain, st, 0, 0):
+            if result in ("ACCEPT", "RETURN"):
+                policy = chain.policy or "ACCEPT"
+                if result == "RETURN" and policy != "ACCEPT":
+                    s2.hops.append(Hop(hook, table, hook, f"policy {policy}", policy))
+                    out.append((s2, policy))
+                    continue
+                out.append((s2, "ACCEPT"))
+            else:
+                out.append((s2, result))
+        return out
 
     def walk(self, table: str, chain: Chain, st: State, start: int, depth: int) -> list[tuple[State, str]]:
         """Rules of ``chain`` from ``start``; results ACCEPT/DROP/REJECT, or RETURN (fell off / RETURN)."""
@@ -90,11 +122,15 @@ class Walker:
                 i = order[pos]
             pos += 1
             rule = rules[i]
-            branches = evaluate(rule, st, self.view, self.warn)
+            branches = evaluate(rule, st, self.view, self.warn, i)
             if len(branches) == 1:
                 if not branches[0][1]:
                     if rule.target is not None and "MARK-MASQ" in rule.target.name and st.masquerade_skipped is None:
                         st.masquerade_skipped = rule.text  # why no masquerade: the marking rule did not match
+                    elif rule.target is not None and rule.target.name == "ACCEPT" and len(st.missed) < MAX_MISSED:
+                        # for "why was it dropped": the accepting rule it missed, and the condition that decided it
+                        why = why_not(rule, st, self.view)
+                        st.missed = (*st.missed, f"{table}/{chain.name} line {rule.line}: {why} did not match")
                     continue
                 dst = (st.dst, st.dport)
                 cont = self._act(table, chain, rule, st, depth, out, None)
@@ -137,7 +173,7 @@ class Walker:
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"matched, no target{chance}", rule.line))
             return [st]
         name = target.name
-        sub = self.view.ruleset.chain(table, name)
+        sub = (self.rs or self.view.ruleset).chain(table.removeprefix(LEGACY), name)
         if sub is not None:
             verb = "goto" if target.goto else "jump"
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"{verb} {name}{chance}", rule.line))
@@ -175,21 +211,11 @@ class Walker:
             ):
                 st.masquerade_skipped = rule.text  # returned before this chain could masquerade
             return name
-        if name == "DNAT":
-            to = rule.target.get("--to-destination")
-            ip, port = _split_hostport(to.value if to else "", st.dport)
-            st.dst, st.dport, st.dnat = ip, port, f"{ip}:{port}"
-            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"DNAT to {ip}:{port}", rule.line))
-            return "ACCEPT"
-        if name == "SNAT":
-            to = rule.target.get("--to-source")
-            ip, port = _split_hostport(to.value if to else "", st.sport)
-            st.src, st.sport, st.snat = ip, port, ip
-            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"SNAT to {ip}", rule.line))
-            return "ACCEPT"
+        if name in ("DNAT", "SNAT"):
+            return self._nat(table, chain, rule, st, name)
         if name == "MASQUERADE":
             st.masquerade = True
-            st.masquerade_reason = st.mark_reason or rule.text
+            st.masquerade_reason = st.mark_reason if st.mark_reason and self._on_mark(chain, rule, st) else rule.text
             src = self.masquerade_src or "the outgoing interface's address (routes not given)"
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"MASQUERADE to {src}", rule.line))
             st.src = self.masquerade_src or "?"
@@ -212,10 +238,47 @@ class Walker:
             st.hops.append(Hop(st.hook, table, chain.name, rule.text, "not tracked (ctstate UNTRACKED)", rule.line))
             return None
         if name in WARN_TARGETS:
-            self.warn(f"line {rule.line}: target {name} in {table}/{chain.name} not modelled: the trace goes on")
+            assume(st, self.warn, rule, f"target {name} in {table}/{chain.name} not modelled: the trace goes on")
             return None
-        self.warn(f"line {rule.line}: unknown target or missing chain {name!r} in {table}/{chain.name}: ignored")
+        assume(st, self.warn, rule, f"unknown target or missing chain {name!r} in {table}/{chain.name}: ignored")
         return None
+
+    def _on_mark(self, chain: Chain, rule: Rule, st: State) -> bool:
+        """Whether this MASQUERADE was reached because of the mark: it, an earlier rule of its chain
+        (kube-proxy's ``-m mark ! --mark 0x4000/0x4000 -j RETURN``), or a rule that jumped here tests it."""
+        if rule.match("mark") is not None or any("-m mark" in text for text in st.callers):
+            return True
+        for r in chain.rules:
+            if r is rule:
+                break
+            if r.match("mark") is not None:
+                return True
+        return False
+
+    def _nat(self, table: str, chain: Chain, rule: Rule, st: State, name: str) -> str | None:
+        """DNAT/SNAT. ``--to-destination :8080`` changes only the port (Docker's embedded DNS rules
+        do that); an empty or unreadable address is what iptables-restore refuses — a warning naming
+        the line, and the packet goes on unchanged."""
+        assert rule.target is not None
+        flag = "--to-destination" if name == "DNAT" else "--to-source"
+        to = rule.target.get(flag)
+        text = to.value if to else ""
+        port_of = st.dport if name == "DNAT" else st.sport
+        host, port = _split_hostport(text, port_of)
+        if not text or (host and not _is_ipv4(host)) or (not host and port == port_of and ":" not in text):
+            assume(st, self.warn, rule, f"{name} without a usable {flag} ({text!r}) in {table}/{chain.name}"
+                   f" (iptables-restore would refuse it; a mismatched iptables-save prints it): ignored, the"
+                   f" {'destination' if name == 'DNAT' else 'source'} is kept")  # fmt: skip
+            return None
+        if name == "DNAT":
+            ip = host or st.dst
+            st.dst, st.dport, st.dnat = ip, port, f"{ip}:{port}"
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"DNAT to {ip}:{port}", rule.line))
+        else:
+            ip = host or st.src
+            st.src, st.sport, st.snat = ip, port, ip
+            st.hops.append(Hop(st.hook, table, chain.name, rule.text, f"SNAT to {ip}:{port}", rule.line))
+        return "ACCEPT"
 
     @staticmethod
     def _note_service(rule: Rule, st: State) -> None:
@@ -233,6 +296,11 @@ class Walker:
         if m is not None and m.get("--set") is not None and rule.chain.startswith("KUBE-SEP-"):
             name = m.get("--name")
             st.affinity_sets = (*st.affinity_sets, name.value if name else "DEFAULT")
+
+
+def _is_ipv4(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 def _split_hostport(text: str, default_port: int) -> tuple[str, int]:

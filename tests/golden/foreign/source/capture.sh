@@ -46,7 +46,33 @@ in_ns ipset add blocklist 198.51.100.0/24
 in_ns iptables-restore <"$here/unknown_matches.rules"
 save unknown_matches.iptables
 
-# 5. a damaged dump: made from (1), then checked to be refused by iptables-restore.
+# 5. Docker 28 with a published port (docker run -p 8080:80), FORWARD policy DROP.
+fresh
+in_ns iptables-restore <"$here/docker_published.rules"
+save docker_published.iptables
+
+# 6. a kind node: kind's DNS and masquerade rules, then kube-proxy (iptables mode) on top.
+fresh
+in_ns iptables-restore <"$here/kind_node.rules"
+in_ns iptables-restore --noflush <"$here/kubelet.rules"
+"$python" -m clew render --standalone --objects "$here/objects.yaml" --node-name node-a \
+    --node-ip 172.18.0.2 --cluster-cidr 10.244.0.0/16 | in_ns iptables-restore --noflush
+save kind_node.iptables
+
+# 7. kube-proxy in IPVS mode (the ipsets first: -m set needs them), 8. weave-npc, same.
+for name in ipvs_node weave_npc; do
+    fresh
+    in_ns ipset restore <"$here/$name.ipset"
+    in_ns iptables-restore <"$here/$name.rules"
+    save "$name.iptables"
+done
+
+# 9. a strict reverse-path filter in raw (NixOS's firewall).
+fresh
+in_ns iptables-restore <"$here/rpfilter_raw.rules"
+save rpfilter_raw.iptables
+
+# 10. a damaged dump: made from (1), then checked to be refused by iptables-restore.
 "$python" "$here/truncate.py" "$out/docker_kube_proxy.iptables" >"$out/truncated.iptables"
 fresh
 if in_ns iptables-restore --test <"$out/truncated.iptables" 2>/dev/null; then
