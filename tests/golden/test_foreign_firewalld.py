@@ -37,7 +37,7 @@ from clew.lab.echo import Attempt
 from clew.trace.engine import trace
 from clew.trace.packet import Outcome, Packet, TraceResult
 from clew.trace.sources import from_ruleset
-from clew.trace.story import format_trace
+from clew.trace.story import format_short, format_trace, reject_with
 
 FOREIGN = Path(__file__).parent / "foreign"
 RULES = FOREIGN / "source" / "firewalld.nft"
@@ -81,9 +81,9 @@ CASES = (
 
 
 def _rejects_as(o: Outcome) -> str:
-    """What the client sees of a REJECT: ``prohibited`` for icmpx/icmp admin-prohibited, else ``refused``."""
-    said = " ".join(f"{h.rule} {h.action}" for h in o.hops[-2:])
-    return "prohibited" if "prohibited" in said else "refused"
+    """What the client sees of a REJECT (`story.reject_with`): ``prohibited`` for ICMP admin-prohibited
+    and the like ("no route to host"), ``refused`` for a port unreachable or a TCP reset."""
+    return "refused" if reject_with(o) in ("port-unreachable", "tcp-reset") else "prohibited"
 
 
 def predictions(result: TraceResult) -> dict[str, Outcome]:
@@ -140,6 +140,14 @@ def test_the_spoofed_source_rests_on_the_routes_it_does_not_have() -> None:
     (o,) = trace(from_ruleset(LISTING, NODE_IPS), packet(spoofed)).outcomes
     assert not o.certain
     assert any("raw_PREROUTING" in a.location and "reverse path of 10.9.9.9" in a.what for a in o.assumptions)
+
+
+def test_the_story_says_an_admin_prohibited_reject_is_no_route_to_host() -> None:
+    view = from_ruleset(LISTING, NODE_IPS)
+    prohibited = format_short(trace(view, packet(CASES[1])), width=200)
+    assert "no route to host (REJECT with ICMP admin-prohibited)" in prohibited, prohibited
+    refused = format_short(trace(view, packet(next(c for c in CASES if c.expect == "refused"))), width=200)
+    assert "refused at once (REJECT: ICMP port unreachable)" in refused, refused
 
 
 def test_zone_dispatch_is_told_hop_by_hop() -> None:
