@@ -41,7 +41,7 @@ from clew.trace.node_view import NodeView, from_netns
 from clew.trace.packet import Packet
 
 # The classification machinery lives with the kernel tests (one judge for every agreement test).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "kernel"))  # last: shadows nothing
 import service_set
 import test_trace_agreement as base
 from topology import EXT_ROUTES
