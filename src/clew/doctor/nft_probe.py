@@ -51,6 +51,8 @@ class Ruleset:
 
     chains: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     rules: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    tables: set[tuple[str, str]] = field(default_factory=set)  # (family, name)
+    sets: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # sets and maps, with elements
 
     def base_chains(self, hook: str) -> list[BaseChain]:
         """Base chains on ``hook`` outside iptables-nft's tables, in priority order."""
@@ -69,7 +71,12 @@ class Ruleset:
 def ruleset_from_json(doc: dict[str, Any]) -> Ruleset:
     rs = Ruleset()
     for item in doc.get("nftables", []):
-        if "chain" in item:
+        if "table" in item:
+            rs.tables.add((item["table"]["family"], item["table"]["name"]))
+        elif "set" in item or "map" in item:
+            x = item.get("set") or item["map"]
+            rs.sets[(x["family"], x["table"], x["name"])] = x
+        elif "chain" in item:
             c = item["chain"]
             rs.chains[(c["family"], c["table"], c["name"])] = c
         elif "rule" in item:
@@ -144,6 +151,15 @@ def _match(m: dict[str, Any], p: Packet) -> bool | None:
     elif isinstance(left, dict) and "ct" in left and left["ct"].get("key") == "state":
         states = _names(right)
         hit = None if states is None else p.state.lower() in [str(s).lower() for s in states]
+    elif _ct_status(left) and p.state == "NEW":
+        # a new packet from outside carries no conntrack status bit (dnat, snat, …) yet
+        bits = _names(right)
+        if op == "!" and bits is not None:
+            return True  # "ct status ! dnat": none of the bits set
+        if op == "in" and bits is not None:
+            return False
+        if isinstance(left, dict) and "&" in left and right == 0 and op == "==":
+            return True  # "ct status & dnat == 0"
     if hit is None:
         return None
     if op in ("==", "in"):
@@ -151,6 +167,13 @@ def _match(m: dict[str, Any], p: Packet) -> bool | None:
     if op == "!=":
         return not hit
     return None
+
+
+def _ct_status(left: Any) -> bool:
+    """``ct status`` alone, or ``ct status & BITS``."""
+    if isinstance(left, dict) and "&" in left and isinstance(left["&"], list) and left["&"]:
+        left = left["&"][0]
+    return isinstance(left, dict) and "ct" in left and left["ct"].get("key") == "status"
 
 
 def _rule_label(r: dict[str, Any]) -> str:
