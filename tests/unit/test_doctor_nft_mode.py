@@ -90,6 +90,11 @@ def fault_kube_chains_in_both_backends(files: dict[str, str]) -> None:
     files["iptables-nft-save.txt"] = files["iptables-nft-save.txt"] + kube
 
 
+def fault_legacy_maze(files: dict[str, str]) -> None:
+    """KUBE-SERVICES left in iptables-legacy only: invisible to the default (nft) iptables, still matching."""
+    files["iptables-legacy-save.txt"] = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\nCOMMIT\n"
+
+
 def fault_kube_proxy_table_too(files: dict[str, str]) -> None:
     items = [i for i in json.loads(KUBE_PROXY.read_text())["nftables"] if "table" in i]
     edit_nft(files, lambda doc: doc.extend(items))  # the table alone: kube-proxy's leftover, empty
@@ -147,6 +152,7 @@ def fault_stale_udp(files: dict[str, str]) -> None:
 FAULTS: list[tuple[Callable[[dict[str, str]], None], str, str]] = [
     (fault_iptables_mode_too, "proxy.backends", "fail"),
     (fault_kube_chains_in_both_backends, "proxy.backends", "fail"),
+    (fault_legacy_maze, "proxy.backends", "fail"),
     (fault_kube_proxy_table_too, "proxy.backends", "fail"),
     (fault_stale_element, "proxy.stale", "fail"),
     (fault_nft_sync_failures, "proxy.sync", "warn"),

@@ -41,13 +41,22 @@ def nft_tables(f: NodeFacts) -> set[tuple[str, str]]:
     return found
 
 
+def _nat_chains(save: str | None) -> set[str]:
+    """The chains declared in an ``iptables-save`` text's nat table."""
+    nat = (save or "").partition("*nat\n")[2].partition("\nCOMMIT")[0]
+    return {line[1:].split(" ", 1)[0] for line in nat.splitlines() if line.startswith(":")}
+
+
 def _iptables_mode(f: NodeFacts) -> bool:
-    if f.ruleset is None or f.ruleset.chain("nat", "KUBE-SERVICES") is None:
-        return False
+    """nat KUBE-SERVICES in either iptables backend (a legacy maze still matches packets next to
+    an nft one); with kube-ipvs0, only ``KUBE-SVC-*`` chains are iptables mode's."""
+    other = f.nft_save if f.default_backend == "legacy" else f.legacy_save  # the default one is f.ruleset
+    chains = _nat_chains(other)
+    nat = f.ruleset.tables.get("nat") if f.ruleset is not None else None
+    chains |= set(nat.chains) if nat else set()
     if "kube-ipvs0" not in f.links:
-        return True
-    nat = f.ruleset.tables.get("nat")
-    return any(name.startswith("KUBE-SVC-") for name in (nat.chains if nat else {}))
+        return "KUBE-SERVICES" in chains
+    return any(name.startswith("KUBE-SVC-") for name in chains)
 
 
 def modes(f: NodeFacts) -> list[str]:
