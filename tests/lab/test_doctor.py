@@ -120,6 +120,19 @@ FAULTS: dict[str, tuple[str, str, list[list[str]], list[list[str]]]] = {
          ["nft", "add chain inet hdsfilter forward { type filter hook forward priority 0; policy drop; }"]],
         [["nft", "delete table inet hdsfilter"]],
     ),
+    "a bridge family forward chain with policy drop (pods of one node)": (
+        "forward.policy", "fail",
+        [["nft", "add table bridge dkbridge"],
+         ["nft", "add chain bridge dkbridge dkfw { type filter hook forward priority 0; policy drop; }"]],
+        [["nft", "delete table bridge dkbridge"]],
+    ),
+    "a netdev ingress chain dropping on flannel.1": (
+        "forward.policy", "fail",
+        [["nft", "add table netdev dkingress"],
+         ["nft", "add chain netdev dkingress dkin { type filter hook ingress device flannel.1 priority 0; "
+                 "policy drop; }"]],
+        [["nft", "delete table netdev dkingress"]],
+    ),
     "bridge-nf-call-iptables off": (
         "forward.bridge_nf", "fail",
         [["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"]],
@@ -349,7 +362,15 @@ NFT_FAULTS: dict[str, tuple[str, str, list[list[str]], list[list[str]]]] = {
         [["nft", 'add element ip clew dst-tcp-2 { 10.96.0.99 . 80 . 0 comment "lab/gone:http" : 10.244.1.9 . 8080 }']],
         [["nft", "delete element ip clew dst-tcp-2 { 10.96.0.99 . 80 . 0 }"]],
     ),
-    "a UDP conntrack entry DNATed to a gone endpoint": FAULTS["a UDP conntrack entry DNATed to a gone endpoint"],
+    **{
+        name: FAULTS[name]
+        for name in (
+            "a UDP conntrack entry DNATed to a gone endpoint",
+            "a hand-made nftables forward chain with policy drop",
+            "a bridge family forward chain with policy drop (pods of one node)",
+            "a netdev ingress chain dropping on flannel.1",
+        )
+    },
 }  # fmt: skip
 
 

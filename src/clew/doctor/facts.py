@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clew.doctor.nft_probe import Ruleset as NftRuleset
-from clew.doctor.nft_probe import ruleset_from_json
+from clew.doctor.nft_probe import fill_devices, ruleset_from_json
 from clew.netfilter.iptables_save import parse
 from clew.netfilter.rules import Ruleset
 from clew.trace.node_view import Address, Route, addresses_from_json, routes_from_json
@@ -435,6 +435,7 @@ def from_files(files: dict[str, str], *, name: str, objects: Objects | None = No
     if files.get(NFT_JSON_FILE, "").strip():
         try:
             facts.nft = ruleset_from_json(json.loads(files[NFT_JSON_FILE]))
+            fill_devices(facts.nft, files.get(NFT_RULESET_FILE, ""))
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             warnings.append(f"{NFT_JSON_FILE}: not an nft -j ruleset ({e!r}); ignored")
     if CONNTRACK_STAT_FILE in files:
