@@ -95,6 +95,14 @@ def fault_legacy_maze(files: dict[str, str]) -> None:
     files["iptables-legacy-save.txt"] = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\nCOMMIT\n"
 
 
+def fault_half_cleaned_iptables_mode(files: dict[str, str]) -> None:
+    """KUBE-FORWARD left hooked in FORWARD after an iptables-mode cleanup that stopped half-way."""
+    for name in ("iptables-save.txt", "iptables-nft-save.txt"):
+        files[name] = files[name].replace(
+            ":FLANNEL-FWD - [0:0]\n", ":FLANNEL-FWD - [0:0]\n:KUBE-FORWARD - [0:0]\n-A FORWARD -j KUBE-FORWARD\n", 1
+        )
+
+
 def fault_kube_proxy_table_too(files: dict[str, str]) -> None:
     items = [i for i in json.loads(KUBE_PROXY.read_text())["nftables"] if "table" in i]
     edit_nft(files, lambda doc: doc.extend(items))  # the table alone: kube-proxy's leftover, empty
@@ -153,6 +161,7 @@ FAULTS: list[tuple[Callable[[dict[str, str]], None], str, str]] = [
     (fault_iptables_mode_too, "proxy.backends", "fail"),
     (fault_kube_chains_in_both_backends, "proxy.backends", "fail"),
     (fault_legacy_maze, "proxy.backends", "fail"),
+    (fault_half_cleaned_iptables_mode, "proxy.backends", "fail"),
     (fault_kube_proxy_table_too, "proxy.backends", "fail"),
     (fault_stale_element, "proxy.stale", "fail"),
     (fault_nft_sync_failures, "proxy.sync", "warn"),

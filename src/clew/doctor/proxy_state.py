@@ -41,22 +41,28 @@ def nft_tables(f: NodeFacts) -> set[tuple[str, str]]:
     return found
 
 
-def _nat_chains(save: str | None) -> set[str]:
-    """The chains declared in an ``iptables-save`` text's nat table."""
-    nat = (save or "").partition("*nat\n")[2].partition("\nCOMMIT")[0]
-    return {line[1:].split(" ", 1)[0] for line in nat.splitlines() if line.startswith(":")}
+# chains only the Service proxy's iptables mode writes (the kubelet writes KUBE-IPTABLES-HINT,
+# KUBE-KUBELET-CANARY and, before 1.28, KUBE-FIREWALL / KUBE-MARK-* / KUBE-POSTROUTING: not these)
+PROXY_ONLY = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES", "KUBE-PROXY-FIREWALL", "KUBE-FORWARD")
+
+
+def _all_chains(f: NodeFacts) -> set[str]:
+    """Every chain of every table in the default iptables and the other backend's save."""
+    other = f.nft_save if f.default_backend == "legacy" else f.legacy_save
+    found = {line[1:].split(" ", 1)[0] for line in (other or "").splitlines() if line.startswith(":")}
+    if f.ruleset is not None:
+        found |= {name for t in f.ruleset.tables.values() for name in t.chains}
+    return found
 
 
 def _iptables_mode(f: NodeFacts) -> bool:
     """nat KUBE-SERVICES in either iptables backend (a legacy maze still matches packets next to
-    an nft one); with kube-ipvs0, only ``KUBE-SVC-*`` chains are iptables mode's."""
-    other = f.nft_save if f.default_backend == "legacy" else f.legacy_save  # the default one is f.ruleset
-    chains = _nat_chains(other)
-    nat = f.ruleset.tables.get("nat") if f.ruleset is not None else None
-    chains |= set(nat.chains) if nat else set()
+    an nft one), or a leftover chain only iptables mode writes (`PROXY_ONLY`, ``KUBE-SVC-*``,
+    ``KUBE-SEP-*``: a half-done cleanup); with kube-ipvs0, only ``KUBE-SVC-*`` chains are
+    iptables mode's (IPVS mode writes the others too)."""
     if "kube-ipvs0" not in f.links:
-        return "KUBE-SERVICES" in chains
-    return any(name.startswith("KUBE-SVC-") for name in chains)
+        return any(c in PROXY_ONLY or c.startswith(("KUBE-SVC-", "KUBE-SEP-")) for c in _all_chains(f))
+    return any(name.startswith("KUBE-SVC-") for name in _all_chains(f))
 
 
 def modes(f: NodeFacts) -> list[str]:
