@@ -449,8 +449,9 @@ def ebgp_lab() -> Iterator[Lab]:
     the Service proxy in nftables mode (the reflector lab above runs iptables mode)."""
     name = next(n for n in (f"bg{secrets.token_hex(2)}" for _ in range(100))
                 if not netns.list_names(prefix(n)) and not state_dir(n).exists())  # fmt: skip
-    cfg = LabConfig(name=name, nodes=4, underlay="routed", backend="bgp", bgp_router="ebgp", bfd=True,
-                    proxy_mode="nftables")
+    cfg = LabConfig(
+        name=name, nodes=4, underlay="routed", backend="bgp", bgp_router="ebgp", bfd=True, proxy_mode="nftables"
+    )
     lab = Lab(LabState(cfg))
     try:
         build.up(lab.state, lab.root)

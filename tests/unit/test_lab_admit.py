@@ -184,3 +184,20 @@ def test_no_garbage_crashes_admission(base: dict[str, Any], path: tuple[str, ...
         assert all(p and "\n" not in p for p in e.problems)
         return
     assert out.changed  # admitted: then it is a well-formed object
+
+
+def test_one_service_may_use_a_node_port_for_tcp_and_udp() -> None:
+    """The API server allows it (DNS-style TCP+UDP on one NodePort); the same port twice is a duplicate."""
+    state = lab()
+    both = [{"name": "t", "port": 80, "protocol": "TCP", "nodePort": 30080},
+            {"name": "u", "port": 80, "protocol": "UDP", "nodePort": 30080}]  # fmt: skip
+    out = admit(state, [service("dns", type="NodePort", ports=both)])
+    assert [p["nodePort"] for p in out.services["lab/dns"]["spec"]["ports"]] == [30080, 30080]
+    state.services = out.services
+    again = admit(state, [service("dns", type="NodePort", ports=both)])  # re-applied: kept
+    assert [p["nodePort"] for p in again.services["lab/dns"]["spec"]["ports"]] == [30080, 30080]
+    twice = [{"name": "t", "port": 80, "nodePort": 30090}, {"name": "t2", "port": 81, "nodePort": 30090}]
+    assert "30090/TCP: Duplicate value" in refused([service("d", type="NodePort", ports=twice)], state)[0]
+    assert "(to Service lab/dns)" in refused([service("e", type="NodePort",
+                                                       ports=[{"port": 1, "protocol": "UDP", "nodePort": 30080}])],
+                                             state)[0]  # fmt: skip

@@ -237,3 +237,22 @@ def test_loopback_destination_from_outside_is_martian_unless_route_localnet() ->
     assert o2.verdict == "ACCEPT" and o2.dnat == "127.0.0.1:8080"
     (o3,) = trace(gated(rules), packet).outcomes
     assert o3.verdict == "DROP" and any("route_localnet" in a.what for a in o3.assumptions)
+
+
+def test_a_reject_says_what_the_client_sees_from_its_reject_type() -> None:
+    """A port unreachable or a TCP reset is "refused"; the prohibited / unreachable ICMP errors that
+    firewalld and RHEL's iptables send are "no route to host" for the client, and the story says so."""
+    from clew.trace.story import format_short, reject_with
+
+    def rejected(target: str, proto: str = "tcp") -> str:
+        rules = f"*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p {proto} -j {target}\nCOMMIT\n"
+        result = trace(rules_only(rules, ("10.0.0.2",)), Packet("10.0.0.9", "10.0.0.2", proto=proto, dport=80))
+        (o,) = result.outcomes
+        return f"{reject_with(o)} | {format_short(result, width=200)}"
+
+    assert rejected("REJECT").startswith("port-unreachable | ") and "refused at once" in rejected("REJECT")
+    tcp_reset = rejected("REJECT --reject-with tcp-reset")
+    assert tcp_reset.startswith("tcp-reset | ") and "TCP reset" in tcp_reset
+    prohibited = rejected("REJECT --reject-with icmp-host-prohibited")
+    assert prohibited.startswith("host-prohibited | ") and "no route to host" in prohibited
+    assert "refused" not in prohibited

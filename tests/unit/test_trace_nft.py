@@ -477,3 +477,6 @@ def test_fib_reverse_path_filter_from_the_routes() -> None:
     assert [o.verdict for o in spoofed] == ["DROP"]  # the way back to 10.0.0.5 is eth1, not eth0
     unknown = trace(view_of(text), Packet("10.0.0.5", "8.8.8.8", iif="eth0")).outcomes
     assert any("fib" in a.what for o in unknown for a in o.assumptions)
+    # without routes the reverse path is assumed valid (as for -m rpfilter): not dropped, and said so
+    assert [o.verdict for o in unknown] == ["ACCEPT"]
+    assert any("reverse path of 10.0.0.5 is assumed valid" in a.what for o in unknown for a in o.assumptions)

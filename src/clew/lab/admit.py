@@ -159,9 +159,16 @@ def _allocate(
         spec["clusterIPs"] = [spec["clusterIP"]]
     if spec.get("type") in ("NodePort", "LoadBalancer"):
         old_ports = {(p.get("name"), p.get("port")): p.get("nodePort") for p in old_spec.get("ports") or []}
+        own: set[tuple[int, str]] = set()  # (nodePort, protocol) of this Service's earlier ports
         for i, p in enumerate(spec.get("ports") or []):
             wanted = p.get("nodePort")
-            if wanted:
+            protocol = p.get("protocol", "TCP")
+            # the API server lets one Service use a NodePort for TCP and UDP alike (port 53 style)
+            shared = alloc.ports.get(wanted) == key and any(n == wanted for n, _ in own)
+            if wanted and shared:
+                if (wanted, protocol) in own:
+                    raise Bad(f"spec.ports[{i}].nodePort", f"{wanted}/{protocol}: Duplicate value")
+            elif wanted:
                 if wanted in alloc.ports:
                     raise Bad(f"spec.ports[{i}].nodePort", f"{wanted}: provided port is already allocated "
                                                            f"(to Service {alloc.ports[wanted]})")  # fmt: skip
@@ -169,6 +176,7 @@ def _allocate(
                 reuse = old_ports.get((p.get("name"), p.get("port")))
                 p["nodePort"] = reuse if reuse and reuse not in alloc.ports else alloc.node_port()
             alloc.ports[p["nodePort"]] = key
+            own.add((p["nodePort"], protocol))
     _model_check(svc)
     alloc.hold(key, svc)
     return svc

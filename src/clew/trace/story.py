@@ -53,8 +53,39 @@ def _headline(o: Outcome) -> str:
     if o.verdict == "ACCEPT":
         to = f" → {o.dnat}" if o.dnat else ""
         return f"{service}{to}: delivered"
-    word = {"REJECT": "refused at once (REJECT: ICMP port unreachable)", "DROP": "dropped (the client times out)"}
+    if o.verdict == "REJECT":
+        return f"{service}: {rejected(o)}"
+    word = {"DROP": "dropped (the client times out)"}
     return f"{service}: {word.get(o.verdict, o.verdict)}"
+
+
+_REJECT_WITH = (
+    re.compile(r"--reject-with\s+(?:icmp-)?([\w-]+)"),  # iptables: icmp-host-prohibited, tcp-reset
+    re.compile(r"\breject with (?:icmpx|icmp|icmpv6)(?: type)? ([\w-]+)"),  # nft: icmpx admin-prohibited
+    re.compile(r"\breject with (tcp) reset"),
+)
+
+
+def reject_with(o: Outcome) -> str:
+    """What the REJECT rule that decided ``o`` answers with: ``port-unreachable`` (both tools'
+    default), ``tcp-reset``/``tcp``, ``admin-prohibited``, ``host-prohibited``, ``net-unreachable``…"""
+    rule = next((h.rule for h in reversed(o.hops) if h.action == "REJECT"), "")
+    for pattern in _REJECT_WITH:
+        found = pattern.search(rule)
+        if found:
+            return "tcp-reset" if found.group(1) == "tcp" else found.group(1)
+    return "port-unreachable"
+
+
+def rejected(o: Outcome) -> str:
+    """The headline of a REJECT outcome, with what the client sees: a port unreachable or a TCP reset is
+    "connection refused"; the other ICMP errors (prohibited, host/net unreachable) "no route to host"."""
+    kind = reject_with(o)
+    if kind == "port-unreachable":
+        return "refused at once (REJECT: ICMP port unreachable)"
+    if kind == "tcp-reset":
+        return "refused at once (REJECT: TCP reset)"
+    return f"rejected: no route to host (REJECT with ICMP {kind})"
 
 
 def _if(o: Outcome) -> str:

@@ -338,6 +338,11 @@ class NftWalker:
         left = self.value(m.get("left"), st, rule)
         if left is ABSENT:
             return [(st, "NOMATCH", None)]
+        if left is UNKNOWN and _oif_missing(m):
+            # rpfilter (`fib saddr . iif oif missing drop`) without routes: assumed to pass, as -m rpfilter is
+            said = f"{statement({'match': m})!r}: routes not given: the reverse path of {st.src} is assumed valid"
+            assume(st, self.warn, rule, said)
+            return [(st, "GO" if m.get("op") == "!=" else "NOMATCH", None)]
         if left is UNKNOWN:
             assume(st, self.warn, rule, f"{statement({'match': m})!r} cannot be decided here: assumed to match")
             return [(st, "GO", None)]
@@ -784,3 +789,10 @@ def _index(s: NftSet) -> None:
         else:
             index.setdefault(exact, (data, comment))
     s._index, s._ranges = index, ranges
+
+
+def _oif_missing(m: dict[str, Any]) -> bool:
+    """``fib … oif missing`` / ``oifname missing``: is there no route for the address (the rpfilter test)?"""
+    left = m.get("left")
+    fib = left.get("fib") if isinstance(left, dict) else None
+    return isinstance(fib, dict) and fib.get("result") in ("oif", "oifname") and m.get("right") in (False, 0, "missing")

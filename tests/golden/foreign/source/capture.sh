@@ -80,3 +80,9 @@ if in_ns iptables-restore --test <"$out/truncated.iptables" 2>/dev/null; then
     exit 1
 fi
 echo "wrote truncated.iptables (refused by iptables-restore, as intended)"
+
+# 11. a firewalld host (nftables backend): nft -f, then nft's JSON listing (what `clew trace --ruleset` reads).
+fresh
+in_ns nft -f "$here/firewalld.nft"
+in_ns nft -j list ruleset >"$out/firewalld.nft.json"
+echo "wrote firewalld.nft.json ($(wc -c <"$out/firewalld.nft.json") bytes)"
