@@ -36,13 +36,14 @@ pytestmark = pytest.mark.lab
 ROOT_BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 
 
-def lab_name() -> str:
-    """``hds<4 hex>``: this helper's prefix, a name no running lab has."""
+def lab_name(start: str = "hds") -> str:
+    """``<start><4 hex>`` (``hds``: the iptables-mode labs, ``dk``: the nftables-mode ones), a name
+    no running lab has."""
     for _ in range(100):
-        name = f"hds{secrets.token_hex(2)}"
+        name = f"{start}{secrets.token_hex(2)}"
         if not netns.list_names(prefix(name)) and not state_dir(name).exists():
             return name
-    raise RuntimeError("no free hds<4 hex> lab name")
+    raise RuntimeError(f"no free {start}<4 hex> lab name")
 
 
 @dataclass
@@ -118,6 +119,19 @@ FAULTS: dict[str, tuple[str, str, list[list[str]], list[list[str]]]] = {
         [["nft", "add table inet hdsfilter"],
          ["nft", "add chain inet hdsfilter forward { type filter hook forward priority 0; policy drop; }"]],
         [["nft", "delete table inet hdsfilter"]],
+    ),
+    "a bridge family forward chain with policy drop (pods of one node)": (
+        "forward.policy", "fail",
+        [["nft", "add table bridge dkbridge"],
+         ["nft", "add chain bridge dkbridge dkfw { type filter hook forward priority 0; policy drop; }"]],
+        [["nft", "delete table bridge dkbridge"]],
+    ),
+    "a netdev ingress chain dropping on flannel.1": (
+        "forward.policy", "fail",
+        [["nft", "add table netdev dkingress"],
+         ["nft", "add chain netdev dkingress dkin { type filter hook ingress device flannel.1 priority 0; "
+                 "policy drop; }"]],
+        [["nft", "delete table netdev dkingress"]],
     ),
     "bridge-nf-call-iptables off": (
         "forward.bridge_nf", "fail",
@@ -282,3 +296,134 @@ def test_netns_as_a_path_reads_the_same_node(cluster: Cluster) -> None:
     assert statuses[0] == statuses[1] == statuses[2]
     missing = clew("doctor", "--netns", "/proc/999999999/ns/net")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+
+
+# nftables mode (the agents run ``--mode nftables``: table ``ip clew``, no KUBE-* chains)
+
+
+@pytest.fixture(scope="module")
+def nft_cluster() -> Iterator[Cluster]:
+    lab = Lab(LabState(LabConfig(name=lab_name("dk"), nodes=2, backend="vxlan", proxy_mode="nftables")))
+    try:
+        build.up(lab.state, lab.root)
+        lab.apply(app("web", 2))
+        n1, n2 = (n.netns for n in lab.state.plan.nodes)
+        links = json.loads(netns.run(n1, ["ip", "-j", "link", "show", "master", "cni0"]).stdout)
+        yield Cluster(lab, n1, n2, links[0]["ifname"], lab.root / "objects")
+    finally:
+        lab.close()
+
+
+def test_a_clean_nftables_mode_lab_passes_every_check_on_every_node(nft_cluster: Cluster) -> None:
+    for ns in (nft_cluster.n1, nft_cluster.n2):
+        found = run_all(
+            facts.from_files(collect.capture(ns, sample_s=0), name=ns, objects=objects.load(nft_cluster.objects_dir))
+        )
+        assert not_ok({f.id: f.status for f in found}) == {}, ns
+        mode = next(f for f in found if f.id == "proxy.mode")
+        assert mode.evidence["programmed_by"] == {"nftables (clew)": "clew"}, ns
+
+
+def test_a_clean_host_gw_nftables_mode_lab_passes_every_check_but_the_vxlan_port() -> None:
+    lab = Lab(LabState(LabConfig(name=lab_name("dk"), nodes=2, backend="host-gw", proxy_mode="nftables")))
+    try:
+        build.up(lab.state, lab.root)
+        lab.apply(app("web", 2))
+        for node in lab.state.plan.nodes:
+            want = {"podnet.vxlan_port": "skip", "podnet.offload": "skip"}
+            assert not_ok(doctor(node.netns, lab.root / "objects")) == want, node.netns
+    finally:
+        lab.close()
+
+
+KUBE_SVC = "KUBE-SVC-NAVV37HDGJLPWY47"
+NFT_FAULTS: dict[str, tuple[str, str, list[list[str]], list[list[str]]]] = {
+    "iptables mode's chains for the same Service next to ip clew": (
+        "proxy.backends", "fail",
+        [["iptables", "-t", "nat", "-N", "KUBE-SERVICES"], ["iptables", "-t", "nat", "-N", KUBE_SVC],
+         ["iptables", "-t", "nat", "-A", "KUBE-SERVICES", "-d", "SVC", "-p", "tcp", "-m", "comment", "--comment",
+          "lab/web:http cluster IP", "-m", "tcp", "--dport", "80", "-j", KUBE_SVC],
+         ["iptables", "-t", "nat", "-A", KUBE_SVC, "-p", "tcp", "-j", "DNAT", "--to-destination", "10.244.1.2:8080"]],
+        [["iptables", "-t", "nat", "-F", "KUBE-SERVICES"], ["iptables", "-t", "nat", "-F", KUBE_SVC],
+         ["iptables", "-t", "nat", "-X", "KUBE-SERVICES"], ["iptables", "-t", "nat", "-X", KUBE_SVC]],
+    ),
+    "KUBE chains in both iptables backends": (
+        "proxy.backends", "fail",
+        [["iptables-legacy", "-t", "nat", "-N", "KUBE-SERVICES"], ["iptables-nft", "-t", "nat", "-N", "KUBE-SERVICES"]],
+        [["iptables-legacy", "-t", "nat", "-X", "KUBE-SERVICES"], ["iptables-nft", "-t", "nat", "-X", "KUBE-SERVICES"]],
+    ),
+    "a KUBE-SERVICES maze left in iptables-legacy only": (
+        "proxy.backends", "fail",
+        [["iptables-legacy", "-t", "nat", "-N", "KUBE-SERVICES"]],
+        [["iptables-legacy", "-t", "nat", "-X", "KUBE-SERVICES"]],
+    ),
+    "a DNAT element left for a deleted Service": (
+        "proxy.stale", "fail",
+        [["nft", 'add element ip clew dst-tcp-2 { 10.96.0.99 . 80 . 0 comment "lab/gone:http" : 10.244.1.9 . 8080 }']],
+        [["nft", "delete element ip clew dst-tcp-2 { 10.96.0.99 . 80 . 0 }"]],
+    ),
+    **{
+        name: FAULTS[name]
+        for name in (
+            "a UDP conntrack entry DNATed to a gone endpoint",
+            "a hand-made nftables forward chain with policy drop",
+            "a bridge family forward chain with policy drop (pods of one node)",
+            "a netdev ingress chain dropping on flannel.1",
+        )
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", list(NFT_FAULTS))
+def test_each_nftables_mode_fault_fails_exactly_its_check_on_exactly_that_node(
+    nft_cluster: Cluster, fault: str
+) -> None:
+    check_id, status, inject, undo = NFT_FAULTS[fault]
+    try:
+        run_all_in(nft_cluster, inject)
+        assert not_ok(doctor(nft_cluster.n1, nft_cluster.objects_dir)) == {check_id: status}
+        assert not_ok(doctor(nft_cluster.n2, nft_cluster.objects_dir)) == {}
+    finally:
+        run_all_in(nft_cluster, undo)
+    assert not_ok(doctor(nft_cluster.n1, nft_cluster.objects_dir)) == {}
+
+
+def test_nftables_mode_objects_the_node_does_not_match(nft_cluster: Cluster, tmp_path: Path) -> None:
+    """The Service deleted from the cluster (the agents still see it): its elements are stale."""
+    seen = tmp_path / "objects"
+    shutil.copytree(nft_cluster.objects_dir, seen)
+    (seen / "services" / "lab-web.json").unlink()
+    assert not_ok(doctor(nft_cluster.n1, seen)) == {"proxy.stale": "fail"}
+
+
+def test_a_stopped_nftables_mode_proxy_fails_proxy_sync_and_healthz(nft_cluster: Cluster) -> None:
+    pid = nft_cluster.lab.agents()["node-1"]
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        assert not_ok(doctor(nft_cluster.n1, nft_cluster.objects_dir)) == {
+            "proxy.sync": "fail",
+            "proxy.healthz": "fail",
+        }
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert not_ok(doctor(nft_cluster.n1, nft_cluster.objects_dir)) == {}
+
+
+def test_nftables_mode_from_dump_answers_as_the_live_run_and_in_time(nft_cluster: Cluster, tmp_path: Path) -> None:
+    objs = str(nft_cluster.objects_dir)
+    start = time.monotonic()
+    live = clew("doctor", "--netns", nft_cluster.n1, "--objects", objs, "--json")
+    elapsed = time.monotonic() - start
+    assert live.returncode == 0, live.stderr
+    dumped = clew("dump", "--netns", nft_cluster.n1, str(tmp_path / "dump"))
+    assert dumped.returncode == 0, dumped.stderr
+    offline = clew("doctor", "--from-dump", str(tmp_path / "dump"), "--objects", objs, "--json")
+    assert offline.returncode == 0, offline.stderr
+
+    def stable(text: str) -> list[tuple[str, str, str]]:
+        checks = [c for c in json.loads(text)["checks"] if c["id"] not in ("conntrack.errors", "node.steal")]
+        moving = ("conntrack.usage", "proxy.sync")
+        return [(c["id"], c["status"], "" if c["id"] in moving else c["summary"]) for c in checks]
+
+    assert stable(offline.stdout) == stable(live.stdout)
+    assert elapsed < 12, f"clew doctor took {elapsed:.1f}s"

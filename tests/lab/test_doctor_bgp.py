@@ -149,3 +149,18 @@ def test_lab_status_shows_every_nodes_session(lab: Lab) -> None:
     for node in doc["nodes"]:
         assert [s["info"] for s in node["bgp"]] == ["Established"], node
     assert bird.daemons(lab.state.plan.node("node-1").netns)  # the doctor finds BIRD by process
+
+
+def test_a_clean_bgp_lab_in_nftables_mode_passes_on_every_node() -> None:
+    """The other proxy mode on the bgp backend: the same expected skips, nothing else."""
+    name = next(n for n in (f"dk{secrets.token_hex(2)}" for _ in range(100))
+                if not netns.list_names(prefix(n)) and not state_dir(n).exists())  # fmt: skip
+    nft = Lab(LabState(LabConfig(name=name, nodes=2, underlay="routed", backend="bgp", proxy_mode="nftables")))
+    try:
+        build.up(nft.state, nft.root)
+        nft.apply(app("web", 2))
+        wait_routes(nft.state.plan)
+        for n in nft.state.plan.nodes:
+            assert statuses(doctor(nft, n.name)) == {}, n.name
+    finally:
+        nft.close()

@@ -220,9 +220,10 @@ def fault_mark_kept_with_tx_offload(files: dict[str, str]) -> None:
 
 
 def fault_no_proxy(files: dict[str, str]) -> None:
-    files["iptables-save.txt"] = files["iptables-save.txt"].replace(":KUBE-SERVICES - [0:0]", ":OTHER - [0:0]")
-    files["iptables-save.txt"] = files["iptables-save.txt"].replace("-j KUBE-SERVICES", "-j OTHER")
-    files["iptables-save.txt"] = files["iptables-save.txt"].replace("-A KUBE-SERVICES", "-A OTHER")
+    """A node whose proxy never ran: no KUBE-* chain of the proxy in either backend (a leftover
+    one is iptables mode's state, see proxy.backends)."""
+    for name in ("iptables-save.txt", "iptables-nft-save.txt"):
+        files[name] = "".join(x for x in files[name].splitlines(True) if "KUBE-" not in x)
 
 
 FAULTS: list[tuple[Callable[[dict[str, str]], None], str, str]] = [

@@ -87,3 +87,50 @@ def test_an_older_dump_without_the_json_says_what_was_not_read() -> None:
     del files["nft-ruleset.json"]
     found = {f.id: f for f in run_all(facts.from_files(files, name="n"))}["forward.policy"]
     assert found.status == "ok" and "not read" in found.evidence["nft_tables"]
+
+
+def hooked(family: str, name: str, hook: str, policy: str, *rules: list[dict[str, Any]], dev: str | None = None
+           ) -> list[dict[str, Any]]:  # fmt: skip
+    items = table(family, name, "c", policy, *rules)
+    items[1]["chain"]["hook"] = hook
+    if dev is not None:
+        items[1]["chain"]["dev"] = dev
+    return items
+
+
+def test_a_bridge_family_forward_drop_fails_for_pods_on_the_same_node() -> None:
+    every = run_with(*hooked("bridge", "filter", "forward", "drop"))
+    assert {i: f.status for i, f in every.items() if f.status != "ok"} == {"forward.policy": "fail"}
+    found = every["forward.policy"]
+    assert "table bridge filter chain c" in found.summary and "10.244.1.2 -> 10.244.1.3" in found.summary
+    assert found.evidence["nft_bridge_forward_chains"] == {"table bridge filter chain c": "policy drop"}
+
+
+def test_a_bridge_family_forward_drop_with_an_accept_for_the_pod_network_is_fine() -> None:
+    found = run_with(*hooked("bridge", "filter", "forward", "drop", saddr("10.244.0.0/16")))["forward.policy"]
+    assert found.status == "ok", found
+
+
+def test_a_netdev_ingress_drop_on_the_vxlan_device_fails() -> None:
+    found = run_with(*hooked("netdev", "guard", "ingress", "drop", dev="flannel.1"))["forward.policy"]
+    assert found.status == "fail" and "table netdev guard chain c" in found.summary, found
+    assert "(flannel.1 -> cni0)" in found.summary
+
+
+def test_an_ingress_chain_on_a_device_pod_traffic_does_not_enter_is_not_a_failure() -> None:
+    found = run_with(*hooked("netdev", "guard", "ingress", "drop", dev="dummy9"))["forward.policy"]
+    assert found.status == "ok" and "table netdev guard chain c" in found.evidence["nft_ingress_chains"]
+
+
+def test_ingress_devices_come_from_the_text_listing_when_the_json_omits_them() -> None:
+    """nft 1.0.6's ``nft -j`` writes no ``dev`` for an ingress chain (seen on this machine)."""
+    files = dump_files.read(NODE)[1]
+    doc = json.loads(files["nft-ruleset.json"])
+    doc["nftables"].extend(hooked("netdev", "guard", "ingress", "drop"))
+    files["nft-ruleset.json"] = json.dumps(doc)
+    files["nft-ruleset.txt"] += (
+        'table netdev guard {\n\tchain c {\n\t\ttype filter hook ingress device "flannel.1" priority filter; '
+        "policy drop;\n\t}\n}\n"
+    )
+    found = {f.id: f for f in run_all(facts.from_files(files, name="n", objects=objects.load(NODE / "objects")))}
+    assert found["forward.policy"].status == "fail", found["forward.policy"]

@@ -14,6 +14,7 @@ that surely matches or from the chain's policy.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ class BaseChain:
     hook: str
     prio: int
     policy: str
+    devices: tuple[str, ...] = ()  # netdev / inet ingress: the devices the chain is attached to
 
     @property
     def label(self) -> str:
@@ -51,31 +53,63 @@ class Ruleset:
 
     chains: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     rules: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    tables: set[tuple[str, str]] = field(default_factory=set)  # (family, name)
+    sets: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # sets and maps, with elements
 
-    def base_chains(self, hook: str) -> list[BaseChain]:
-        """Base chains on ``hook`` outside iptables-nft's tables, in priority order."""
+    def base_chains(self, hook: str, families: tuple[str, ...] = ("ip", "inet")) -> list[BaseChain]:
+        """Base chains on ``hook`` of ``families`` outside iptables-nft's tables, in priority order
+        (routed IPv4 crosses ip and inet tables; bridged frames the bridge family's; a device's
+        ingress the netdev and inet families' ``ingress`` chains)."""
         found = []
         for (family, table, name), c in self.chains.items():
             if c.get("hook") != hook or (family in ("ip", "ip6") and table in XTABLES):
                 continue
-            if family not in ("ip", "inet"):
-                continue  # IPv4 pod traffic crosses ip and inet tables only
+            if family not in families:
+                continue
             prio = c.get("prio", 0)
             policy = str(c.get("policy", "accept"))
-            found.append(BaseChain(family, table, name, hook, prio if isinstance(prio, int) else 0, policy))
+            dev = c.get("dev", ())
+            devices = (dev,) if isinstance(dev, str) else tuple(d for d in dev if isinstance(d, str))
+            found.append(BaseChain(family, table, name, hook, prio if isinstance(prio, int) else 0, policy, devices))
         return sorted(found, key=lambda b: (b.prio, b.family, b.table, b.name))
 
 
 def ruleset_from_json(doc: dict[str, Any]) -> Ruleset:
     rs = Ruleset()
     for item in doc.get("nftables", []):
-        if "chain" in item:
+        if "table" in item:
+            rs.tables.add((item["table"]["family"], item["table"]["name"]))
+        elif "set" in item or "map" in item:
+            x = item.get("set") or item["map"]
+            rs.sets[(x["family"], x["table"], x["name"])] = x
+        elif "chain" in item:
             c = item["chain"]
             rs.chains[(c["family"], c["table"], c["name"])] = c
         elif "rule" in item:
             r = item["rule"]
             rs.rules.setdefault((r["family"], r["table"], r["chain"]), []).append(r)
     return rs
+
+
+_TABLE = re.compile(r"^table (\w+) (\S+) \{")
+_CHAIN = re.compile(r"^\s+chain (\S+) \{")
+_DEVICES = re.compile(r'hook ingress (?:device "?([^"\s;]+)"?|devices = \{ ([^}]*) \})')
+
+
+def fill_devices(rs: Ruleset, text: str) -> None:
+    """Ingress chains' devices from ``nft list ruleset``'s text: nft 1.0.6's JSON leaves them out."""
+    table: tuple[str, str] | None = None
+    chain = None
+    for line in text.splitlines():
+        if m := _TABLE.match(line):
+            table, chain = (m.group(1), m.group(2)), None
+        elif m := _CHAIN.match(line):
+            chain = m.group(1)
+        elif table is not None and chain is not None and (m := _DEVICES.search(line)):
+            c = rs.chains.get((table[0], table[1], chain))
+            if c is not None and not c.get("dev"):
+                names = [m.group(1)] if m.group(1) else [d.strip().strip('"') for d in m.group(2).split(",")]
+                c["dev"] = [n for n in names if n]
 
 
 def _in(value: Any, ip: str) -> bool | None:
@@ -144,6 +178,15 @@ def _match(m: dict[str, Any], p: Packet) -> bool | None:
     elif isinstance(left, dict) and "ct" in left and left["ct"].get("key") == "state":
         states = _names(right)
         hit = None if states is None else p.state.lower() in [str(s).lower() for s in states]
+    elif _ct_status(left) and p.state == "NEW":
+        # a new packet from outside carries no conntrack status bit (dnat, snat, …) yet
+        bits = _names(right)
+        if op == "!" and bits is not None:
+            return True  # "ct status ! dnat": none of the bits set
+        if op == "in" and bits is not None:
+            return False
+        if isinstance(left, dict) and "&" in left and right == 0 and op == "==":
+            return True  # "ct status & dnat == 0"
     if hit is None:
         return None
     if op in ("==", "in"):
@@ -151,6 +194,13 @@ def _match(m: dict[str, Any], p: Packet) -> bool | None:
     if op == "!=":
         return not hit
     return None
+
+
+def _ct_status(left: Any) -> bool:
+    """``ct status`` alone, or ``ct status & BITS``."""
+    if isinstance(left, dict) and "&" in left and isinstance(left["&"], list) and left["&"]:
+        left = left["&"][0]
+    return isinstance(left, dict) and "ct" in left and left["ct"].get("key") == "status"
 
 
 def _rule_label(r: dict[str, Any]) -> str:

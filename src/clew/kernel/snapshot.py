@@ -7,6 +7,8 @@ Read-only: nothing here changes the namespace.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from clew.kernel import bird as _bird
 from clew.kernel import netns as _netns
 from clew.kernel.errors import CommandFailed
@@ -33,10 +35,13 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
 BIRD_FILE = "bird.txt"  # the namespace's BIRD, if one runs: `clew.kernel.bird.state_text`
 
 
-def capture(netns: Where) -> dict[str, str]:
-    """Every file of a dump for ``netns`` (optional tools that fail are left out)."""
+def capture(netns: Where, *, skip: Collection[str] = ()) -> dict[str, str]:
+    """Every file of a dump for ``netns`` (optional tools that fail are left out; files named in
+    ``skip`` are not read: the caller reads them its own way)."""
     files: dict[str, str] = {}
     for name, (argv, required) in COMMANDS.items():
+        if name in skip:
+            continue
         try:
             files[name] = _netns.run(netns, argv).stdout
         except CommandFailed:

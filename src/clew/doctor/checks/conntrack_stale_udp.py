@@ -3,10 +3,13 @@
 UDP has no connection end: while a client keeps sending (DNS, a game, syslog), its entry keeps
 the old DNAT and every packet goes to the gone endpoint (kubernetes #18604, #125467). An entry
 is stale when its original destination is a Service IP or a node address, its reply comes from
-another address (DNAT), and that ``ip:port`` is no endpoint in the current rules."""
+another address (DNAT), and that ``ip:port`` is no endpoint in the current rules (iptables mode:
+KUBE-SEP DNAT targets; nftables mode: the ``ip . port`` values of clew's DNAT maps and the
+``dnat to`` rules of either table, `proxy_state`)."""
 
 from __future__ import annotations
 
+from clew.doctor import proxy_state
 from clew.doctor.facts import NodeFacts
 from clew.doctor.finding import Finding, fail, ok, skip
 
@@ -34,9 +37,15 @@ def service_ips_and_endpoints(f: NodeFacts) -> tuple[set[str], set[str]]:
 def check(f: NodeFacts) -> Finding:
     if f.udp_flows is None:
         return skip(ID, "UDP conntrack entries not collected (conntrack tool missing?)")
-    if f.ruleset is None or f.ruleset.chain("nat", "KUBE-SERVICES") is None:
-        return skip(ID, "no iptables-mode Service rules to tell endpoints from (other modes are not read yet)")
+    found = [m for m in proxy_state.modes(f) if m != proxy_state.IPVS]
+    if not found:
+        return skip(ID, "no iptables- or nftables-mode Service rules to tell endpoints from (IPVS is not read)")
     ips, endpoints = service_ips_and_endpoints(f)
+    for mode, table in ((proxy_state.NFT_CLEW, proxy_state.CLEW), (proxy_state.NFT_KUBE_PROXY, proxy_state.KUBE_PROXY)):
+        if mode in found:
+            more_ips, more_endpoints = proxy_state.nft_service_ips_and_endpoints(f, table)
+            ips |= more_ips
+            endpoints |= more_endpoints
     targets = ips | {a.ip for a in f.addresses}
     stale = [
         flow

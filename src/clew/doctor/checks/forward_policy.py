@@ -8,7 +8,11 @@ remote pod to a local pod, and a NodePort client outside to a local pod (marked 
 which KUBE-FORWARD accepts). Then the same packets through every native nftables base chain on
 the forward hook that is not iptables-nft's (`nft_probe`): in nftables each base chain must let
 the packet through, so firewalld's or a hand-made ``policy drop`` chain breaks pod traffic even
-when filter FORWARD accepts it."""
+when filter FORWARD accepts it. Native tables of the other families are read as well: a
+``bridge`` family forward chain sees frames between two ports of the pod bridge (a same-node pod
+to pod probe is added for it), and a ``netdev`` (or ``inet``) ingress chain sees everything that
+enters its device before any routing (each probe is walked through the ingress chains of its
+input device)."""
 
 from __future__ import annotations
 
@@ -79,23 +83,50 @@ def check(f: NodeFacts) -> Finding:
         if not by.startswith("policy"):
             fix = f"remove or reorder the rule that drops it ({by}), or insert an accept for the pod network above it"
         return fail(ID, f"pod traffic is dropped in filter FORWARD ({dropped[0]}: {by})", fix, **evidence)
-    native = _native(f, probes, net, evidence)
+    ports = f.ports(bridge.name)
+    if ports:  # two pods of this node: bridged port to port, never routed
+        other = ports[1].name if len(ports) > 1 else "veth-other"
+        peer_ip = str(subnet.network_address + 3)
+        bridged = {
+            f"{local_ip} -> {peer_ip} ({ports[0].name} -> {other} on {bridge.name})": Packet(
+                local_ip, peer_ip, iif=ports[0].name, oif=other
+            )
+        }
+    else:
+        bridged = {}
+    native = _native(f, probes, bridged, net, evidence)
     if native is not None:
         return native
     return ok(ID, f"pod traffic crosses filter FORWARD (policy {policy})", **evidence)
 
 
-def _native(f: NodeFacts, probes: dict[str, Packet], net: str, evidence: dict[str, object]) -> Finding | None:
-    """The native nftables base chains on the forward hook (firewalld's, a hand-made table): a
-    packet must pass each of them too. A failure, or None (the evidence gains what was read)."""
+def _native(
+    f: NodeFacts, probes: dict[str, Packet], bridged: dict[str, Packet], net: str, evidence: dict[str, object]
+) -> Finding | None:
+    """The native nftables base chains on the forward hook (firewalld's, a hand-made table), the
+    bridge family's forward chains for ``bridged``, and every probe's input device's ingress
+    chains: a packet must pass each of them too. A failure, or None (the evidence gains what was read)."""
     if f.nft is None:
         evidence["nft_tables"] = "not read (no nft-ruleset.json: nft missing, or an older dump)"
         return None
     chains = f.nft.base_chains("forward")
     evidence["nft_forward_chains"] = {b.label: f"policy {b.policy}" for b in chains}
+    walks: list[tuple[BaseChain, dict[str, Packet]]] = [(b, probes) for b in chains]
+    bridge_chains = f.nft.base_chains("forward", families=("bridge",)) if bridged else []
+    if bridge_chains:
+        evidence["nft_bridge_forward_chains"] = {b.label: f"policy {b.policy}" for b in bridge_chains}
+        walks += [(b, bridged) for b in bridge_chains]
+    ingress = f.nft.base_chains("ingress", families=("netdev", "inet"))
+    if ingress:
+        evidence["nft_ingress_chains"] = {b.label: f"devices {list(b.devices)}, policy {b.policy}" for b in ingress}
+        every = {**probes, **bridged}
+        for b in ingress:
+            entering = {n: p for n, p in every.items() if p.iif in b.devices}
+            if entering:
+                walks.append((b, entering))
     maybe: Finding | None = None
-    for base in chains:
-        results = {name: nft_walk(f.nft, base, p) for name, p in probes.items()}
+    for base, seen in walks:
+        results = {name: nft_walk(f.nft, base, p) for name, p in seen.items()}
         uncertain = sorted({u for v in results.values() for u in v.uncertain})
         if uncertain:
             listed = evidence.setdefault("rules_not_evaluated", [])

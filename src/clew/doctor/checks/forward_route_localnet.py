@@ -1,11 +1,15 @@
 """``forward.route_localnet``: with route_localnet on, a neighbour can reach services bound to
 127.0.0.1 (CVE-2020-8558) unless INPUT drops non-local sources to 127.0.0.0/8 (kube-proxy's
-KUBE-FIREWALL rule)."""
+KUBE-FIREWALL rule; in clew's nftables mode the same rule in ``ip clew`` chain filter-input).
+
+Each input path is read: iptables INPUT (`probe`) and every native nftables base chain on the
+input hook (`nft_probe`); in netfilter a drop in any of them is final, so one is enough."""
 
 from __future__ import annotations
 
 from clew.doctor.facts import NodeFacts
 from clew.doctor.finding import Finding, fail, ok, skip
+from clew.doctor.nft_probe import walk as nft_walk
 from clew.doctor.probe import Packet, walk
 
 ID = "forward.route_localnet"
@@ -28,8 +32,9 @@ def check(f: NodeFacts) -> Finding:
     dev = next((d for d in on if d not in ("all", "default", "lo")), None)
     underlay = f.underlay()
     iif = dev or (underlay.name if underlay else "eth0")
-    verdict = walk(f.ruleset, "INPUT", Packet("192.0.2.1", "127.0.0.1", iif=iif, proto="tcp", dport=10248))
-    evidence = {
+    packet = Packet("192.0.2.1", "127.0.0.1", iif=iif, proto="tcp", dport=10248)
+    verdict = walk(f.ruleset, "INPUT", packet)
+    evidence: dict[str, object] = {
         "route_localnet": on,
         "probe": f"192.0.2.1 -> 127.0.0.1:10248 in {iif}",
         "verdict": verdict.verdict,
@@ -37,6 +42,14 @@ def check(f: NodeFacts) -> Finding:
     }
     if verdict.verdict == "DROP":
         return ok(ID, "route_localnet on, and INPUT drops outside sources to 127.0.0.0/8", **evidence)
+    nft = {b.label: nft_walk(f.nft, b, packet) for b in f.nft.base_chains("input")} if f.nft else {}
+    evidence["nft_input_chains"] = {label: {"verdict": v.verdict, "by": v.by} for label, v in nft.items()}
+    dropped = next((v for v in nft.values() if v.verdict == "DROP"), None)
+    if dropped is not None:
+        evidence["verdict"], evidence["by"] = "DROP", dropped.by
+        return ok(
+            ID, f"route_localnet on, and nftables drops outside sources to 127.0.0.0/8 ({dropped.by})", **evidence
+        )
     return fail(
         ID,
         f"route_localnet on ({', '.join(on)}) without the 127.0.0.0/8 protection rule: "

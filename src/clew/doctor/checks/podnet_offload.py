@@ -9,6 +9,7 @@ kernels that fixed it are not told apart here — the kernel release is evidence
 
 from __future__ import annotations
 
+from clew.doctor import proxy_state
 from clew.doctor.facts import NodeFacts
 from clew.doctor.finding import Finding, ok, skip, warn
 
@@ -17,7 +18,13 @@ MASQ_MARK = 0x4000
 
 
 def clears_mark(f: NodeFacts) -> bool:
-    """Whether nat KUBE-POSTROUTING clears the masquerade mark before it masquerades."""
+    """Whether the proxy clears the masquerade mark before it masquerades: nat KUBE-POSTROUTING
+    in iptables mode, the masquerading chain of ``ip clew`` / ``ip kube-proxy`` in nftables mode."""
+    if any(
+        proxy_state.nft_clears_mark_before_masquerade(f, t, MASQ_MARK)
+        for t in (proxy_state.CLEW, proxy_state.KUBE_PROXY)
+    ):
+        return True
     chain = f.ruleset.chain("nat", "KUBE-POSTROUTING") if f.ruleset else None
     for rule in chain.rules if chain else []:
         t = rule.target
@@ -62,7 +69,8 @@ def check(f: NodeFacts) -> Finding:
             f"tx checksum offload on {dev} and masquerade-marked packets keep the mark when encapsulated: "
             "the 63-second delays",
             f"ethtool -K {dev} tx off (or a proxy that clears the mark: "
-            "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000 before MASQUERADE)",
+            "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000 before MASQUERADE; "
+            "nftables: meta mark set meta mark ^ 0x4000)",
             **evidence,
         )
     why = "tx offload off" if tx != "on" else "the proxy clears the masquerade mark first"

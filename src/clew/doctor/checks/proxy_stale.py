@@ -1,17 +1,20 @@
 """``proxy.stale``: rules for Services that no longer exist, and Services without rules,
 compared with the cluster's Service objects (``--objects``). iptables mode: each Service port
 has a rule in nat KUBE-SERVICES (endpoints) or filter KUBE-SERVICES (none: REJECT) whose comment
-starts ``namespace/name:port``."""
+starts ``namespace/name:port``. nftables mode: clew's ``ip clew`` elements carry the comment
+``ns/name:port``; kube-proxy's ``ip kube-proxy`` has per-Service chains
+``service-<H8>-ns/name/proto/port`` and commented no-endpoint elements (`proxy_state`). Every
+mode on the node is read: a Service is missing when no mode has it, stale when any mode has it
+and the objects do not (two modes at once are proxy.backends' failure, not this one's)."""
 
 from __future__ import annotations
 
-import re
-
+from clew.doctor import proxy_state
 from clew.doctor.facts import NodeFacts
 from clew.doctor.finding import Finding, fail, ok, skip
 
 ID = "proxy.stale"
-_SERVICE = re.compile(r"^([a-z0-9.-]+/[a-z0-9.-]+)(?::|\s|$)")
+_SERVICE = proxy_state.SERVICE
 _CHAINS = (
     ("nat", "KUBE-SERVICES"),
     ("filter", "KUBE-SERVICES"),
@@ -36,12 +39,29 @@ def programmed(f: NodeFacts) -> set[str]:
 def check(f: NodeFacts) -> Finding:
     if f.objects is None:
         return skip(ID, "needs the cluster's Service objects (--objects)")
-    if f.ruleset is None or f.ruleset.chain("nat", "KUBE-SERVICES") is None:
-        return skip(ID, "no iptables-mode Service rules on this node (other modes are not read yet)")
-    have = programmed(f)
+    found = [m for m in proxy_state.modes(f) if m != proxy_state.IPVS]
+    if not found:
+        return skip(ID, "no iptables- or nftables-mode Service rules on this node (IPVS is not read)")
+    if f.nft is None and any(m in proxy_state.NFTABLES_MODES for m in found):
+        return skip(ID, "an nftables proxy table is there but nft -j list ruleset was not collected")
     want = set(f.objects.services)
-    stale, missing = sorted(have - want), sorted(want - have)
-    evidence = {"services": len(want), "programmed": len(have), "stale": stale, "missing": missing}
+    per_mode = {}
+    for mode in found:
+        if mode == proxy_state.IPTABLES:
+            per_mode[mode] = programmed(f)
+        else:
+            table = proxy_state.CLEW if mode == proxy_state.NFT_CLEW else proxy_state.KUBE_PROXY
+            per_mode[mode] = proxy_state.nft_programmed(f, table)
+    have = set().union(*per_mode.values())
+    stale = sorted(have - want)
+    missing = sorted(want - have)  # in no mode (a second mode's maze is proxy.backends' failure)
+    evidence = {
+        "modes": found,
+        "services": len(want),
+        "programmed": {m: len(v) for m, v in per_mode.items()},
+        "stale": stale,
+        "missing": missing,
+    }
     if stale or missing:
         what = []
         if stale:
