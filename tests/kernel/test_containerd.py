@@ -116,6 +116,13 @@ def _mount_ns(pid: int | str) -> str | None:
         return None
 
 
+def _pid_ns(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
 class Runtime:
     """A node namespace with its own containerd in a private mount namespace; see the module doc."""
 
@@ -142,6 +149,8 @@ class Runtime:
         self.proc: subprocess.Popen[bytes] | None = None  # unshare, the PID namespace's parent
         self.pid: int | None = None  # containerd: PID 1 inside, this pid outside
         self.mnt_ns: str | None = None
+        self.pid_ns: str | None = None
+        self.pid_ns_fd: int | None = None
         self.env = {"PATH": PATH}
 
     # -- setup -------------------------------------------------------------------------------
@@ -211,6 +220,13 @@ class Runtime:
         assert self.pid is not None
         self.mnt_ns = _mount_ns(self.pid)
         assert self.mnt_ns not in (None, host_ns), "containerd is not in a mount namespace of its own"
+        # containerd and its shims live in a PID namespace of their own (unshare --pid). Held open
+        # until the leftover check, that namespace cannot die, so its inode cannot be reused by a
+        # new namespace (every `ip netns exec` elsewhere on the machine makes mount namespaces):
+        # a process found in it after close is a real leftover.
+        self.pid_ns = _pid_ns(self.pid)
+        assert self.pid_ns not in (None, _pid_ns("self")), "containerd is not in a PID namespace of its own"
+        self.pid_ns_fd = os.open(f"/proc/{self.pid}/ns/pid", os.O_RDONLY)
 
     def _serving(self) -> bool:
         assert self.proc is not None
@@ -334,9 +350,15 @@ class Runtime:
         self.proc.wait(timeout=10)
 
     def _ns_pids(self) -> list[int]:
-        if self.mnt_ns is None:
+        """Processes in containerd's PID namespace (its shims and containers included)."""
+        if self.pid_ns is None:
             return []
-        return [int(p) for p in os.listdir("/proc") if p.isdigit() and _mount_ns(p) == self.mnt_ns]
+        return [int(p) for p in os.listdir("/proc") if p.isdigit() and _pid_ns(p) == self.pid_ns]
+
+    def release_ns(self) -> None:
+        if self.pid_ns_fd is not None:
+            os.close(self.pid_ns_fd)
+            self.pid_ns_fd = None
 
     def _kill_leftovers(self) -> None:
         """SIGKILL any process still in containerd's mount namespace (shims), by pid."""
@@ -372,34 +394,19 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
     yield from running(Runtime(request.param))
 
 
-def _boot_ticks() -> int:
-    """Now, in clock ticks since boot (the unit of /proc/PID/stat's start time)."""
-    return int(float(Path("/proc/uptime").read_text().split()[0]) * os.sysconf("SC_CLK_TCK")) + 1
-
-
-def _started_before(pid: int, ticks: int) -> bool:
-    """Whether the process started at or before ``ticks`` (since boot); a gone one did not stay."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return int(stat.rpartition(")")[2].split()[19]) <= ticks
-
-
 def running(rt: Runtime) -> Iterator[Runtime]:
     """Start ``rt``, yield it, close it and check that it left nothing behind."""
     before = {p: os.path.lexists(p) for p in ROOT_PATHS}
     try:
-        rt.start()
-        yield rt
+        try:
+            rt.start()
+            yield rt
+        finally:
+            rt.close()
+        assert rt.proc is None or rt.proc.poll() is not None, "containerd still running"
+        assert rt._ns_pids() == [], "processes left in containerd's PID namespace"
     finally:
-        rt.close()
-        closed = _boot_ticks()
-    assert rt.proc is None or rt.proc.poll() is not None, "containerd still running"
-    # once the namespace is gone its nsfs inode may be reused by a new mount namespace (every
-    # `ip netns exec` makes one): only a process that started before close returned is left over
-    left = [p for p in rt._ns_pids() if _started_before(p, closed)]
-    assert left == [], "processes left in containerd's mount namespace"
+        rt.release_ns()
     assert rt.cgroup_dirs() == [], "container cgroup left behind"
     assert netns.list_names(rt.prefix + "-") == []
     assert not rt.tmp.exists()
