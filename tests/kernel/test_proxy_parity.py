@@ -33,6 +33,7 @@ mistaken for a DROP.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import time
@@ -62,6 +63,7 @@ DEFAULT_SEED, DEFAULT_COUNT = 20261206, 300
 PROBE_TIMEOUT_S = 0.5
 TOP_UPS = (12, 30)  # extra attempts per kind whose outcome sets differ, round by round
 WORKERS = 8
+SOURCE_PORTS = itertools.count(10000)  # fixed source ports, one per attempt, below the ephemeral range (32768)
 CHUNK = 8  # probes per process
 
 SERVICES = (
@@ -311,11 +313,19 @@ def send_all(topo: Topology, jobs: Sequence[tuple[Kind, int]]) -> list[list[Atte
         chunks[(k.source, per_source[k.source] // CHUNK)].append(i)
         per_source[k.source] += 1
 
+    # Every attempt gets a source port of its own (below the ephemeral range, never reused in the
+    # module): with ports the kernel picks, two flows of one client to two Service IPs DNATed to
+    # one endpoint may reach it as one 4-tuple, and its TIME_WAIT swallows the second — a timeout by
+    # chance that differs between the two clusters' random draws.
+    sports: list[list[int]] = []
+    for _, count in jobs:
+        sports.append([next(SOURCE_PORTS) for _ in range(count)])
+
     def one(indices: list[int]) -> list[ProbeResult]:
         batch = []
         for i in indices:
-            k, count = jobs[i]
-            batch.append({"dst": k.dst, "port": k.dport, "proto": k.proto, "count": count, "src": k.bind})
+            k, _ = jobs[i]
+            batch.append({"dst": k.dst, "port": k.dport, "proto": k.proto, "sports": sports[i], "src": k.bind})
         return topo.probe_batch(jobs[indices[0]][0].source, batch, timeout=PROBE_TIMEOUT_S)
 
     out: list[list[Attempt]] = [[] for _ in jobs]

@@ -212,13 +212,22 @@ def probe(
 def batch(lines: Iterable[str], timeout: float) -> list[dict[str, Any]]:
     """Many probes from one process (a test sending hundreds of packets from one namespace
     would otherwise start a Python per packet): one JSON object per line, ``{"dst", "port",
-    "proto", "count", "src", "sport"}`` (all but dst and port optional); a `ProbeResult`
-    document per line, in order."""
+    "proto", "count", "src", "sport", "sports"}`` (all but dst and port optional; ``sports``: one
+    source port per attempt, so that no two attempts share a 4-tuple at an endpoint — the kernel
+    reuses a source port towards another destination, and two Service IPs DNATed to one endpoint
+    then meet it as one connection, which its TIME_WAIT may swallow); a `ProbeResult` document per
+    line, in order."""
     out = []
     for line in lines:
         if not line.strip():
             continue
         job = json.loads(line)
+        if "sports" in job:
+            dst, port, proto = str(job["dst"]), int(job["port"]), str(job.get("proto", "tcp"))
+            wait = float(job.get("timeout", timeout))
+            attempts = [probe_once(dst, port, proto, wait, job.get("src"), int(sp)) for sp in job["sports"]]
+            out.append(ProbeResult(attempts).to_json())
+            continue
         result = probe(
             str(job["dst"]),
             int(job["port"]),
