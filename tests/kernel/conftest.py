@@ -9,6 +9,8 @@ from collections.abc import Iterator, Mapping, Sequence
 import pytest
 from topology import Topology, TopologyFactory, unique_prefix
 
+from clew.kernel import netns
+
 TOOLS = ("ip", "bridge", "iptables", "iptables-restore", "iptables-save", "sysctl", "nft", "conntrack")
 
 
@@ -51,3 +53,17 @@ def topology_factory() -> Iterator[TopologyFactory]:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+@pytest.fixture(scope="module")
+def nft_ns() -> Iterator[str]:
+    """One throwaway namespace for a module's nft loads (skipped without nft); always deleted."""
+    if shutil.which("nft") is None:
+        pytest.skip("needs nft (install: bash scripts/install)")
+    name = unique_prefix("nf") + "-nft"
+    netns.create(name)
+    try:
+        yield name
+    finally:
+        netns.delete(name)
+    assert not netns.exists(name)

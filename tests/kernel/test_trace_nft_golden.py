@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from topology import unique_prefix
 
 from clew.kernel import netns
 
@@ -36,24 +33,11 @@ def _plain(doc: Any) -> Any:
     return doc
 
 
-@pytest.fixture(scope="module")
-def ns() -> Iterator[str]:
-    if shutil.which("nft") is None:
-        pytest.skip("needs nft (install: bash scripts/install)")
-    name = unique_prefix("tn") + "-json"
-    netns.create(name)
-    try:
-        yield name
-    finally:
-        netns.delete(name)
-    assert not netns.exists(name)
-
-
 @pytest.mark.parametrize("golden", GOLDENS, ids=[g.stem for g in GOLDENS])
-def test_json_fixture_is_nfts_listing_of_the_golden(ns: str, golden: Path) -> None:
-    netns.run(ns, ["nft", "flush", "ruleset"])
-    netns.run(ns, ["nft", "-f", "-"], input=golden.read_text())
-    listed = netns.run(ns, ["nft", "-j", "list", "ruleset"]).stdout
+def test_json_fixture_is_nfts_listing_of_the_golden(nft_ns: str, golden: Path) -> None:
+    netns.run(nft_ns, ["nft", "flush", "ruleset"])
+    netns.run(nft_ns, ["nft", "-f", "-"], input=golden.read_text())
+    listed = netns.run(nft_ns, ["nft", "-j", "list", "ruleset"]).stdout
     fixture = golden.with_name(golden.name + ".json")
     if os.environ.get("CLEW_UPDATE_NFT_JSON") == "1":
         fixture.write_text(json.dumps(json.loads(listed), separators=(",", ":")))
